@@ -1,0 +1,5 @@
+import sys
+
+from loralens.cli import main
+
+sys.exit(main())

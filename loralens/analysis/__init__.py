@@ -1,0 +1,1 @@
+"""The capture mechanism, streamed statistics, one module per analysis, verdicts."""

@@ -1,0 +1,48 @@
+"""The `loralens` command: a thin shell over the Python API. Each command group lives in its own module."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from loralens import __version__
+from loralens.errors import LoralensError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="loralens")
+def cli() -> None:
+    """Fine-tune Whisper's encoder for speech emotion recognition with LoRA, then open the adapted model up."""
+
+
+def _register() -> None:
+    # Imported here so that `loralens --help` stays quick and each group stays in its own module.
+    from loralens.cli import data as data_cmds
+    from loralens.cli import models as models_cmds
+
+    cli.add_command(models_cmds.models)
+    cli.add_command(data_cmds.data)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point. Errors on bad input are printed without a traceback; exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="loralens", standalone_mode=False)
+    except LoralensError as e:
+        click.echo(f"error: {e}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

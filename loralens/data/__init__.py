@@ -1,0 +1,1 @@
+"""Audio decoding, corpora, speaker-independent folds, feature extraction and its cache, batching."""

@@ -1,0 +1,81 @@
+"""Atomic writes: write to a temporary file in the same folder, then rename over the target.
+
+A crash never leaves a half-written file that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to `target`; on success it is renamed to `target`, on error removed."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `target` atomically."""
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_text(target: str | os.PathLike[str], text: str) -> None:
+    """Write UTF-8 `text` to `target` atomically."""
+    atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars and arrays, Paths, dataclasses: the types results are made of.
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def atomic_write_json(target: str | os.PathLike[str], obj: Any, indent: int = 2) -> None:
+    """Serialise `obj` (dicts, lists, numbers, numpy values, dataclasses) to JSON at `target` atomically."""
+    atomic_write_text(target, json.dumps(obj, indent=indent, default=_json_default, allow_nan=True) + "\n")
+
+
+def atomic_write_with(target: str | os.PathLike[str], writer: Callable[[Path], None]) -> None:
+    """Call `writer(tmp_path)` to produce the file (e.g. safetensors' save_file), then rename to `target`."""
+    with atomic_path(target) as tmp:
+        writer(tmp)
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file, with an error that names the file when it is missing or malformed."""
+    from loralens.errors import RunFolderError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunFolderError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise RunFolderError(f"{path}: not valid JSON ({e})", "delete it and re-run the stage that writes it") from None

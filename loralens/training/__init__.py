@@ -1,0 +1,1 @@
+"""The fit/evaluate loop, metrics, checkpoints and resume, the cross-validation driver."""

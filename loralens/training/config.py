@@ -1,0 +1,177 @@
+"""The training configuration: one validated pydantic model, read from YAML, overridden by command-line flags.
+
+A snapshot is written as `config.yaml` in the run folder; `config_hash` fingerprints the fields that change the
+results, so a completed fold is skipped only when it was trained under the same settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from loralens.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraConfig(_Strict):
+    """LoRA on the encoder (peft). `layers`: encoder block indices to adapt (None = all)."""
+
+    r: int = Field(32, ge=1)
+    alpha: float = Field(64, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    target_modules: tuple[str, ...] = ("v_proj",)
+    layers: tuple[int, ...] | None = None
+
+    @field_validator("target_modules")
+    @classmethod
+    def _non_empty(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("name at least one module, e.g. v_proj")
+        return v
+
+    def to_settings(self):
+        """The `loralens.models.lora.LoraSettings` of these values."""
+        from loralens.models.lora import LoraSettings
+
+        return LoraSettings(r=self.r, alpha=self.alpha, dropout=self.dropout,
+                            target_modules=tuple(self.target_modules),
+                            layers=None if self.layers is None else tuple(self.layers))
+
+
+class HeadConfig(_Strict):
+    """Classification head: masked mean pooling, optional learned weighted sum of the encoder layers, a projector
+    of `projector_dim` units, a linear classifier."""
+
+    projector_dim: int = Field(256, ge=1)
+    weighted_layer_sum: bool = False
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class TrainConfig(_Strict):
+    """Everything a training run depends on. Paths may be relative to the working directory."""
+
+    # data
+    corpus: str = "ravdess"
+    corpus_root: Path | None = None
+    label_set: str | None = None
+    folds: str = "auto"
+    folds_file: Path | None = None
+    fold: int | None = Field(None, ge=0, description="train only this fold (index); None = all folds")
+    window: Literal["full", "trim"] = "full"
+    on_bad_audio: Literal["stop", "skip"] = "stop"
+    feature_cache: Path | None = None
+    num_workers: int = Field(0, ge=0)
+    # model
+    model: str = "base"
+    method: Literal["lora", "frozen", "full"] = "lora"
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    head: HeadConfig = Field(default_factory=HeadConfig)
+    gradient_checkpointing: bool = False
+    # optimisation
+    batch_size: int = Field(8, ge=1, description="global batch per optimiser micro-step (all processes together)")
+    eval_batch_size: int | None = Field(None, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    epochs: int = Field(10, ge=1)
+    lr_head: float = Field(1e-3, gt=0)
+    lr_encoder: float = Field(1e-4, gt=0, description="learning rate of the LoRA adapters (lora) or encoder (full)")
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    schedule: Literal["cosine", "linear"] = "cosine"
+    grad_clip: float | None = Field(1.0, gt=0)
+    patience: int | None = Field(3, ge=1, description="epochs without a better validation UAR before stopping")
+    seed: int = 0
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # bookkeeping
+    run_dir: Path = Path("runs/train")
+    checkpoint_every: int = Field(200, ge=1, description="optimiser steps between mid-epoch checkpoints")
+    log_every: int = Field(10, ge=1, description="optimiser steps between log lines")
+
+    @model_validator(mode="after")
+    def _check_method(self) -> "TrainConfig":
+        if self.method == "frozen" and self.gradient_checkpointing:
+            raise ValueError("gradient_checkpointing has no effect with method 'frozen' (the encoder does not train)")
+        return self
+
+
+# Fields that do not change what a fold learns: where things live, how fast, which folds run now.
+_NOT_HASHED = {"corpus_root", "fold", "feature_cache", "num_workers", "run_dir", "checkpoint_every", "log_every",
+               "eval_batch_size", "folds_file"}
+
+
+def config_hash(cfg: TrainConfig) -> str:
+    """sha256 (16 hex digits) of the result-changing fields of `cfg`."""
+    d = cfg.model_dump(mode="json", exclude=_NOT_HASHED)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _format_error(e: ValidationError, source: str) -> ConfigError:
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        lines.append(f"{loc}: {msg} (got {err.get('input')!r})" if err["type"] != "extra_forbidden" else f"{loc}: {msg}")
+    fields = ", ".join(".".join(str(p) for p in err["loc"]) for err in e.errors())
+    return ConfigError(f"{source}: invalid training configuration field(s) {fields}:\n  " + "\n  ".join(lines),
+                       "fix the named field(s); `loralens train --help` lists every option")
+
+
+def _set_dotted(d: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    cur = d
+    for p in parts[:-1]:
+        nxt = cur.get(p)
+        if nxt is None:
+            nxt = cur[p] = {}
+        elif not isinstance(nxt, dict):
+            raise ConfigError(f"override {key!r}: {p!r} is not a section", "use a field path like lora.r")
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def make_config(base: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None,
+                source: str = "configuration") -> TrainConfig:
+    """Validate `base` (a mapping as read from YAML) with `overrides` (dotted keys, e.g. `"lora.r": 8`) on top.
+    Overrides whose value is None are ignored (a flag that was not given)."""
+    d = json.loads(json.dumps(dict(base or {}), default=str))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(d, key, value)
+    try:
+        return TrainConfig.model_validate(d)
+    except ValidationError as e:
+        raise _format_error(e, source) from None
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML training config (or start from the defaults when `path` is None) and apply `overrides`."""
+    base: dict = {}
+    src = "configuration"
+    if path is not None:
+        path = Path(path)
+        src = str(path)
+        try:
+            base = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})", "check indentation and quoting") from None
+        if not isinstance(base, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of field: value",
+                              "see docs/training.md for an example")
+    return make_config(base, overrides, source=src)
+
+
+def config_to_yaml(cfg: TrainConfig) -> str:
+    """The YAML text of `cfg` (every field, defaults included), as saved in the run folder."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,59 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from loralens.errors import ConfigError
+from loralens.training.config import TrainConfig, config_hash, config_to_yaml, load_config, make_config
+
+
+def test_defaults():
+    cfg = TrainConfig()
+    assert cfg.model == "base" and cfg.method == "lora"
+    assert cfg.lora.r == 32 and cfg.lora.alpha == 64 and cfg.lora.target_modules == ("v_proj",)
+    assert cfg.head.projector_dim == 256
+
+
+def test_yaml_with_flag_overrides(tmp_path: Path):
+    p = tmp_path / "c.yaml"
+    p.write_text("corpus: crema-d\nepochs: 4\nlora:\n  r: 8\n  target_modules: [q_proj, v_proj]\n")
+    cfg = load_config(p, {"epochs": 2, "lora.alpha": 16, "seed": None})
+    assert cfg.corpus == "crema-d"
+    assert cfg.epochs == 2  # flag wins over the file
+    assert cfg.lora.r == 8 and cfg.lora.alpha == 16 and cfg.lora.target_modules == ("q_proj", "v_proj")
+    assert cfg.seed == 0  # a None override means "flag not given"
+
+
+def test_errors_name_the_field(tmp_path: Path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("epochs: -1\nlora:\n  r: zero\nmethod: adapters\nbogus: 1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    for field in ("epochs", "lora.r", "method", "bogus"):
+        assert field in msg
+    assert str(p) in msg
+
+
+def test_missing_and_malformed_files(tmp_path: Path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "x.yaml").write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "x.yaml")
+    (tmp_path / "l.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(tmp_path / "l.yaml")
+
+
+def test_snapshot_round_trip_and_hash(tmp_path: Path):
+    cfg = make_config({"epochs": 3, "method": "frozen", "run_dir": str(tmp_path)})
+    p = tmp_path / "config.yaml"
+    p.write_text(config_to_yaml(cfg))
+    again = load_config(p)
+    assert again == cfg
+    assert config_hash(again) == config_hash(cfg)
+    # where the run lives and which fold runs now do not change the hash; the learning rate does
+    assert config_hash(make_config({"epochs": 3, "method": "frozen", "run_dir": "elsewhere", "fold": 2})) == config_hash(cfg)
+    assert config_hash(make_config({"epochs": 3, "method": "frozen", "lr_head": 0.5})) != config_hash(cfg)
+    assert yaml.safe_load(p.read_text())["lora"]["r"] == 32

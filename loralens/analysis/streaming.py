@@ -25,7 +25,7 @@ class AnalysisInputError(LoralensError):
 
 def as_f64(x: ArrayLike, name: str = "x", ndim: int | None = None) -> torch.Tensor:
     """`x` as a float64 torch tensor on its own device (numpy goes to the CPU); checks `ndim` and finiteness."""
-    t = torch.as_tensor(x)
+    t = torch.as_tensor(np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x)
     if t.dtype != torch.float64:
         t = t.to(torch.float64)
     if ndim is not None and t.ndim != ndim:
@@ -82,7 +82,7 @@ def masked_mean(x: torch.Tensor, lengths: ArrayLike) -> torch.Tensor:
 
 def _rows(x: ArrayLike, lengths: ArrayLike | None, name: str = "x") -> torch.Tensor:
     """Features matrix `[n, d]` in float64: `x` itself, or the valid frames of `x [b, t, d]`."""
-    t = torch.as_tensor(x)
+    t = torch.as_tensor(np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x)
     if lengths is not None:
         t = valid_frames(t, lengths)
     return as_f64(t, name, 2)

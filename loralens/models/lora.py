@@ -1,0 +1,202 @@
+"""LoRA on Whisper's encoder through peft: settings, injection, adapter save/load, per-module access.
+
+Adapters are peft's own `LoraLayer`s injected in place into the transformers modules of a `WhisperEncoder`
+(`layers.{l}.self_attn.v_proj` becomes a `lora.Linear` wrapping the original `nn.Linear`), so the encoder object
+stays the parameter container the runner drives, and adapters save/load in peft's format
+(`adapter_config.json` + `adapter_model.safetensors`, loadable with `peft.PeftModel.from_pretrained`).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
+from torch import nn
+
+from loralens.errors import ConfigError, WeightsError
+
+#: encoder module name (inside a `WhisperEncoderLayer`) -> hook-point prefix inside `blocks.{l}`
+MODULE_HOOK_PREFIX: dict[str, str] = {
+    "q_proj": "attn.q_proj",
+    "k_proj": "attn.k_proj",
+    "v_proj": "attn.v_proj",
+    "out_proj": "attn.out_proj",
+    "fc1": "mlp.fc1",
+    "fc2": "mlp.fc2",
+}
+TARGETABLE = tuple(MODULE_HOOK_PREFIX)
+ADAPTER = "default"
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA hyper-parameters. Defaults are the paper's: rank 32, alpha 64 (scale alpha / r = 2), dropout 0.1 on
+    the adapter input, adapters on `v_proj` of every encoder layer; B is initialised to zero (peft's default), so an
+    adapted model starts exactly at the base model.
+
+    target_modules: among "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2".
+    layers: encoder layer indices to adapt; None = all.
+    """
+
+    r: int = 32
+    alpha: float = 64
+    dropout: float = 0.1
+    target_modules: tuple[str, ...] = ("v_proj",)
+    layers: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ConfigError(f"LoRA rank r={self.r} must be >= 1", hint="use e.g. r=32")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"LoRA dropout {self.dropout} must be in [0, 1)")
+        unknown = [m for m in self.target_modules if m not in TARGETABLE]
+        if unknown or not self.target_modules:
+            raise ConfigError(
+                f"LoRA target_modules {list(self.target_modules)} invalid (unknown: {unknown})",
+                hint=f"choose among {list(TARGETABLE)}",
+            )
+        if self.layers is not None and (not self.layers or any(int(l) < 0 for l in self.layers)):
+            raise ConfigError(f"LoRA layers {self.layers} must be a non-empty tuple of indices >= 0, or None")
+
+    @property
+    def scaling(self) -> float:
+        """peft's scale of the B output: alpha / r."""
+        return self.alpha / self.r
+
+    def peft_config(self) -> LoraConfig:
+        """The equivalent `peft.LoraConfig` (B = 0 init, no bias)."""
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.target_modules),
+            layers_to_transform=None if self.layers is None else sorted(int(l) for l in self.layers),
+            layers_pattern=None if self.layers is None else "layers",
+            bias="none",
+            init_lora_weights=True,
+        )
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The `WhisperEncoder` inside a `PeftModel` (or the module itself)."""
+    if isinstance(model, PeftModel):
+        return model.get_base_model()
+    return model
+
+
+def apply_lora(encoder: nn.Module, settings: LoraSettings) -> PeftModel:
+    """Inject LoRA adapters into `encoder` (a transformers `WhisperEncoder`) IN PLACE and return the `PeftModel`
+    that wraps it (use it to save adapters; keep running the encoder itself through `EncoderRunner`).
+
+    Base weights are frozen (requires_grad False), adapter weights trainable.
+    """
+    encoder = _unwrap(encoder)
+    n_layers = len(encoder.layers)
+    if settings.layers is not None:
+        bad = [l for l in settings.layers if l >= n_layers]
+        if bad:
+            raise ConfigError(
+                f"LoRA layers {bad} do not exist: the encoder has {n_layers} layers",
+                hint=f"use indices in 0..{n_layers - 1}",
+            )
+    if lora_modules(encoder):
+        raise ConfigError("the encoder already has LoRA adapters", hint="apply LoRA once, to a fresh encoder")
+    was_training = encoder.training
+    with warnings.catch_warnings():  # peft 0.21 calls a transformers method deprecated in 5.x
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        peft_model = get_peft_model(encoder, settings.peft_config())
+    encoder.train(was_training)  # the injected dropout modules are created in training mode
+    return peft_model
+
+
+def save_adapter(peft_model: PeftModel, out_dir: str | os.PathLike[str]) -> Path:
+    """Write the adapter in peft's format (`adapter_config.json`, `adapter_model.safetensors`) to `out_dir`."""
+    out = Path(out_dir)
+    peft_model.save_pretrained(str(out), safe_serialization=True)
+    return out
+
+
+def load_adapter(encoder: nn.Module, adapter_dir: str | os.PathLike[str], *, trainable: bool = False) -> PeftModel:
+    """Load a saved adapter into `encoder` (a fresh transformers `WhisperEncoder`, modified in place)."""
+    path = Path(adapter_dir)
+    if not (path / "adapter_config.json").is_file():
+        raise WeightsError(
+            f"{path}: no adapter_config.json", hint="point to a folder written by save_adapter / peft save_pretrained"
+        )
+    encoder = _unwrap(encoder)
+    was_training = encoder.training
+    peft_model = PeftModel.from_pretrained(encoder, str(path), is_trainable=trainable)
+    encoder.train(was_training)
+    return peft_model
+
+
+def hook_prefix(module_name: str) -> str | None:
+    """`layers.3.self_attn.v_proj` -> `blocks.3.attn.v_proj`, `layers.0.fc1` -> `blocks.0.mlp.fc1`; None when the
+    name is not an adaptable encoder module."""
+    parts = module_name.split(".")
+    if len(parts) < 3 or parts[-1] not in MODULE_HOOK_PREFIX:
+        return None
+    if parts[-2] == "self_attn":
+        idx_part = parts[-3]
+        head = parts[:-3]
+    else:
+        idx_part = parts[-2]
+        head = parts[:-2]
+    if not idx_part.isdigit() or not head or head[-1] != "layers":
+        return None
+    return f"blocks.{int(idx_part)}.{MODULE_HOOK_PREFIX[parts[-1]]}"
+
+
+def lora_modules(encoder: nn.Module) -> dict[str, LoraLayer]:
+    """Every peft `LoraLayer` in the encoder, keyed by hook prefix (`blocks.{l}.attn.v_proj`, `blocks.{l}.mlp.fc1`),
+    in layer order."""
+    found: dict[str, LoraLayer] = {}
+    for name, module in _unwrap(encoder).named_modules():
+        if isinstance(module, LoraLayer):
+            prefix = hook_prefix(name)
+            if prefix is None:
+                raise ConfigError(f"LoRA module {name!r} is not an encoder attention/MLP projection")
+            found[prefix] = module
+    return found
+
+
+def delta_weight(module: LoraLayer, adapter: str = ADAPTER) -> torch.Tensor:
+    """The adapter's weight update `scaling * B @ A`, `[d_out, d_in]` (peft's `get_delta_weight`)."""
+    return module.get_delta_weight(adapter)
+
+
+@dataclass(frozen=True)
+class ParameterCounts:
+    trainable: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        return self.trainable / self.total if self.total else 0.0
+
+
+def count_parameters(module: nn.Module) -> ParameterCounts:
+    """Trainable and total parameter counts (shared parameters counted once)."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for p in module.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
+    return ParameterCounts(trainable=trainable, total=total)
+
+
+def lora_parameters(encoder: nn.Module) -> Iterable[nn.Parameter]:
+    """The adapter parameters (A and B of every LoRA module)."""
+    for module in lora_modules(encoder).values():
+        yield from module.lora_A.parameters()
+        yield from module.lora_B.parameters()

@@ -1,0 +1,438 @@
+"""The encoder runner: runs the ORIGINAL transformers modules of a `WhisperEncoder` in our own loop, with named
+hook points (TransformerLens names) and interventions given as arguments.
+
+The loop is `WhisperEncoder.forward` / `WhisperEncoderLayer.forward` of transformers 5.x step by step (same modules,
+same order, same dropout calls), so with a 30-s window and no padding mask it gives transformers' outputs bit for bit.
+Two differences by design:
+- windows shorter than 30 s are accepted (positional embeddings sliced to the window), which stock
+  `WhisperEncoder.forward` rejects;
+- with `mask_padding=True` and `mel_lengths` given, padded key frames are masked in self-attention, so a clip's
+  encoding does not depend on what it is batched with. Whisper itself was trained attending to its 30-s padding;
+  the paper's setting is the `full` window with `mask_padding=False`.
+
+Hook points of layer l: `blocks.{l}.hook_resid_pre`, `.hook_attn_out`, `.hook_resid_mid`, `.hook_mlp_out`,
+`.hook_resid_post`; `ln_final.hook_out`; for every peft LoRA module `blocks.{l}.attn.{q,k,v,out}_proj.hook_lora_a`
+(`[batch, frames, r]`, the A output after the adapter's dropout) and `.hook_lora_b` (`[batch, frames, d_out]`,
+the B output times peft's scaling, i.e. exactly what is added to the base projection); `fc1`/`fc2` adapters are
+`blocks.{l}.mlp.fc1.hook_lora_a` etc. See docs/runner.md.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
+
+from loralens.errors import ConfigError
+from loralens.models.lora import ADAPTER, MODULE_HOOK_PREFIX, _unwrap, lora_modules
+
+RESID_PRE = "hook_resid_pre"
+ATTN_OUT = "hook_attn_out"
+RESID_MID = "hook_resid_mid"
+MLP_OUT = "hook_mlp_out"
+RESID_POST = "hook_resid_post"
+BLOCK_HOOKS: tuple[str, ...] = (RESID_PRE, ATTN_OUT, RESID_MID, MLP_OUT, RESID_POST)
+LN_FINAL = "ln_final.hook_out"
+LORA_A = "hook_lora_a"
+LORA_B = "hook_lora_b"
+
+_MODULE_ORDER = {prefix: i for i, prefix in enumerate(MODULE_HOOK_PREFIX.values())}
+_PREFIX_RE = re.compile(r"^blocks\.(\d+)\.(attn\.(?:q_proj|k_proj|v_proj|out_proj)|mlp\.(?:fc1|fc2))$")
+_NAME_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
+
+Edit = Callable[[Tensor], Tensor]
+
+
+def _prefix_key(prefix: str) -> tuple[int, int]:
+    m = _PREFIX_RE.match(prefix)
+    if m is None:
+        raise ConfigError(
+            f"{prefix!r} is not an adapted-module prefix",
+            hint="expected blocks.{l}.attn.{q_proj|k_proj|v_proj|out_proj} or blocks.{l}.mlp.{fc1|fc2}",
+        )
+    return int(m.group(1)), _MODULE_ORDER[m.group(2)]
+
+
+def hook_names(n_layers: int, adapted_modules: Iterable[str] = ()) -> list[str]:
+    """Every valid hook-point name of an encoder with `n_layers` layers whose LoRA-adapted modules have the hook
+    prefixes `adapted_modules` (e.g. `blocks.3.attn.v_proj`, the keys of `lora_modules(encoder)`), in run order."""
+    by_layer: dict[int, list[str]] = {}
+    for prefix in sorted(set(adapted_modules), key=_prefix_key):
+        layer = _prefix_key(prefix)[0]
+        if layer >= n_layers:
+            raise ConfigError(f"adapted module {prefix!r} is beyond the encoder's {n_layers} layers")
+        by_layer.setdefault(layer, []).append(prefix)
+    names: list[str] = []
+    for l in range(n_layers):
+        names.append(f"blocks.{l}.{RESID_PRE}")
+        attn = [p for p in by_layer.get(l, []) if ".attn." in p]
+        mlp = [p for p in by_layer.get(l, []) if ".mlp." in p]
+        for p in attn:
+            names += [f"{p}.{LORA_A}", f"{p}.{LORA_B}"]
+        names += [f"blocks.{l}.{ATTN_OUT}", f"blocks.{l}.{RESID_MID}"]
+        for p in mlp:
+            names += [f"{p}.{LORA_A}", f"{p}.{LORA_B}"]
+        names += [f"blocks.{l}.{MLP_OUT}", f"blocks.{l}.{RESID_POST}"]
+    names.append(LN_FINAL)
+    return names
+
+
+def hook_layer(name: str) -> int | None:
+    """Layer index of a hook-point name (`blocks.3.hook_resid_post` -> 3); None for `ln_final.hook_out`."""
+    m = _NAME_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
+def _describe_valid(valid: list[str], n_layers: int) -> str:
+    lora = sorted({n.rsplit(".", 1)[0] for n in valid if n.endswith((LORA_A, LORA_B))}, key=_prefix_key)
+    text = f"blocks.{{0..{n_layers - 1}}}.{{{','.join(BLOCK_HOOKS)}}}, {LN_FINAL}"
+    if lora:
+        text += f", and {{{LORA_A},{LORA_B}}} of the adapted modules {lora}"
+    else:
+        text += " (no LoRA adapters, so no hook_lora_a/hook_lora_b points)"
+    return text
+
+
+def check_hook_names(names: Iterable[str], valid: list[str], n_layers: int, what: str = "hook point") -> None:
+    """Raise ConfigError naming every unknown name, close matches and the valid names."""
+    valid_set = set(valid)
+    unknown = [n for n in names if n not in valid_set]
+    if unknown:
+        close = {n: difflib.get_close_matches(n, valid, n=2) for n in unknown}
+        hints = "; ".join(f"{n!r}: did you mean {c}?" for n, c in close.items() if c)
+        raise ConfigError(
+            f"unknown {what} name(s) {unknown}" + (f" ({hints})" if hints else ""),
+            hint=f"valid names: {_describe_valid(valid, n_layers)}",
+        )
+
+
+@dataclass
+class RunnerOutput:
+    """What a run returns.
+
+    last_hidden_state: `[batch, frames, d_model]`, after the final layer norm for a full run, resid_post of layer
+        `stop_after` otherwise (normed only with `final_norm=True`).
+    hidden_states: as transformers' `output_hidden_states`: resid_pre of each layer run, then `last_hidden_state`
+        (so for a full run: embeddings, outputs of layers 0..L-2, final-normed output of layer L-1; L + 1 tensors).
+    captured: hook name -> tensor (the value after any edit at that point, i.e. what the rest of the network sees;
+        live tensors: with grad enabled they carry their graph, and `grad_capture` ones get `.grad` on backward).
+    lengths: valid encoder frames per clip, `[batch]` int64 (= frames when no `mel_lengths` were given).
+    """
+
+    last_hidden_state: Tensor
+    hidden_states: list[Tensor]
+    captured: dict[str, Tensor] = field(default_factory=dict)
+    lengths: Tensor | None = None
+
+
+def encoder_lengths(mel_lengths: Tensor) -> Tensor:
+    """Valid encoder frames from valid mel frames: `(mel_lengths + 1) // 2` (conv2 has stride 2, padding 1)."""
+    return (mel_lengths + 1) // 2
+
+
+def padding_mask(lengths: Tensor, frames: int, dtype: torch.dtype) -> Tensor:
+    """Additive key mask `[batch, 1, 1, frames]`: 0 on valid frames, the dtype's minimum on padded ones."""
+    positions = torch.arange(frames, device=lengths.device)
+    padded = positions[None, :] >= lengths[:, None]
+    mask = torch.zeros(padded.shape, dtype=dtype, device=lengths.device)
+    mask = mask.masked_fill(padded, torch.finfo(dtype).min)
+    return mask[:, None, None, :]
+
+
+class EncoderRunner:
+    """Runs a transformers `WhisperEncoder` (possibly with peft LoRA layers injected) with hook points.
+
+    A plain callable, not an `nn.Module`: the encoder stays the only parameter container (no duplicate state-dict
+    entries when the runner is held by a module that also holds the encoder). `mask_padding` is the default of
+    the per-call option of the same name.
+    """
+
+    def __init__(self, encoder: nn.Module, *, mask_padding: bool = True) -> None:
+        encoder = _unwrap(encoder)
+        for attr in ("conv1", "conv2", "embed_positions", "layers", "layer_norm"):
+            if not hasattr(encoder, attr):
+                raise ConfigError(
+                    f"{type(encoder).__name__} is not a Whisper encoder (no {attr!r})",
+                    hint="pass model.model.encoder of a WhisperForConditionalGeneration",
+                )
+        self.encoder = encoder
+        self.mask_padding = mask_padding
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.encoder.layers)
+
+    @property
+    def d_model(self) -> int:
+        return self.encoder.layer_norm.normalized_shape[0]
+
+    def lora_modules(self) -> dict[str, nn.Module]:
+        return lora_modules(self.encoder)
+
+    @property
+    def hook_names(self) -> list[str]:
+        """Valid hook-point names of this encoder (LoRA points included once adapters are injected)."""
+        return hook_names(self.n_layers, lora_modules(self.encoder))
+
+    def embed(self, features: Tensor) -> Tensor:
+        """conv1 + GELU, conv2 + GELU, positional embeddings of the window, dropout: `[batch, frames, d_model]`."""
+        enc = self.encoder
+        x = features.to(dtype=enc.conv1.weight.dtype)
+        x = F.gelu(enc.conv1(x))
+        x = F.gelu(enc.conv2(x))
+        x = x.permute(0, 2, 1)
+        frames = x.shape[1]
+        if frames > enc.embed_positions.num_embeddings:
+            raise ConfigError(
+                f"{features.shape[-1]} mel frames give {frames} encoder frames, more than the "
+                f"{enc.embed_positions.num_embeddings} positions of the encoder",
+                hint="cut the features to at most 30 s (3000 mel frames)",
+            )
+        h = x + enc.embed_positions.weight[:frames]
+        return F.dropout(h, p=enc.dropout, training=enc.training)
+
+    def __call__(
+        self,
+        features: Tensor | None,
+        mel_lengths: Tensor | None = None,
+        *,
+        capture: Iterable[str] = (),
+        grad_capture: Iterable[str] = (),
+        edits: Mapping[str, Edit] | None = None,
+        skip_layers: Iterable[int] = (),
+        stop_after: int | None = None,
+        start_at: tuple[int, Tensor] | None = None,
+        final_norm: bool | None = None,
+        mask_padding: bool | None = None,
+        gradient_checkpointing: bool = False,
+    ) -> RunnerOutput:
+        """Run the encoder.
+
+        features: log-mel `[batch, n_mels, mel_frames]` (may be None with `start_at`).
+        mel_lengths: valid mel frames per clip `[batch]`; None = all frames valid.
+        capture: hook names whose values to return in `captured`.
+        grad_capture: hook names to capture with gradients retained (`.grad` filled by `loss.backward()`); a point
+            that does not require grad (frozen weights, plain input) becomes a leaf that does.
+        edits: hook name -> function of the tensor returning its replacement (same shape), applied before capture.
+        skip_layers: layers whose output is their input (resid_post = resid_pre; their inner points do not exist).
+        stop_after: last layer to run; `last_hidden_state` is its resid_post (no final norm unless `final_norm`).
+        start_at: `(k, resid)`: start at layer k from `resid` = its resid_pre `[batch, frames, d_model]`.
+        final_norm: apply the final layer norm (default: True for a run to the last layer, False with stop_after).
+        mask_padding: mask padded key frames in self-attention (default: the runner's `mask_padding`); only has
+            an effect when `mel_lengths` leave some frames padded.
+        gradient_checkpointing: recompute each layer in backward (non-reentrant checkpoint) to save memory.
+        """
+        enc = self.encoder
+        n_layers = self.n_layers
+        capture = list(dict.fromkeys(capture))
+        grad_names = list(dict.fromkeys(grad_capture))
+        edits = dict(edits or {})
+        lora = lora_modules(enc)
+        valid = hook_names(n_layers, lora)
+        check_hook_names(capture, valid, n_layers, "capture")
+        check_hook_names(grad_names, valid, n_layers, "grad_capture")
+        check_hook_names(edits, valid, n_layers, "edit")
+        for name, fn in edits.items():
+            if not callable(fn):
+                raise ConfigError(f"edit for {name!r} is {type(fn).__name__}, not a function of the tensor")
+        if grad_names and not torch.is_grad_enabled():
+            raise ConfigError("grad_capture needs gradients enabled", hint="do not run it under torch.no_grad()")
+        if grad_names and gradient_checkpointing:
+            raise ConfigError(
+                "grad_capture cannot be combined with gradient_checkpointing",
+                hint="run analyses with gradient_checkpointing=False",
+            )
+
+        first = 0
+        if start_at is not None:
+            first, resid = start_at
+            if not 0 <= first < n_layers:
+                raise ConfigError(f"start_at layer {first} not in 0..{n_layers - 1}")
+        last = n_layers - 1 if stop_after is None else stop_after
+        if not first <= last < n_layers:
+            raise ConfigError(f"stop_after={stop_after} must be in {first}..{n_layers - 1}")
+        skip = {int(l) for l in skip_layers}
+        bad_skip = [l for l in skip if not 0 <= l < n_layers]
+        if bad_skip:
+            raise ConfigError(f"skip_layers {sorted(bad_skip)} not in 0..{n_layers - 1}")
+        if final_norm is None:
+            final_norm = stop_after is None
+
+        def produced(name: str) -> bool:
+            if name == LN_FINAL:
+                return final_norm
+            layer = hook_layer(name)
+            if not first <= layer <= last:
+                return False
+            return layer not in skip or name.endswith((RESID_PRE, RESID_POST))
+
+        absent = [n for n in [*capture, *grad_names, *edits] if not produced(n)]
+        if absent:
+            raise ConfigError(
+                f"hook point(s) {sorted(set(absent))} are not computed in this run "
+                f"(layers {first}..{last}, skipped {sorted(skip)}, final_norm={final_norm})",
+                hint="capture/edit only points of layers that run; skipped layers have only resid_pre/resid_post",
+            )
+
+        # --- input
+        if start_at is not None:
+            h = resid
+            if h.dim() != 3 or h.shape[-1] != self.d_model:
+                raise ConfigError(f"start_at residual has shape {tuple(h.shape)}, expected [batch, frames, {self.d_model}]")
+            mel_frames = 2 * h.shape[1]
+        else:
+            if features is None or features.dim() != 3:
+                shape = None if features is None else tuple(features.shape)
+                raise ConfigError(f"features of shape {shape}: expected [batch, n_mels, mel_frames]")
+            if features.shape[1] != enc.conv1.in_channels:
+                raise ConfigError(
+                    f"features have {features.shape[1]} mel bins, the encoder expects {enc.conv1.in_channels}",
+                    hint="extract features with this model's feature extractor (80 or 128 mel bins)",
+                )
+            mel_frames = features.shape[-1]
+            h = None
+        batch = (resid if start_at is not None else features).shape[0]
+        frames = (mel_frames + 1) // 2 if start_at is None else mel_frames // 2
+        device = (resid if start_at is not None else features).device
+
+        if mel_lengths is None:
+            lengths = torch.full((batch,), frames, dtype=torch.long, device=device)
+        else:
+            mel_lengths = torch.as_tensor(mel_lengths, device=device).long()
+            if mel_lengths.shape != (batch,):
+                raise ConfigError(f"mel_lengths has shape {tuple(mel_lengths.shape)}, expected [{batch}]")
+            if (mel_lengths < 1).any() or (mel_lengths > mel_frames).any():
+                raise ConfigError(
+                    f"mel_lengths {mel_lengths.tolist()} outside 1..{mel_frames} (the window's mel frames)"
+                )
+            lengths = torch.clamp(encoder_lengths(mel_lengths), max=frames)
+
+        use_mask = self.mask_padding if mask_padding is None else mask_padding
+        mask = None
+        if use_mask and mel_lengths is not None and bool((lengths < frames).any()):
+            impl = getattr(enc.config, "_attn_implementation", "eager")
+            if impl not in ("eager", "sdpa"):
+                raise ConfigError(
+                    f"padding masks need eager or sdpa attention, the encoder uses {impl!r}",
+                    hint="load the model with attn_implementation='sdpa' or run with mask_padding=False",
+                )
+            mask = padding_mask(lengths, frames, enc.conv1.weight.dtype)
+
+        # --- hook points
+        captured: dict[str, Tensor] = {}
+        capture_set = set(capture) | set(grad_names)
+        grad_set = set(grad_names)
+
+        def point(name: str, t: Tensor) -> Tensor:
+            fn = edits.get(name)
+            if fn is not None:
+                new = fn(t)
+                if not isinstance(new, Tensor) or new.shape != t.shape:
+                    got = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__
+                    raise ConfigError(f"edit of {name!r} returned {got}, expected a tensor of shape {tuple(t.shape)}")
+                t = new
+            if name in grad_set:
+                if t.requires_grad:
+                    t.retain_grad()
+                else:
+                    t = t.detach().requires_grad_(True)
+            if name in capture_set and name not in captured:
+                captured[name] = t
+            return t
+
+        wanted = capture_set | set(edits)
+        rewire = grad_set | set(edits)
+        lora_by_layer: dict[int, list[tuple[str, nn.Module]]] = {}
+        for prefix, module in lora.items():
+            if f"{prefix}.{LORA_A}" in wanted or f"{prefix}.{LORA_B}" in wanted:
+                if module.merged or module.disable_adapters or ADAPTER not in module.lora_A:
+                    raise ConfigError(
+                        f"{prefix}: adapter is merged or disabled, its hook_lora_a/b points do not run",
+                        hint="unmerge / enable the adapter before capturing its points",
+                    )
+                lora_by_layer.setdefault(hook_layer(prefix), []).append((prefix, module))
+
+        def run_layer(l: int, layer: nn.Module, h: Tensor) -> Tensor:
+            handles = [hd for prefix, module in lora_by_layer.get(l, []) for hd in _lora_hooks(prefix, module, point, wanted, rewire)]
+            try:
+                residual = h
+                x = layer.self_attn_layer_norm(h)
+                x, _ = layer.self_attn(hidden_states=x, attention_mask=mask)
+                x = F.dropout(x, p=layer.dropout, training=layer.training)
+                x = point(f"blocks.{l}.{ATTN_OUT}", x)
+                h = point(f"blocks.{l}.{RESID_MID}", residual + x)
+                residual = h
+                x = layer.final_layer_norm(h)
+                x = layer.activation_fn(layer.fc1(x))
+                x = F.dropout(x, p=layer.activation_dropout, training=layer.training)
+                x = layer.fc2(x)
+                x = F.dropout(x, p=layer.dropout, training=layer.training)
+                x = point(f"blocks.{l}.{MLP_OUT}", x)
+                h = residual + x
+                if h.dtype == torch.float16:
+                    clamp = torch.finfo(h.dtype).max - 1000
+                    h = torch.clamp(h, min=-clamp, max=clamp)
+                return h
+            finally:
+                for hd in handles:
+                    hd.remove()
+
+        # --- the loop
+        if h is None:
+            h = self.embed(features)
+        hidden_states: list[Tensor] = []
+        use_ckpt = gradient_checkpointing and torch.is_grad_enabled()
+        for l in range(first, last + 1):
+            h = point(f"blocks.{l}.{RESID_PRE}", h)
+            hidden_states.append(h)
+            layer = enc.layers[l]
+            dropped = l in skip
+            if not dropped and enc.training and getattr(enc, "layerdrop", 0.0) > 0.0:
+                dropped = bool(torch.rand([]) < enc.layerdrop)
+            if not dropped:
+                if use_ckpt:
+                    h = checkpoint(run_layer, l, layer, h, use_reentrant=False)
+                else:
+                    h = run_layer(l, layer, h)
+            h = point(f"blocks.{l}.{RESID_POST}", h)
+        if final_norm:
+            h = point(LN_FINAL, enc.layer_norm(h))
+        hidden_states.append(h)
+        missing = [n for n in capture_set if n not in captured]
+        if missing:
+            raise ConfigError(f"hook point(s) {sorted(missing)} were not reached in this run")
+        return RunnerOutput(last_hidden_state=h, hidden_states=hidden_states, captured=captured, lengths=lengths)
+
+
+def _lora_hooks(
+    prefix: str, module: nn.Module, point: Callable[[str, Tensor], Tensor], wanted: set[str], rewire: set[str]
+) -> list:
+    """Forward hooks on peft's lora_A / lora_B of one LoRA module, routing their outputs through `point`
+    (`rewire`: names whose value must flow on, because they are edited or their gradient is retained)."""
+    name_a, name_b = f"{prefix}.{LORA_A}", f"{prefix}.{LORA_B}"
+    scaling = module.scaling[ADAPTER]
+    handles = []
+    if name_a in wanted:
+
+        def hook_a(_mod: nn.Module, _inp: tuple, out: Tensor) -> Tensor:
+            return point(name_a, out)
+
+        handles.append(module.lora_A[ADAPTER].register_forward_hook(hook_a))
+    if name_b in wanted:
+
+        def hook_b(_mod: nn.Module, _inp: tuple, out: Tensor) -> Tensor | None:
+            scaled = out * scaling
+            new = point(name_b, scaled)
+            if name_b not in rewire:
+                return None  # capture only: leave peft's computation untouched
+            # peft multiplies by `scaling` again; routing through `new` keeps edits and retained grads in the graph
+            return new / scaling
+
+        handles.append(module.lora_B[ADAPTER].register_forward_hook(hook_b))
+    return handles

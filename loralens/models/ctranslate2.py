@@ -244,6 +244,11 @@ def _array(buf: np.ndarray, var: Ct2Variable) -> np.ndarray:
     )
 
 
+def raw_arrays(index: Ct2Index, buf: np.ndarray) -> dict[str, np.ndarray]:
+    """Every stored (non-alias) variable as a numpy array view in its stored dtype (bfloat16 as uint16 bits)."""
+    return {n: _array(buf, v) for n, v in index.variables.items() if n not in index.aliases}
+
+
 def _tensor(buf: np.ndarray, var: Ct2Variable) -> torch.Tensor:
     arr = _array(buf, var)
     if var.dtype == "bfloat16":
@@ -261,6 +266,8 @@ _SCALARS: dict[str, int | None] = {
     "decoder/activation": 3,  # GELU
     "decoder/pre_norm": 1,
     "decoder/alibi": 0,
+    "decoder/alibi_use_positive_positions": 0,
+    "decoder/scale_alibi": 0,
     "decoder/scale_embeddings": 0,
     "decoder/start_from_zero_embedding": 0,
     "decoder/alignment_heads": None,
@@ -428,7 +435,7 @@ def read_ctranslate2(source: str | Path | Sequence[Path]) -> tuple[dict[str, int
             raise WeightsError(f"{label}: unknown variable {name} for a Whisper model",
                                "this is not a standard CTranslate2 Whisper model")
         tensor = _tensor(buf, var)
-        scale_name = f"{name}_scale"
+        scale_name = f"{var.name}_scale"  # an alias shares its target's scale
         if scale_name in index.variables:
             scale = _tensor(buf, index.variables[scale_name])
             # CTranslate2 quantises per output row (int8) or with one scalar (int16): value = stored / scale.

@@ -65,18 +65,30 @@ class SpecialTokens:
     multilingual: bool
 
 
-def _tokenizer_json(folder: Path) -> dict | None:
-    path = folder / "tokenizer.json"
-    if not path.is_file():
+def _token_ids(folder: Path | None) -> dict[str, int] | None:
+    """Special and language tokens -> id, from tokenizer.json's added tokens or a CTranslate2 vocabulary file."""
+    if folder is None:
         return None
+    path = folder / "tokenizer.json"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        if path.is_file():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return {t["content"]: int(t["id"]) for t in data.get("added_tokens", [])}
+        path = folder / "vocabulary.json"
+        if path.is_file():
+            tokens = json.loads(path.read_text(encoding="utf-8"))
+        elif (folder / "vocabulary.txt").is_file():
+            path = folder / "vocabulary.txt"
+            tokens = path.read_text(encoding="utf-8").split("\n")
+        else:
+            return None
     except json.JSONDecodeError as e:
-        raise WeightsError(f"{path}: not valid JSON ({e})", "copy the tokenizer.json again") from None
+        raise WeightsError(f"{path}: not valid JSON ({e})", "copy the file again") from None
+    return {t: i for i, t in enumerate(tokens) if t.startswith("<|") and t.endswith("|>")}
 
 
-def special_tokens(vocab_size: int, tokenizer_json: dict | None = None) -> SpecialTokens:
-    """Special-token ids from a tokenizer.json's added tokens, else from OpenAI's fixed layout for `vocab_size`.
+def special_tokens(vocab_size: int, token_ids: dict[str, int] | None = None) -> SpecialTokens:
+    """Special-token ids from `token_ids` (token -> id, see `_token_ids`), else from OpenAI's fixed layout.
 
     OpenAI's layout: English-only models (51864 tokens) put <|endoftext|> at 50256, multilingual ones at 50257;
     then <|startoftranscript|>, one token per language (99, or 100 from large-v3 on), translate, transcribe,
@@ -85,14 +97,14 @@ def special_tokens(vocab_size: int, tokenizer_json: dict | None = None) -> Speci
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
     multilingual = vocab_size >= 51865
-    if tokenizer_json is not None:
-        added = {t["content"]: int(t["id"]) for t in tokenizer_json.get("added_tokens", [])}
+    if token_ids is not None and "<|startoftranscript|>" in token_ids:
+        added = token_ids
 
         def tid(*names: str) -> int:
             for n in names:
                 if n in added:
                     return added[n]
-            raise WeightsError(f"tokenizer.json has no {names[0]} token", "use the tokenizer.json of this model")
+            raise WeightsError(f"the tokenizer has no {names[0]} token", "use the tokenizer.json of this model")
 
         langs = {f"<|{code}|>": added[f"<|{code}|>"] for code in LANGUAGES if f"<|{code}|>" in added}
         return SpecialTokens(
@@ -129,7 +141,7 @@ def build_config(fields: dict[str, int], folder: Path | None) -> Any:
     from transformers import WhisperConfig
 
     side = _ct2_side_config(folder) if folder else {}
-    tok = special_tokens(fields["vocab_size"], _tokenizer_json(folder) if folder else None)
+    tok = special_tokens(fields["vocab_size"], _token_ids(folder))
     suppress = side.get("suppress_ids") or [
         tok.sot, tok.translate, tok.transcribe, tok.startoflm, tok.startofprev, tok.nospeech
     ]
@@ -152,7 +164,7 @@ def build_generation_config(config: Any, folder: Path | None) -> Any:
     from transformers import GenerationConfig
 
     side = _ct2_side_config(folder) if folder else {}
-    tok = special_tokens(config.vocab_size, _tokenizer_json(folder) if folder else None)
+    tok = special_tokens(config.vocab_size, _token_ids(folder))
     heads = ct2.read_alignment_heads(side) or [
         [layer, head]
         for layer in range(config.decoder_layers // 2, config.decoder_layers)

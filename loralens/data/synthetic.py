@@ -283,7 +283,7 @@ def synthesize_clip(
     c_rms = np.sqrt(np.mean(consonants[in_cons] ** 2)) if in_cons.any() else 1.0
     speech = voiced / v_rms + 0.3 * consonants / max(c_rms, 1e-12)
 
-    level_db = _BASE_RMS_DBFS + profile.level_db + speaker.level_db + rng.normal(0.0, 1.0)
+    level_db = _BASE_RMS_DBFS + profile.level_db + speaker.level_db + rng.normal(0.0, 2.0)  # recording gain
     speech *= 10.0 ** (level_db / 20.0) / np.sqrt(np.mean(speech[in_speech] ** 2))
     speech += 10.0 ** (_NOISE_FLOOR_DBFS / 20.0) * rng.standard_normal(n)
     peak = np.max(np.abs(speech))

@@ -1,0 +1,112 @@
+"""Percentile bootstrap confidence intervals over clips (Efron & Tibshirani 1993, ch. 13).
+
+Resampling is of examples (clips) with replacement, all resamples drawn at once as an index matrix
+`[n_boot, n]` from `numpy.random.default_rng(seed)`, so results are deterministic for a seed.
+The CI is the (alpha/2, 1 - alpha/2) percentiles of the bootstrap distribution; the estimate is the
+statistic of the full sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple, Union
+
+import numpy as np
+
+from loralens.analysis.streaming import AnalysisInputError
+
+Estimate = Union[float, np.ndarray]
+
+#: Bytes of resampled values materialised at once by reductions other than the mean.
+_CHUNK_BYTES = 64 * 2**20
+
+
+class BootstrapCI(NamedTuple):
+    """A bootstrap estimate with its percentile interval; floats for a scalar statistic, arrays `[L]` for a curve."""
+
+    estimate: Estimate
+    low: Estimate
+    high: Estimate
+
+
+def resample_indices(n: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """Index matrix `[n_boot, n]` of resamples with replacement of range(n)."""
+    if n < 1 or n_boot < 1:
+        raise AnalysisInputError(f"bootstrap needs n >= 1 and n_boot >= 1, got n={n}, n_boot={n_boot}")
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0.0 < alpha < 1.0:
+        raise AnalysisInputError(f"alpha={alpha} must be in (0, 1)", hint="alpha=0.05 gives a 95% interval")
+
+
+def _percentiles(boot: np.ndarray, alpha: float) -> tuple[Estimate, Estimate]:
+    low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2], axis=0)
+    if np.ndim(low) == 0:
+        return float(low), float(high)
+    return low, high
+
+
+def bootstrap_ci(
+    values: np.ndarray,
+    stat: Callable[..., np.ndarray] | str = "mean",
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> BootstrapCI:
+    """Percentile bootstrap CI of a statistic of per-example values `[n]` or per-example curves `[n, L]`.
+
+    `stat` is "mean" (computed as counts @ values / n, no resampled copy), "median", or a numpy-style
+    reduction called as `stat(samples, axis=0)` on `[n, ...]` and `stat(samples, axis=1)` on the stacked
+    resamples `[chunk, n, ...]` (e.g. `np.std`). For L > 1 the interval is pointwise per column.
+    """
+    _check_alpha(alpha)
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim not in (1, 2) or v.shape[0] == 0:
+        raise AnalysisInputError(f"values has shape {v.shape}, expected [n] or [n, L] with n >= 1")
+    if not np.isfinite(v).all():
+        raise AnalysisInputError("values hold NaN or infinite entries", hint="drop or fix those examples first")
+    n = v.shape[0]
+    idx = resample_indices(n, n_boot, seed)
+    if stat == "mean":
+        counts = np.zeros((n_boot, n))
+        np.add.at(counts, (np.arange(n_boot)[:, None], idx), 1.0)
+        boot = counts @ v / n
+        estimate = v.mean(axis=0)
+    else:
+        fn = np.median if stat == "median" else stat
+        if isinstance(fn, str):
+            raise AnalysisInputError(f"unknown statistic {stat!r}", hint="use 'mean', 'median' or a reduction function")
+        per_row = v[0].nbytes * n
+        chunk = max(1, _CHUNK_BYTES // max(per_row, 1))
+        boot = np.concatenate([np.asarray(fn(v[idx[s : s + chunk]], axis=1)) for s in range(0, n_boot, chunk)])
+        estimate = np.asarray(fn(v, axis=0))
+    low, high = _percentiles(boot, alpha)
+    est: Estimate = float(estimate) if np.ndim(estimate) == 0 else estimate
+    return BootstrapCI(est, low, high)
+
+
+def bootstrap_ci_indices(
+    fn: Callable[[np.ndarray], float | np.ndarray],
+    n: int,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> BootstrapCI:
+    """Percentile bootstrap CI of any metric of a set of examples, given as `fn(indices [n]) -> float or [L]`.
+
+    For metrics that are not means of per-example values, e.g. UAR from per-clip predictions:
+    `bootstrap_ci_indices(lambda i: balanced_accuracy_score(y[i], pred[i]), len(y))`. The estimate is
+    `fn(arange(n))`. Resamples missing a class make some metrics warn or be undefined; that is the
+    metric's business (sklearn's balanced accuracy averages over the classes present).
+    """
+    _check_alpha(alpha)
+    idx = resample_indices(n, n_boot, seed)
+    boot = np.stack([np.asarray(fn(row), dtype=np.float64) for row in idx])
+    if not np.isfinite(boot).all():
+        raise AnalysisInputError("the metric returned NaN or infinite values on some resamples")
+    estimate = np.asarray(fn(np.arange(n)), dtype=np.float64)
+    low, high = _percentiles(boot, alpha)
+    est: Estimate = float(estimate) if estimate.ndim == 0 else estimate
+    return BootstrapCI(est, low, high)

@@ -6,6 +6,7 @@ matched ignoring case, '-' and '_' ("CREMA-D", "cremad" and "crema_d" are the sa
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from loralens.data.audio import audio_info
@@ -71,7 +72,7 @@ def load_corpus(
     raw = spec.parse(Path(root))
     labels = resolve_label_set(spec, label_set, raw)
     clips = sorted(apply_label_set(raw, labels), key=lambda c: c.id)
-    corpus_root = manifest.find_manifest(root).parent if spec is manifest.SPEC else Path(root).expanduser().resolve()
+    corpus_root = manifest.find_manifest(root).parent if spec is manifest.SPEC else Path(os.path.abspath(Path(root).expanduser()))
     if not clips:
         raise CorpusError(
             f"{spec.name}: no clips with labels {', '.join(labels.labels)} found under {root}"

@@ -6,6 +6,7 @@ vocabulary below); a `LabelSet` then selects and merges classes and fixes the cl
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -66,7 +67,8 @@ def require_dir(root: str | Path, corpus: str, expected: str) -> Path:
             f"{corpus}: corpus root {path} {what}",
             f"pass the folder that holds {expected}",
         )
-    return path.resolve()
+    # abspath, not resolve: a symlinked corpus folder keeps its own name and neighbours (e.g. demographics).
+    return Path(os.path.abspath(path))
 
 
 def audio_files(folder: Path) -> list[Path]:

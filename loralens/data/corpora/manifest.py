@@ -38,7 +38,7 @@ def find_manifest(root: str | Path) -> Path:
         raise CorpusError(f"{NAME}: manifest {path} not found", "pass a .csv or .jsonl file with columns path, label, speaker")
     if path.suffix.lower() not in (".csv", ".jsonl"):
         raise CorpusError(f"{NAME}: {path}: unknown manifest format {path.suffix!r}", "use a .csv or .jsonl file")
-    return path.resolve()
+    return Path(os.path.abspath(path))
 
 
 def parse(root: Path) -> list[Clip]:

@@ -15,17 +15,29 @@ import loralens.data
 HASHES = Path(loralens.data.__file__).resolve().parent / "hashes"
 
 
+def _names(list_name: str) -> list[str]:
+    path = HASHES / list_name
+    if not path.is_file():
+        pytest.skip(f"reference hash list {path} not found")
+    return [line.split("\t")[0] for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def cremad_audio_wav(tmp_path_factory) -> Path:
+    """An AudioWAV/ folder with all 7442 CREMA-D release names (tiny audio), built once per session."""
+    folder = tmp_path_factory.mktemp("cremad") / "AudioWAV"
+    folder.mkdir()
+    data = tiny_wav_bytes()
+    for name in _names("crema-d_AudioWAV.sha256.tsv"):
+        (folder / name).write_bytes(data)
+    return folder
+
+
 @pytest.fixture
 def reference_names() -> Callable[[str], list[str]]:
     """names(list_name): relative paths of the release files from a packaged reference hash list (first column)."""
 
-    def names(list_name: str) -> list[str]:
-        path = HASHES / list_name
-        if not path.is_file():
-            pytest.skip(f"reference hash list {path} not found")
-        return [line.split("\t")[0] for line in path.read_text().splitlines() if line.strip()]
-
-    return names
+    return _names
 
 
 def tiny_wav_bytes(seconds: float = 0.25, sr: int = 16000, freq: float = 220.0) -> bytes:

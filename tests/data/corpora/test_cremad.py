@@ -13,8 +13,8 @@ DEMOGRAPHICS = "ActorID,Age,Sex,Race,Ethnicity\n" + "".join(
 
 
 @pytest.fixture
-def mini(tmp_path, build_layout, reference_names):
-    build_layout(tmp_path / "AudioWAV", reference_names("crema-d_AudioWAV.sha256.tsv"))
+def mini(tmp_path, cremad_audio_wav):
+    (tmp_path / "AudioWAV").symlink_to(cremad_audio_wav, target_is_directory=True)
     return tmp_path
 
 

@@ -1,10 +1,154 @@
-"""`loralens data ...`: corpus summaries, checksum verification, downloads."""
+"""`loralens data ...`: corpus summaries, folds, checksum verification, downloads."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import click
 
 
+class CheckFailed(click.ClickException):
+    """A check ran and found problems (exit code 1; bad input is exit code 2)."""
+
+    exit_code = 1
+
+
 @click.group()
 def data() -> None:
-    """Emotion corpora: summary, verify, download."""
+    """Emotion corpora: summary, folds, verify, download."""
+
+
+def _corpus_options(f):
+    f = click.option("--label-set", default=None,
+                     help="Label set (e.g. 8class, 4class) or comma-separated labels; default: the corpus default.")(f)
+    f = click.option("--root", required=True, type=click.Path(path_type=Path),
+                     help="Folder holding the corpus in its official layout.")(f)
+    f = click.option("--corpus", "corpus_name", required=True,
+                     help="Corpus name: ravdess, crema-d, emodb, tess, iemocap, manifest.")(f)
+    return f
+
+
+def _fold_options(f):
+    f = click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed of the validation-speaker draw (and of speaker-kfold).")(f)
+    f = click.option("--val-speakers", "n_val_speakers", type=int, default=None,
+                     help="Validation speakers per fold, taken from its training speakers (default: ~10%).")(f)
+    f = click.option("--k", type=int, default=None, help="Number of folds of the speaker-kfold scheme.")(f)
+    return f
+
+
+def _tqdm_iter(desc: str):
+    from tqdm import tqdm
+
+    return lambda items: tqdm(items, desc=desc, unit="file", disable=None)
+
+
+@data.command("summary")
+@_corpus_options
+@click.option("--folds", "folds_spec", default=None,
+              help="Also count per fold: a scheme (auto, ravdess6, leave-one-speaker-out, leave-one-session-out, "
+                   "speaker-kfold) or a folds JSON file.")
+@_fold_options
+@click.option("--no-durations", is_flag=True, help="Skip the duration statistics (they read every file header).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the JSON summary to this file.")
+def summary_cmd(corpus_name: str, root: Path, label_set: str | None, folds_spec: str | None, k: int | None,
+                n_val_speakers: int | None, seed: int, no_durations: bool, as_json: bool, out: Path | None) -> None:
+    """Clips per class, per speaker and per fold, and duration statistics (from file headers, no decoding)."""
+    from loralens.data.corpora import load_corpus
+    from loralens.data.folds import resolve_folds
+    from loralens.data.summary import format_summary, summarize
+    from loralens.io import atomic_write_json
+
+    corpus = load_corpus(corpus_name, root, label_set)
+    folds = None
+    scheme = None
+    if folds_spec is not None:
+        folds, scheme = resolve_folds(folds_spec, corpus, k=k, n_val_speakers=n_val_speakers, seed=seed)
+    result = summarize(corpus, folds, durations=not no_durations, progress=_tqdm_iter("durations"))
+    if scheme is not None:
+        result["fold_scheme"] = scheme
+    if out is not None:
+        atomic_write_json(out, result)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        text = format_summary(result)
+        if scheme is not None:
+            text += f"(folds: {scheme}, seed {seed})\n"
+        click.echo(text, nl=False)
+
+
+@data.command("folds")
+@_corpus_options
+@click.option("--scheme", default="auto", show_default=True,
+              help="auto, ravdess6, leave-one-speaker-out, leave-one-session-out or speaker-kfold.")
+@_fold_options
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="JSON file to write the folds to (pass it back with --folds FILE).")
+def folds_cmd(corpus_name: str, root: Path, label_set: str | None, scheme: str, k: int | None,
+              n_val_speakers: int | None, seed: int, out: Path) -> None:
+    """Make speaker-independent folds (with validation speakers) and write them to a JSON file."""
+    from loralens.data.corpora import load_corpus
+    from loralens.data.folds import make_folds, resolve_scheme, save_folds
+
+    corpus = load_corpus(corpus_name, root, label_set)
+    name = resolve_scheme(corpus, scheme, k=k)
+    folds = make_folds(corpus, name, k=k, n_val_speakers=n_val_speakers, seed=seed)
+    save_folds(out, folds, corpus, scheme=name, seed=seed)
+    click.echo(f"{len(folds)} folds ({name}, seed {seed}) of {corpus.name}, {len(corpus.clips)} clips -> {out}")
+    for f in folds:
+        sp = f.speakers(corpus)
+        click.echo(f"  {f.name}: test {', '.join(sp['test'])} | validation {', '.join(sp['validation'])} | "
+                   f"{len(f.train)}/{len(f.validation)}/{len(f.test)} clips")
+
+
+@data.command("verify")
+@click.option("--corpus", "corpus_name", default=None,
+              help="Corpus whose packaged hash list to use: ravdess, crema-d, emodb, tess.")
+@click.option("--root", required=True, type=click.Path(path_type=Path), help="Folder holding the copy to check.")
+@click.option("--hashes", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Tab-separated list (relative path, sha256, size) to check against instead of the packaged one.")
+@click.option("--subset", is_flag=True, help="Check only the listed files that are present; absent ones are fine.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def verify_cmd(corpus_name: str | None, root: Path, hashes: Path | None, subset: bool, as_json: bool,
+               no_progress: bool) -> None:
+    """Check a corpus copy file by file against SHA-256 hashes; exit code 1 when anything is wrong."""
+    from loralens.data.verify import format_verify_report, verify_files
+
+    if corpus_name is None and hashes is None:
+        raise click.UsageError("give --corpus (packaged hash list) or --hashes FILE")
+    report = verify_files(root, hashes, corpus=corpus_name, subset=subset, progress=not no_progress)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        click.echo(format_verify_report(report), nl=False)
+    if not report.passed:
+        raise CheckFailed(f"{report.base} does not match {report.hash_list}")
+
+
+@data.command("download")
+@click.argument("corpus", type=click.Choice(["ravdess"], case_sensitive=False))
+@click.option("--dest", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to put the corpus in (Actor_01/ ... Actor_24/).")
+@click.option("--url", default=None, help="Archive URL (default: the official Zenodo record 1188976).")
+@click.option("--hashes", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Hash list to verify against (default: the packaged one).")
+@click.option("--archive", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Use this already downloaded zip instead of downloading.")
+@click.option("--keep-archive", is_flag=True, help="Keep the downloaded zip after a passing check.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def download_cmd(corpus: str, dest: Path, url: str | None, hashes: Path | None, archive: Path | None,
+                 keep_archive: bool, no_progress: bool) -> None:
+    """Download CORPUS (ravdess: speech, audio-only) resumably, extract it safely and verify every file.
+
+    RAVDESS is licensed CC BY-NC-SA 4.0; cite Livingstone & Russo (2018), PLoS ONE 13(5): e0196391.
+    """
+    from loralens.data.download import RAVDESS_URL, download_ravdess
+
+    report = download_ravdess(dest, url=url or RAVDESS_URL, hashes=hashes, archive=archive,
+                              keep_archive=keep_archive, progress=not no_progress)
+    click.echo(f"{corpus}: {len(report.ok)} files verified in {report.base}")

@@ -222,3 +222,19 @@ def test_load_folds_rejects_unknown_ids_other_corpus_and_edited_speakers(tmp_pat
         load_folds(tmp_path / "junk.json", corpus)
     with pytest.raises(FoldError, match="not found"):
         load_folds(tmp_path / "missing.json", corpus)
+
+
+def test_real_ravdess_folds(ravdess_root):
+    from loralens.data.corpora import load_corpus
+
+    corpus = load_corpus("ravdess", ravdess_root)
+    folds = make_folds(corpus)  # auto -> ravdess6
+    assert [len(f.test) for f in folds] == [240] * 6
+    assert sorted(i for f in folds for i in f.test) == sorted(c.id for c in corpus.clips)
+    by_id = corpus.by_id()
+    for i, f in enumerate(folds):
+        sp = f.speakers(corpus)
+        assert sp["test"] == [f"Actor_{a:02d}" for a in range(4 * i + 1, 4 * i + 5)]
+        assert len(sp["validation"]) == 2 and len(sp["train"]) == 18
+        assert sorted(by_id[c].gender for c in f.validation[::60]) == ["female", "male"]
+    assert make_folds(corpus) == folds

@@ -44,8 +44,9 @@ class HashEntry:
 
 
 def _corpus_key(name: str) -> str:
-    key = name.strip().lower().replace("_", "-")
-    return {"cremad": "crema-d", "emo-db": "emodb", "berlin": "emodb"}.get(key, key)
+    # Same matching as the corpus registry: case, '-' and '_' ignored ("CREMA-D" = "cremad" = "crema_d").
+    key = name.strip().lower().replace("-", "").replace("_", "")
+    return {k.replace("-", ""): k for k in PACKAGED_HASHES}.get(key, key)
 
 
 def packaged_hash_list(corpus: str) -> Path:

@@ -20,6 +20,8 @@ from loralens.errors import RunFolderError  # noqa: E402
 from loralens.io import atomic_write_with  # noqa: E402
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure as MplFigure
 
@@ -45,6 +47,11 @@ REPORT_RC: dict[str, object] = {
     "svg.fonttype": "path",  # text as paths: the SVG looks the same without the fonts installed
     "svg.hashsalt": "loralens",  # fixed ids in the SVG: same figure, same bytes
 }
+
+
+def report_style() -> "AbstractContextManager[None]":
+    """Context manager applying REPORT_RC: draw (legends, labels) inside it so they take the report style."""
+    return matplotlib.rc_context(REPORT_RC)
 
 
 def new_figure(width_in: float = 6.4, height_in: float = 3.6, nrows: int = 1, ncols: int = 1,
@@ -127,3 +134,20 @@ def png_size(source: str | os.PathLike[str] | bytes) -> tuple[int, int]:
     if image_mime(data) != "image/png" or len(data) < 24:
         raise RunFolderError(f"{name}: not a PNG file", "pass the .png written by save_figure")
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def png_dpi(source: str | os.PathLike[str] | bytes) -> float | None:
+    """Resolution stored in a PNG's pHYs chunk (dots per inch), None when it has none."""
+    data, _ = _read(source)
+    pos = 8
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        if kind == b"pHYs" and length == 9:
+            ppu_x = int.from_bytes(data[pos + 8 : pos + 12], "big")
+            unit = data[pos + 16]
+            return ppu_x * 0.0254 if unit == 1 and ppu_x > 0 else None
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        pos += 12 + length
+    return None

@@ -31,7 +31,7 @@ from typing import Union
 
 from loralens.errors import ConfigError
 from loralens.io import atomic_write_text
-from loralens.report.figures import image_data_uri
+from loralens.report.figures import image_data_uri, png_dpi, png_size
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -230,11 +230,20 @@ class Report:
     def _figure(self, figure: Figure, number: int) -> str:
         uri = image_data_uri(figure.source)
         alt = figure.alt or figure.caption or f"Figure {number}"
-        style = f' style="width:{html.escape(figure.width)}"' if figure.width else ""
+        if figure.width:
+            size = f' style="width:{html.escape(figure.width)}"'
+        elif uri.startswith("data:image/png"):
+            # Show a PNG at its intended physical size (CSS px are 1/96 in), not one CSS px per pixel;
+            # high-dpi screens then get the extra pixels for sharpness.
+            width_px, height_px = png_size(figure.source)
+            dpi = png_dpi(figure.source) or 96.0
+            size = f' width="{round(width_px * 96 / dpi)}" height="{round(height_px * 96 / dpi)}"'
+        else:
+            size = ""
         cap = ""
         if figure.caption:
             cap = f'<figcaption><span class="fignum">Figure {number}.</span> {html.escape(figure.caption)}</figcaption>'
-        return f'<figure><img src="{uri}" alt="{html.escape(alt)}"{style}>{cap}</figure>'
+        return f'<figure><img src="{uri}" alt="{html.escape(alt)}"{size}>{cap}</figure>'
 
     def render(self) -> str:
         """The page as an HTML string."""

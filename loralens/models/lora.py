@@ -9,6 +9,7 @@ stays the parameter container the runner drives, and adapters save/load in peft'
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -118,7 +119,12 @@ def apply_lora(encoder: nn.Module, settings: LoraSettings) -> PeftModel:
 def save_adapter(peft_model: PeftModel, out_dir: str | os.PathLike[str]) -> Path:
     """Write the adapter in peft's format (`adapter_config.json`, `adapter_model.safetensors`) to `out_dir`."""
     out = Path(out_dir)
-    peft_model.save_pretrained(str(out), safe_serialization=True)
+    out.mkdir(parents=True, exist_ok=True)
+    # write into a temporary sibling folder, then move each file in place: no half-written adapter file
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        peft_model.save_pretrained(tmp, safe_serialization=True)
+        for path in sorted(Path(tmp).iterdir()):
+            os.replace(path, out / path.name)
     return out
 
 
@@ -131,7 +137,9 @@ def load_adapter(encoder: nn.Module, adapter_dir: str | os.PathLike[str], *, tra
         )
     encoder = _unwrap(encoder)
     was_training = encoder.training
-    peft_model = PeftModel.from_pretrained(encoder, str(path), is_trainable=trainable)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        peft_model = PeftModel.from_pretrained(encoder, str(path), is_trainable=trainable)
     encoder.train(was_training)
     return peft_model
 

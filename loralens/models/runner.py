@@ -6,8 +6,9 @@ same order, same dropout calls), so with a 30-s window and no padding mask it gi
 Two differences by design:
 - windows shorter than 30 s are accepted (positional embeddings sliced to the window), which stock
   `WhisperEncoder.forward` rejects;
-- with `mask_padding=True` and `mel_lengths` given, padded key frames are masked in self-attention, so a clip's
-  encoding does not depend on what it is batched with. Whisper itself was trained attending to its 30-s padding;
+- with `mask_padding=True` and `mel_lengths` given, padded key frames are masked in self-attention and the
+  padded mel frames are zeroed before each convolution (as their zero padding does for a clip run alone), so a
+  clip's encoding does not depend on what it is batched with. Whisper itself was trained attending to its 30-s padding;
   the paper's setting is the `full` window with `mask_padding=False`.
 
 Hook points of layer l: `blocks.{l}.hook_resid_pre`, `.hook_attn_out`, `.hook_resid_mid`, `.hook_mlp_out`,
@@ -180,11 +181,22 @@ class EncoderRunner:
         """Valid hook-point names of this encoder (LoRA points included once adapters are injected)."""
         return hook_names(self.n_layers, lora_modules(self.encoder))
 
-    def embed(self, features: Tensor) -> Tensor:
-        """conv1 + GELU, conv2 + GELU, positional embeddings of the window, dropout: `[batch, frames, d_model]`."""
+    def embed(self, features: Tensor, mel_lengths: Tensor | None = None) -> Tensor:
+        """conv1 + GELU, conv2 + GELU, positional embeddings of the window, dropout: `[batch, frames, d_model]`.
+
+        With `mel_lengths`, mel frames beyond each clip's length are zeroed before conv1 and conv1's outputs there
+        before conv2, which is what the convolutions' own zero padding does at the end of a clip run alone: the
+        valid frames then do not depend on the batch's padding (its value or length).
+        """
         enc = self.encoder
         x = features.to(dtype=enc.conv1.weight.dtype)
+        valid = None
+        if mel_lengths is not None:
+            valid = (torch.arange(x.shape[-1], device=x.device)[None, :] < mel_lengths[:, None])[:, None, :]
+            x = torch.where(valid, x, torch.zeros((), dtype=x.dtype, device=x.device))
         x = F.gelu(enc.conv1(x))
+        if valid is not None:
+            x = torch.where(valid, x, torch.zeros((), dtype=x.dtype, device=x.device))
         x = F.gelu(enc.conv2(x))
         x = x.permute(0, 2, 1)
         frames = x.shape[1]
@@ -224,8 +236,8 @@ class EncoderRunner:
         stop_after: last layer to run; `last_hidden_state` is its resid_post (no final norm unless `final_norm`).
         start_at: `(k, resid)`: start at layer k from `resid` = its resid_pre `[batch, frames, d_model]`.
         final_norm: apply the final layer norm (default: True for a run to the last layer, False with stop_after).
-        mask_padding: mask padded key frames in self-attention (default: the runner's `mask_padding`); only has
-            an effect when `mel_lengths` leave some frames padded.
+        mask_padding: mask padded key frames in self-attention and zero padded frames at the convolutions (default:
+            the runner's `mask_padding`); only has an effect when `mel_lengths` leave some frames padded.
         gradient_checkpointing: recompute each layer in backward (non-reentrant checkpoint) to save memory.
         """
         enc = self.encoder
@@ -385,7 +397,7 @@ class EncoderRunner:
 
         # --- the loop
         if h is None:
-            h = self.embed(features)
+            h = self.embed(features, mel_lengths if mask is not None else None)
         hidden_states: list[Tensor] = []
         use_ckpt = gradient_checkpointing and torch.is_grad_enabled()
         for l in range(first, last + 1):

@@ -188,14 +188,18 @@ def test_lora_points_known_answer_and_grads(encoder):
 def test_padding_mask_makes_encoding_independent_of_batch(encoder):
     runner = EncoderRunner(encoder)
     short, long = _features(batch=1, frames=240, seed=1), _features(batch=1, frames=400, seed=2)
-    batch = torch.cat([torch.nn.functional.pad(short, (0, 160)), long])
     mel_lengths = torch.tensor([240, 400])
     with torch.no_grad():
         alone = runner(short).last_hidden_state[0]
-        masked = runner(batch, mel_lengths).last_hidden_state[0, :120]
+        for value in (0.0, -0.7, float("nan")):  # whatever the batch pads with
+            batch = torch.cat([torch.nn.functional.pad(short, (0, 160), value=value), long])
+            masked = runner(batch, mel_lengths).last_hidden_state[0, :120]
+            torch.testing.assert_close(masked, alone, rtol=1e-5, atol=1e-5)
+        batch = torch.cat([torch.nn.functional.pad(short, (0, 160), value=-0.7), long])
         unmasked = runner(batch, mel_lengths, mask_padding=False).last_hidden_state[0, :120]
-    torch.testing.assert_close(masked, alone, rtol=1e-5, atol=1e-5)
+        long_alone = runner(long, torch.tensor([400])).last_hidden_state  # nothing padded: the mask is not used
     assert (unmasked - alone).abs().max() > 1e-3
+    assert torch.equal(long_alone, runner(long).last_hidden_state)
     mask = padding_mask(torch.tensor([2, 3]), 3, torch.float32)
     assert mask.shape == (2, 1, 1, 3)
     assert mask[0, 0, 0].tolist() == [0.0, 0.0, torch.finfo(torch.float32).min] and mask[1].abs().sum() == 0

@@ -1,0 +1,95 @@
+"""The classification head: optional learned layer weighting, masked mean pooling, projector, classifier.
+
+Parameter names are those of transformers' `WhisperForAudioClassification` (`layer_weights`, `projector.weight`,
+`projector.bias`, `classifier.weight`, `classifier.bias`), so head weights can be exchanged with it.
+transformers projects every frame then averages all frames; we average the VALID frames then project, which is the
+same function (the projector is affine) on a full window and ignores padding exactly otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from loralens.errors import ConfigError
+
+
+def masked_mean(hidden: Tensor, lengths: Tensor | None) -> Tensor:
+    """Mean over the first `lengths[b]` frames of each clip: `[batch, frames, d]` -> `[batch, d]`.
+
+    Each clip's mean is computed on its own valid slice, so frames beyond the length (padding, whatever its
+    values, inf and NaN included) change nothing, bit for bit. `lengths` None = all frames valid.
+    """
+    if hidden.dim() != 3:
+        raise ConfigError(f"hidden states of shape {tuple(hidden.shape)}: expected [batch, frames, d]")
+    batch, frames, _ = hidden.shape
+    if lengths is None:
+        return torch.stack([hidden[b].mean(dim=0) for b in range(batch)])
+    lengths = torch.as_tensor(lengths).long()
+    if lengths.shape != (batch,) or bool((lengths < 1).any()) or bool((lengths > frames).any()):
+        raise ConfigError(f"lengths {lengths.tolist()} must be [{batch}] values in 1..{frames}")
+    return torch.stack([hidden[b, : int(n)].mean(dim=0) for b, n in enumerate(lengths.tolist())])
+
+
+class ClassificationHead(nn.Module):
+    """hidden states -> logits `[batch, n_classes]`.
+
+    d_model: encoder width. n_classes: number of emotions. proj_size: projector width (transformers'
+    `classifier_proj_size`, 256). use_weighted_layer_sum: learn softmax weights over all `n_hidden_states`
+    hidden states (embeddings + each layer, as transformers / SUPERB), initialised uniform.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_classes: int,
+        *,
+        proj_size: int = 256,
+        use_weighted_layer_sum: bool = False,
+        n_hidden_states: int | None = None,
+    ) -> None:
+        super().__init__()
+        if n_classes < 2:
+            raise ConfigError(f"n_classes={n_classes}: a classifier needs at least 2 classes")
+        self.use_weighted_layer_sum = use_weighted_layer_sum
+        if use_weighted_layer_sum:
+            if not n_hidden_states or n_hidden_states < 1:
+                raise ConfigError("use_weighted_layer_sum needs n_hidden_states (encoder layers + 1)")
+            self.layer_weights = nn.Parameter(torch.ones(n_hidden_states) / n_hidden_states)
+        self.projector = nn.Linear(d_model, proj_size)
+        self.classifier = nn.Linear(proj_size, n_classes)
+
+    @property
+    def n_classes(self) -> int:
+        return self.classifier.out_features
+
+    def pool(self, hidden: Tensor | Sequence[Tensor], lengths: Tensor | None = None) -> Tensor:
+        """Pooled encoder representation `[batch, d_model]` (before the projector).
+
+        hidden: the last hidden state `[batch, frames, d_model]`, or, with `use_weighted_layer_sum`, the list of all
+        hidden states (each `[batch, frames, d_model]`). Weighted sum and mean commute, so each layer is pooled
+        first and the pooled vectors are weighted.
+        """
+        if self.use_weighted_layer_sum:
+            if isinstance(hidden, Tensor) or len(hidden) != self.layer_weights.numel():
+                got = "a single tensor" if isinstance(hidden, Tensor) else f"{len(hidden)} tensors"
+                raise ConfigError(
+                    f"weighted layer sum needs {self.layer_weights.numel()} hidden states, got {got}",
+                    hint="pass RunnerOutput.hidden_states of a full run",
+                )
+            pooled = torch.stack([masked_mean(h, lengths) for h in hidden], dim=1)  # [batch, layers, d]
+            weights = torch.softmax(self.layer_weights, dim=-1)
+            return (pooled * weights.view(1, -1, 1)).sum(dim=1)
+        if not isinstance(hidden, Tensor):
+            hidden = hidden[-1]
+        return masked_mean(hidden, lengths)
+
+    def forward(self, hidden: Tensor | Sequence[Tensor], lengths: Tensor | None = None) -> Tensor:
+        """Logits `[batch, n_classes]` from hidden states (see `pool`) and valid lengths `[batch]` (frames)."""
+        return self.classify(self.pool(hidden, lengths))
+
+    def classify(self, pooled: Tensor) -> Tensor:
+        """Logits from pooled representations `[batch, d_model]`."""
+        return self.classifier(self.projector(pooled))

@@ -1,0 +1,69 @@
+"""Masked mean pooling, layer weighting and head compatibility with WhisperForAudioClassification."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import WhisperForAudioClassification
+
+from loralens.errors import ConfigError
+from loralens.models.head import ClassificationHead, masked_mean
+
+from ..conftest import tiny_whisper_config
+
+
+def test_masked_mean_known_answer():
+    hidden = torch.tensor([[[1.0, 10.0], [3.0, 30.0], [100.0, 100.0]], [[2.0, 4.0], [4.0, 8.0], [6.0, 12.0]]])
+    assert masked_mean(hidden, torch.tensor([2, 3])).tolist() == [[2.0, 20.0], [4.0, 8.0]]
+    assert masked_mean(hidden, None).tolist() == masked_mean(hidden, torch.tensor([3, 3])).tolist()
+    with pytest.raises(ConfigError, match="lengths"):
+        masked_mean(hidden, torch.tensor([0, 3]))
+    with pytest.raises(ConfigError, match="lengths"):
+        masked_mean(hidden, torch.tensor([4, 3]))
+
+
+def test_appended_frames_change_nothing_exactly():
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 50, 64)
+    lengths = torch.tensor([50, 17, 33])
+    garbage = torch.full((3, 25, 64), float("nan"))
+    garbage[1] = float("inf")
+    longer = torch.cat([hidden, garbage], dim=1)
+    assert torch.equal(masked_mean(hidden, lengths), masked_mean(longer, lengths))
+    head = ClassificationHead(64, 4, use_weighted_layer_sum=True, n_hidden_states=2)
+    short_logits = head([hidden, 2 * hidden], lengths)
+    long_logits = head([longer, 2 * longer], lengths)
+    assert torch.equal(short_logits, long_logits) and torch.isfinite(long_logits).all()
+
+
+def test_weighted_layer_sum_known_answer():
+    head = ClassificationHead(2, 3, proj_size=4, use_weighted_layer_sum=True, n_hidden_states=2)
+    assert torch.equal(head.layer_weights.detach(), torch.tensor([0.5, 0.5]))
+    with torch.no_grad():
+        head.layer_weights.copy_(torch.tensor([0.0, torch.log(torch.tensor(3.0))]))  # softmax = [0.25, 0.75]
+    h0 = torch.tensor([[[4.0, 8.0], [0.0, 0.0]]])
+    h1 = torch.tensor([[[0.0, 4.0], [8.0, 4.0]]])
+    pooled = head.pool([h0, h1], torch.tensor([2]))
+    torch.testing.assert_close(pooled, torch.tensor([[0.25 * 2 + 0.75 * 4, 0.25 * 4 + 0.75 * 4]]))
+    with pytest.raises(ConfigError, match="2 hidden states"):
+        head.pool(h0, None)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_head_matches_whisper_for_audio_classification(weighted):
+    config = tiny_whisper_config(num_labels=5, use_weighted_layer_sum=weighted, classifier_proj_size=32)
+    torch.manual_seed(0)
+    hf = WhisperForAudioClassification(config).eval()
+    head = ClassificationHead(64, 5, proj_size=32, use_weighted_layer_sum=weighted, n_hidden_states=3)
+    hf_head_keys = {k for k in hf.state_dict() if not k.startswith("encoder.")}
+    assert set(head.state_dict()) == hf_head_keys
+    head.load_state_dict({k: hf.state_dict()[k] for k in hf_head_keys})
+    if weighted:
+        with torch.no_grad():
+            hf.layer_weights.copy_(torch.tensor([0.2, -0.4, 1.0]))
+            head.layer_weights.copy_(hf.layer_weights)
+    hidden = [torch.randn(2, 40, 64) for _ in range(3)]
+    with torch.no_grad():
+        ref = hf(encoder_outputs=(hidden[-1], tuple(hidden))).logits
+        ours = head(hidden if weighted else hidden[-1])
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)

@@ -24,7 +24,7 @@ def test_kl_of_identical_logits_is_exactly_zero() -> None:
 def test_hand_computed_two_class_kl() -> None:
     # p_final = (1/2, 1/2), p_layer = softmax(ln 3, 0) = (3/4, 1/4):
     # KL = 1/2 ln(2/3) + 1/2 ln 2 = 1/2 ln(4/3)
-    kl = kl_divergence(torch.tensor([[0.0, 0.0]]), torch.tensor([[math.log(3.0), 0.0]]))
+    kl = kl_divergence(torch.tensor([[0.0, 0.0]]), torch.tensor([[math.log(3.0), 0.0]], dtype=torch.float64))
     assert float(kl[0]) == pytest.approx(0.5 * math.log(4 / 3), abs=1e-15)
 
 

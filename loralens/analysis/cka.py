@@ -29,6 +29,9 @@ from loralens.analysis.streaming import AnalysisInputError, ArrayLike, as_f64
 
 Kernel = Literal["linear", "rbf"]
 
+#: Above this many examples `cka_matrix` computes linear CKA from d x d sums instead of n x n kernel matrices.
+LINEAR_FEATURE_SPACE_MIN_N = 4096
+
 
 def _paired(x: ArrayLike, y: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
     xt, yt = as_f64(x, "x", 2), as_f64(y, "y", 2)
@@ -205,6 +208,13 @@ def cka_matrix(
     if len(xs) == 0:
         raise AnalysisInputError("cka_matrix got no layers", hint="pass a list of features matrices")
     same = ys is None
+    if kernel == "linear" and int(torch.as_tensor(xs[0]).shape[0]) > LINEAR_FEATURE_SPACE_MIN_N:
+        # Many examples (e.g. frames): d x d sums instead of n x n kernel matrices; same values.
+        xt = [as_f64(x, f"xs[{i}]", 2) for i, x in enumerate(xs)]
+        yt = None if same else [as_f64(y, f"ys[{j}]", 2) for j, y in enumerate(ys)]  # type: ignore[arg-type]
+        acc = LinearCKAMatrixAccumulator([x.shape[1] for x in xt], None if yt is None else [y.shape[1] for y in yt])
+        acc.update(xt, yt)
+        return acc.compute(debiased)
     ys_ = xs if same else ys
     kx = [_prepared_kernel(x, kernel, sigma, scale, debiased) for x in xs]
     ky = kx if same else [_prepared_kernel(y, kernel, sigma, scale, debiased) for y in ys_]

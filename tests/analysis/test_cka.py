@@ -206,3 +206,16 @@ def test_bad_inputs_raise_analysis_errors() -> None:
     with pytest.raises(AnalysisInputError, match="dim"):
         acc.update(np.zeros((4, 2)), np.zeros((4, 3)))
     assert np.isnan(linear_cka(np.ones((5, 3)), np.random.default_rng(0).normal(size=(5, 3))))
+
+
+def test_cka_matrix_with_many_examples_uses_feature_space_sums_with_the_same_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    import loralens.analysis.cka as cka
+
+    rng = np.random.default_rng(10)
+    x, y = _related(rng, n=80)
+    small = {d: cka_matrix([x, y, x[:, :4]], debiased=d) for d in (False, True)}
+    rect = cka_matrix([x], [y, x], debiased=True)
+    monkeypatch.setattr(cka, "LINEAR_FEATURE_SPACE_MIN_N", 10)
+    for d in (False, True):
+        np.testing.assert_allclose(cka_matrix([x, y, x[:, :4]], debiased=d), small[d], atol=1e-12)
+    np.testing.assert_allclose(cka_matrix([x], [y, x], debiased=True), rect, atol=1e-12)

@@ -1,0 +1,96 @@
+"""What every analysis receives: the adapted model, its frozen baseline, and the clips to look at, as batches.
+
+An analysis is a function `run(ctx: AnalysisContext) -> dict` (JSON-serialisable) plus a plotting function
+`plot(result: dict, out_dir: Path) -> list[Path]` and a plain reading `reading(result: dict) -> str`; see
+`loralens.analysis.suite`. Analyses never read files: the run-folder loader builds the context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from loralens.data.batching import Batch
+from loralens.errors import ConfigError
+from loralens.models.classifier import EmotionClassifier
+
+
+@dataclass
+class SplitData:
+    """The clips of one split, in fixed batches (features already padded, see `loralens.data.batching`).
+
+    batches: the batches in order; their concatenated `ids` / `labels` give the clip order every per-clip
+    array of an analysis follows. speakers: speaker of each clip, in that order.
+    """
+
+    batches: list[Batch]
+    speakers: list[str] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    @property
+    def ids(self) -> list[str]:
+        return [i for b in self.batches for i in b.ids]
+
+    @property
+    def labels(self) -> Tensor:
+        """Class index of each clip `[n_clips]` int64."""
+        if any(b.labels is None for b in self.batches):
+            raise ConfigError("this split has unlabelled batches; analyses need labels")
+        return torch.cat([b.labels for b in self.batches]).long()
+
+    @property
+    def n_clips(self) -> int:
+        return sum(len(b.ids) for b in self.batches)
+
+
+@dataclass
+class AnalysisContext:
+    """Inputs of an analysis.
+
+    adapted: the fine-tuned classifier (LoRA, or full), eval mode. frozen: the baseline on the same fold (frozen
+    encoder + its own trained head), or None. label_names: class names, index order. test: the fold's test clips
+    (what results are reported on). train: the fold's training clips (fitted things: tuned lens, probes), or None.
+    fold: fold name. seed: for sampling and bootstrap. n_boot: bootstrap resamples for confidence intervals.
+    options: per-analysis options, `options[analysis_name][key]`.
+    """
+
+    adapted: EmotionClassifier
+    frozen: EmotionClassifier | None
+    label_names: tuple[str, ...]
+    test: SplitData
+    train: SplitData | None = None
+    fold: str = "fold_0"
+    seed: int = 0
+    n_boot: int = 1000
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def option(self, analysis: str, key: str, default: Any) -> Any:
+        return self.options.get(analysis, {}).get(key, default)
+
+    @property
+    def n_layers(self) -> int:
+        return self.adapted.runner.n_layers
+
+    def require_frozen(self, analysis: str) -> EmotionClassifier:
+        if self.frozen is None:
+            raise ConfigError(
+                f"analysis {analysis!r} compares with the frozen baseline, and none was given",
+                hint="train the frozen baseline on the same folds (loralens run does) or pass --baseline",
+            )
+        return self.frozen
+
+    def require_train(self, analysis: str) -> SplitData:
+        if self.train is None:
+            raise ConfigError(f"analysis {analysis!r} fits on the training split, and none was given")
+        return self.train

@@ -1,0 +1,145 @@
+"""The registry of analyses and the driver that runs them into `analysis/<name>/` of a run folder.
+
+Each analysis module registers one `Analysis`. The driver times each, records peak memory, writes
+`result.json` atomically (with a `meta` block) and the figures; a complete result is not recomputed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from loralens.analysis.context import AnalysisContext
+from loralens.errors import ConfigError
+from loralens.io import atomic_write_json, read_json
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """name: CLI / folder name. title: for the report. run: context -> JSON-serialisable dict.
+    plot: (result, out_dir) -> written figure paths (PNG + SVG). reading: result -> a short plain-language reading."""
+
+    name: str
+    title: str
+    run: Callable[[AnalysisContext], dict[str, Any]]
+    plot: Callable[[dict[str, Any], Path], list[Path]]
+    reading: Callable[[dict[str, Any]], str]
+    needs_frozen: bool = False
+    needs_train: bool = False
+
+
+ANALYSES: dict[str, Analysis] = {}
+
+# Modules that register analyses, in the order the suite runs them (and the report shows them).
+ANALYSIS_MODULES: tuple[str, ...] = (
+    "loralens.analysis.layer_contribution",
+    "loralens.analysis.logit_lens",
+    "loralens.analysis.erasure",
+    "loralens.analysis.probing",
+    "loralens.analysis.similarity",
+    "loralens.analysis.lora_internals",
+    "loralens.analysis.weight_analysis",
+    "loralens.analysis.patching",
+)
+
+
+def register(analysis: Analysis) -> Analysis:
+    """Add an analysis to the registry (called at import by each analysis module)."""
+    ANALYSES[analysis.name] = analysis
+    return analysis
+
+
+def available() -> dict[str, Analysis]:
+    """All registered analyses, importing the analysis modules that exist."""
+    for module in ANALYSIS_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:  # a module that exists but fails to import is a real error
+                raise
+    return ANALYSES
+
+
+def resolve(names: Iterable[str] | None) -> list[Analysis]:
+    """The analyses named (all when None), in suite order; unknown names raise ConfigError listing valid ones."""
+    registry = available()
+    if names is None:
+        return list(registry.values())
+    names = list(names)
+    unknown = [n for n in names if n not in registry]
+    if unknown:
+        raise ConfigError(f"unknown analysis {unknown}", hint=f"choose among {sorted(registry)}")
+    return [registry[n] for n in registry if n in names]
+
+
+def _peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_analysis(analysis: Analysis, ctx: AnalysisContext, out_dir: Path, *, key: str = "", force: bool = False) -> dict:
+    """Run one analysis into `out_dir` (result.json + figures) unless a complete result with the same `key`
+    (a hash of what the result depends on) is there. Returns the result dict (with its `meta`)."""
+    out_dir = Path(out_dir)
+    result_path = out_dir / "result.json"
+    if result_path.exists() and not force:
+        old = read_json(result_path)
+        if old.get("meta", {}).get("key") == key:
+            return old
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = _peak_rss_mib()
+    t0 = time.perf_counter()
+    with torch.no_grad() if not analysis.name.startswith("lora_internals") else torch.enable_grad():
+        result = analysis.run(ctx)
+    wall = time.perf_counter() - t0
+    meta = {
+        "analysis": analysis.name,
+        "title": analysis.title,
+        "fold": ctx.fold,
+        "key": key,
+        "wall_time_s": round(wall, 3),
+        "peak_rss_mib": round(_peak_rss_mib(), 1),
+        "peak_rss_before_mib": round(rss_before, 1),
+        "n_test_clips": ctx.test.n_clips,
+        "seed": ctx.seed,
+        "n_boot": ctx.n_boot,
+    }
+    if torch.cuda.is_available():
+        meta["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    result = {**result, "meta": meta}
+    figures = analysis.plot(result, out_dir / "figures")
+    result["meta"]["figures"] = [str(Path(p).relative_to(out_dir)) for p in figures]
+    result["reading"] = analysis.reading(result)
+    # result.json last: its presence marks the analysis complete.
+    atomic_write_json(result_path, result)
+    return result
+
+
+def run_suite(
+    ctx: AnalysisContext,
+    out_root: Path,
+    names: Iterable[str] | None = None,
+    *,
+    key: str = "",
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, dict]:
+    """Run the named analyses (all by default) into `out_root/<name>/`; returns name -> result."""
+    results = {}
+    for analysis in resolve(names):
+        if analysis.needs_frozen:
+            ctx.require_frozen(analysis.name)
+        if analysis.needs_train:
+            ctx.require_train(analysis.name)
+        if progress:
+            progress(analysis.name)
+        results[analysis.name] = run_analysis(analysis, ctx, Path(out_root) / analysis.name, key=key, force=force)
+    return results

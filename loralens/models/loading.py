@@ -17,6 +17,7 @@ OpenAI's fixed layout of special tokens as the fallback for a bare `.pt`.
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,9 +107,11 @@ def special_tokens(vocab_size: int, token_ids: dict[str, int] | None = None) -> 
                     return added[n]
             raise WeightsError(f"the tokenizer has no {names[0]} token", "use the tokenizer.json of this model")
 
-        langs = {f"<|{code}|>": added[f"<|{code}|>"] for code in LANGUAGES if f"<|{code}|>" in added}
+        sot, translate = tid("<|startoftranscript|>"), tid("<|translate|>")
+        # The language tokens are those between <|startoftranscript|> and <|translate|> (Hebrew is <|iw|> in some).
+        langs = {t: i for t, i in sorted(added.items(), key=lambda kv: kv[1]) if sot < i < translate}
         return SpecialTokens(
-            eot=tid("<|endoftext|>"), sot=tid("<|startoftranscript|>"), translate=tid("<|translate|>"),
+            eot=tid("<|endoftext|>"), sot=sot, translate=translate,
             transcribe=tid("<|transcribe|>"), startoflm=tid("<|startoflm|>"), startofprev=tid("<|startofprev|>"),
             nospeech=tid("<|nospeech|>", "<|nocaptions|>"), notimestamps=tid("<|notimestamps|>"),
             languages=langs, multilingual=multilingual,
@@ -175,8 +178,8 @@ def build_generation_config(config: Any, folder: Path | None) -> Any:
         bos_token_id=tok.eot,
         eos_token_id=tok.eot,
         pad_token_id=tok.eot,
-        suppress_tokens=list(config.suppress_tokens),
-        begin_suppress_tokens=list(config.begin_suppress_tokens),
+        suppress_tokens=list(config.suppress_tokens or []),
+        begin_suppress_tokens=list(config.begin_suppress_tokens or [220, tok.eot]),
         no_timestamps_token_id=tok.notimestamps,
         prev_sot_token_id=tok.startofprev,
         max_initial_timestamp_index=50,
@@ -200,6 +203,7 @@ def _is_hf_folder(path: Path) -> bool:
 
 
 def _hf_state(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     if (folder / "model.safetensors").is_file():
@@ -215,7 +219,7 @@ def _hf_state(folder: Path) -> dict[str, torch.Tensor]:
             state.update(load_file(f))
         if not files:
             state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as e:
+    except (OSError, RuntimeError, ValueError, SafetensorError, pickle.UnpicklingError) as e:
         raise WeightsError(f"{folder}: cannot read the weights ({type(e).__name__}: {e})",
                            "the file looks damaged: download or copy it again") from None
     # A bare WhisperModel checkpoint has no "model." prefix and no output projection.
@@ -368,10 +372,15 @@ def load_whisper(source: str | Path, dtype: torch.dtype = torch.float32) -> Any:
     src = resolve(source)
     config, state = _BY_NAME[src.format].read(src)
     model = build_model(config, state, src.label, dtype)
-    if src.format == "huggingface" and (src.path / "generation_config.json").is_file():
-        from transformers import GenerationConfig
+    from transformers import GenerationConfig
 
+    if src.format == "huggingface" and (src.path / "generation_config.json").is_file():
         model.generation_config = GenerationConfig.from_pretrained(src.path)
+    elif src.format == "huggingface":
+        try:
+            model.generation_config = build_generation_config(config, src.folder)
+        except WeightsError:  # a non-standard vocabulary: keep the ids of its own config.json
+            model.generation_config = GenerationConfig.from_model_config(config)
     else:
         model.generation_config = build_generation_config(config, src.folder)
     return model

@@ -48,12 +48,11 @@ class LoraConfig(_Strict):
 
 
 class HeadConfig(_Strict):
-    """Classification head: masked mean pooling, optional learned weighted sum of the encoder layers, a projector
-    of `projector_dim` units, a linear classifier."""
+    """Classification head: masked mean pooling, optional learned weighted sum of the hidden states (embeddings and
+    every layer), a projector of `projector_dim` units, a linear classifier."""
 
     projector_dim: int = Field(256, ge=1)
     weighted_layer_sum: bool = False
-    dropout: float = Field(0.0, ge=0, lt=1)
 
 
 class TrainConfig(_Strict):
@@ -65,6 +64,7 @@ class TrainConfig(_Strict):
     label_set: str | None = None
     folds: str = "auto"
     folds_file: Path | None = None
+    folds_k: int | None = Field(None, ge=2, description="number of folds of the speaker-kfold scheme")
     fold: int | None = Field(None, ge=0, description="train only this fold (index); None = all folds")
     window: Literal["full", "trim"] = "full"
     on_bad_audio: Literal["stop", "skip"] = "stop"
@@ -76,6 +76,8 @@ class TrainConfig(_Strict):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     head: HeadConfig = Field(default_factory=HeadConfig)
     gradient_checkpointing: bool = False
+    mask_padding: bool | None = Field(
+        None, description="mask padded frames in self-attention; None = off for window full (the paper), on for trim")
     # optimisation
     batch_size: int = Field(8, ge=1, description="global batch per optimiser micro-step (all processes together)")
     eval_batch_size: int | None = Field(None, ge=1)

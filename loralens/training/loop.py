@@ -89,6 +89,7 @@ class FitResult:
     stopped_early: bool
     steps: int
     history: list[dict] = field(default_factory=list)
+    interrupted: bool = False
 
 
 # ------------------------------------------------------------------------------------------ batch order
@@ -358,7 +359,7 @@ def fit(
             if stop_after_steps is not None and progress["step"] >= stop_after_steps:
                 bar.close()
                 return FitResult(progress["best_epoch"], progress["best_validation"] or {}, epoch, False,
-                                 progress["step"], progress["history"])
+                                 progress["step"], progress["history"], interrupted=True)
         bar.close()
         # epoch end: validation, model selection, early stopping, checkpoint
         train_loss = progress["epoch_loss"][0] / max(progress["epoch_loss"][1], 1)

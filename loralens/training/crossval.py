@@ -1,0 +1,405 @@
+"""The cross-validation driver: `train(config) -> summary` trains every fold (or one) of a corpus into a run folder.
+
+Per fold: build the classifier from the same seed, fit on the training split with model selection on the
+validation split only, evaluate the selected weights once on the test split, and write the fold folder
+(`run_folder.py` lists the files). A fold whose `metrics.json` carries the run's configuration hash is skipped;
+a fold with checkpoints resumes from the latest one. Works under `accelerate launch` (every process runs this;
+the main process writes).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from loralens.data.clips import Clip, Corpus
+from loralens.errors import ConfigError, RunFolderError
+from loralens.io import atomic_write_json, atomic_write_text, read_json
+from loralens.training.checkpoint import save_safetensors
+from loralens.training.config import TrainConfig, config_hash, config_to_yaml
+from loralens.training.loop import LoopSettings, Split, epoch_batches, evaluate, fit, kept_batches, step_groups
+from loralens.training.metrics import aggregate_folds
+from loralens.training.run_folder import FoldFolder, RunFolder
+
+
+def default_feature_cache() -> Path:
+    """`$LORALENS_CACHE/features`, default `~/.cache/loralens/features`: shared by all runs."""
+    return Path(os.environ.get("LORALENS_CACHE", "~/.cache/loralens")).expanduser() / "features"
+
+
+def make_accelerator(precision: str = "auto"):
+    """An `accelerate.Accelerator` with bf16 autocast for precision "bf16", and for "auto" on a CUDA device that
+    supports it; fp32 otherwise. Under `accelerate launch` it picks up the launcher's processes."""
+    from accelerate import Accelerator
+
+    mp = "no"
+    if precision == "bf16":
+        mp = "bf16"
+    elif precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        mp = "bf16"
+    return Accelerator(mixed_precision=mp)
+
+
+def peak_memory(device: torch.device | None = None) -> dict[str, float | None]:
+    """Peak memory so far in MiB: CPU resident set of this process (`ru_maxrss`, the high-water mark since the
+    process started) and CUDA `max_memory_allocated` since the last reset (None without CUDA)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_mib = rss / 1024 if sys.platform != "darwin" else rss / 2**20
+    cuda = None
+    if device is not None and device.type == "cuda":
+        cuda = torch.cuda.max_memory_allocated(device) / 2**20
+    return {"cpu_rss_peak_mib": round(rss_mib, 1), "cuda_max_allocated_mib": None if cuda is None else round(cuda, 1)}
+
+
+# ------------------------------------------------------------------------------------------------ data
+@dataclass
+class Prepared:
+    """What the folds of a run share: the corpus (bad clips left out), the folds, the feature cache, the base model."""
+
+    corpus: Corpus
+    folds: list
+    scheme: str
+    feature_cache: Any
+    whisper_encoder: torch.nn.Module
+    labels: list[str]
+    bad: list = field(default_factory=list)
+
+
+def _load_corpus(cfg: TrainConfig) -> Corpus:
+    from loralens.data.corpora import load_corpus
+
+    if cfg.corpus_root is None:
+        raise ConfigError("corpus_root is not set", "pass --corpus-root (the folder of the corpus) or set it in the config")
+    return load_corpus(cfg.corpus, cfg.corpus_root, cfg.label_set)
+
+
+def _screen(corpus: Corpus, cfg: TrainConfig, run: RunFolder, write: bool) -> tuple[Corpus, list]:
+    """Leave out clips that fail the bad-audio checks (policy `on_bad_audio`). The screen runs once per run folder;
+    later runs reuse its `bad_files.json`."""
+    from loralens.data.audio import screen_clips
+
+    if run.bad_files.exists():
+        bad = read_json(run.bad_files).get("files", [])
+        drop = {b["id"] for b in bad}
+        if drop and cfg.on_bad_audio == "stop":
+            raise RunFolderError(f"{run.bad_files}: lists bad files but on_bad_audio is 'stop'",
+                                 "use the run's setting (skip) or a new run folder")
+        clips = [c for c in corpus.clips if c.id not in drop]
+    else:
+        from tqdm.auto import tqdm
+
+        clips, bad = screen_clips(corpus.clips, cfg.on_bad_audio,
+                                  bad_list_path=run.bad_files if write else None,
+                                  progress=lambda it: tqdm(it, desc="checking audio", unit="clip", disable=not write))
+        bad = [b.__dict__ if hasattr(b, "__dict__") else b for b in bad]
+    return Corpus(corpus.name, corpus.root, corpus.labels, clips), bad
+
+
+def _folds(corpus: Corpus, cfg: TrainConfig, run: RunFolder):
+    from loralens.data.folds import load_folds, read_folds_file, resolve_folds
+
+    if run.folds.exists():
+        return load_folds(run.folds, corpus), str(read_folds_file(run.folds).get("scheme", "file"))
+    spec = cfg.folds_file if cfg.folds_file is not None else cfg.folds
+    return resolve_folds(spec, corpus, k=cfg.folds_k, seed=cfg.seed)
+
+
+def prepare(cfg: TrainConfig, accelerator, *, write: bool) -> Prepared:
+    """Corpus, screen, folds, feature cache and base encoder of a run."""
+    from loralens.data.features import FeatureCache, FeatureSettings
+    from loralens.models.classifier import whisper_encoder
+    from loralens.models.loading import load_feature_extractor, load_whisper
+
+    run = RunFolder(cfg.run_dir)
+    corpus = _load_corpus(cfg)
+    corpus, bad = _screen(corpus, cfg, run, write=write and accelerator.is_main_process)
+    folds, scheme = _folds(corpus, cfg, run)
+    if cfg.fold is not None and cfg.fold >= len(folds):
+        raise ConfigError(f"fold={cfg.fold}: the corpus has {len(folds)} folds (0..{len(folds) - 1})",
+                          "pick an index in that range, or leave fold unset to run all")
+    settings = FeatureSettings.from_extractor(load_feature_extractor(cfg.model))
+    cache = FeatureCache(cfg.feature_cache or default_feature_cache(), settings)
+    encoder = whisper_encoder(load_whisper(cfg.model))
+    return Prepared(corpus, folds, scheme, cache, encoder, list(corpus.labels), bad)
+
+
+def _feature_split(clips: Sequence[Clip], prep: Prepared, window: str) -> Split:
+    from loralens.data.batching import Collator, FeatureDataset
+
+    ds = FeatureDataset(clips, prep.feature_cache, prep.labels)
+    labels = [prep.labels.index(c.label) for c in clips]
+    return Split(ds, Collator(window), ds.mel_lengths(), labels, [c.id for c in clips])
+
+
+def mask_padding_for(cfg: TrainConfig) -> bool:
+    """Padding mask in self-attention: as configured, else off for `full` (the paper: Whisper attends to its 30-s
+    padding) and on for `trim` (a clip's encoding must not depend on its batch)."""
+    return cfg.mask_padding if cfg.mask_padding is not None else cfg.window == "trim"
+
+
+def build_classifier(cfg: TrainConfig, encoder: torch.nn.Module, n_classes: int):
+    """A fresh `EmotionClassifier` on a copy of `encoder`, prepared for `cfg.method`, initialised from `cfg.seed`."""
+    from accelerate.utils import set_seed
+
+    from loralens.models.classifier import EmotionClassifier
+
+    set_seed(cfg.seed)
+    clf = EmotionClassifier(copy.deepcopy(encoder), n_classes, proj_size=cfg.head.projector_dim,
+                            use_weighted_layer_sum=cfg.head.weighted_layer_sum, mask_padding=mask_padding_for(cfg))
+    lora = cfg.lora.to_settings() if cfg.method == "lora" else None
+    clf.prepare_for(cfg.method, lora, gradient_checkpointing=cfg.gradient_checkpointing)
+    return clf
+
+
+# ------------------------------------------------------------------------------------------------ plan
+def plan(cfg: TrainConfig, prep: Prepared, accelerator=None) -> dict:
+    """The folds to run, their sizes, optimiser steps and the trainable parameters, without training."""
+    clf = build_classifier(cfg, prep.whisper_encoder, len(prep.labels))
+    counts = clf.parameter_counts()
+    by_id = prep.corpus.by_id()
+    world = accelerator.num_processes if accelerator is not None else 1
+    run = RunFolder(cfg.run_dir)
+    h = config_hash(cfg)
+    folds = []
+    for k, fold in enumerate(prep.folds):
+        if cfg.fold is not None and k != cfg.fold:
+            continue
+        n_train = len(fold.train)
+        lengths = [1] * n_train
+        steps = len(step_groups(len(kept_batches(epoch_batches(lengths, cfg.batch_size, cfg.seed, 0), world)),
+                                cfg.grad_accum))
+        folds.append({
+            "index": k, "name": fold.name,
+            "train": n_train, "validation": len(fold.validation), "test": len(fold.test),
+            "speakers": {s: len({by_id[i].speaker for i in fold.split(s)}) for s in ("train", "validation", "test")},
+            "steps_per_epoch": steps,
+            "status": "complete" if run.fold(k).completed(h) else
+                      ("resumable" if (run.fold(k).checkpoints / "latest.json").exists() else "to run"),
+        })
+    return {"corpus": prep.corpus.name, "clips": len(prep.corpus.clips), "labels": prep.labels,
+            "bad_files": len(prep.bad), "scheme": prep.scheme, "n_folds": len(prep.folds), "method": cfg.method,
+            "model": cfg.model, "trainable_params": counts.trainable, "total_params": counts.total,
+            "config_hash": h, "run_dir": str(cfg.run_dir), "folds": folds}
+
+
+def format_plan(p: dict) -> str:
+    lines = [
+        f"corpus {p['corpus']}: {p['clips']} clips, classes {', '.join(p['labels'])}"
+        + (f" ({p['bad_files']} bad files left out)" if p["bad_files"] else ""),
+        f"folds: {p['n_folds']} ({p['scheme']}); running {len(p['folds'])}",
+        f"model {p['model']}, method {p['method']}: {p['trainable_params']:,} trainable of {p['total_params']:,} "
+        f"parameters ({100 * p['trainable_params'] / max(p['total_params'], 1):.2f}%)",
+        f"run folder {p['run_dir']} (config hash {p['config_hash']})",
+        "",
+        f"{'fold':<8}{'train':>7}{'val':>6}{'test':>6}   speakers (train/val/test)   steps/epoch   status",
+    ]
+    for f in p["folds"]:
+        s = f["speakers"]
+        lines.append(f"{f['name']:<8}{f['train']:>7}{f['validation']:>6}{f['test']:>6}   "
+                     f"{s['train']:>4}/{s['validation']}/{s['test']:<17}   {f['steps_per_epoch']:>11}   {f['status']}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ folds
+def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict | None = None,
+             echo: Callable[[str], None] = print, stop_after_steps: int | None = None) -> dict | None:
+    """Train, select and test fold `k`; write its folder; return its metrics (None when stopped early for tests)."""
+    from loralens.training.frozen_cache import PooledHead, pooled_split
+
+    fold = prep.folds[k]
+    folder = RunFolder(cfg.run_dir).fold(k)
+    h = config_hash(cfg)
+    done = folder.completed(h)
+    if done is not None:
+        if accelerator.is_main_process:
+            echo(f"fold {k} ({fold.name}): complete, skipped (test UAR {done['test']['uar']:.4f})")
+        return done
+    if folder.metrics.exists() and accelerator.is_main_process:
+        raise RunFolderError(f"{folder.metrics}: written under another configuration",
+                             "use a new run folder (--run-dir)")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        folder.root.mkdir(parents=True, exist_ok=True)
+    device = accelerator.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+
+    clf = build_classifier(cfg, prep.whisper_encoder, len(prep.labels))
+    counts = clf.parameter_counts()
+    by_id = prep.corpus.by_id()
+    splits = {}
+    for name in ("train", "validation", "test"):
+        clips = [by_id[i] for i in fold.split(name)]
+        if pooled is not None:
+            splits[name] = pooled_split(pooled, [c.id for c in clips], [prep.labels.index(c.label) for c in clips])
+        else:
+            splits[name] = _feature_split(clips, prep, cfg.window)
+    model = PooledHead(clf.head) if pooled is not None else clf
+    settings = LoopSettings.from_config(cfg)
+    result = fit(model, splits["train"], splits["validation"], settings, accelerator, folder.root, prep.labels,
+                 desc=f"fold {k}", stop_after_steps=stop_after_steps)
+    if result.interrupted:
+        return None
+    eval_bs = cfg.eval_batch_size or cfg.batch_size
+    test, pred = evaluate(model, splits["test"], accelerator, prep.labels, eval_bs, cfg.num_workers, desc="test")
+    wall = time.perf_counter() - t0
+    metrics = {
+        "fold": k, "name": fold.name, "config_hash": h, "method": cfg.method, "model": cfg.model,
+        "labels": prep.labels,
+        "selected_epoch": result.best_epoch, "epochs_trained": result.epochs_trained,
+        "stopped_early": result.stopped_early, "steps": result.steps,
+        "validation": result.best_validation, "test": test.to_dict(),
+        "sizes": {s: len(splits[s]) for s in splits},
+        "speakers": {s: sorted({by_id[i].speaker for i in fold.split(s)}) for s in ("train", "validation", "test")},
+        "trainable_params": counts.trainable, "total_params": counts.total,
+        "wall_time_s": round(wall, 2), "processes": accelerator.num_processes,
+        "mixed_precision": accelerator.mixed_precision,
+        "peak_memory": peak_memory(device),
+    }
+    if accelerator.is_main_process:
+        if cfg.method == "lora":
+            clf.save_adapter(folder.adapter)
+        elif cfg.method == "full":
+            save_safetensors(folder.encoder, clf.encoder.state_dict())
+        save_safetensors(folder.head, clf.head.state_dict())
+        atomic_write_json(folder.predictions, {
+            "ids": list(splits["test"].ids), "true": [int(y) for y in splits["test"].labels],
+            "pred": [int(p) for p in pred], "labels": prep.labels})
+        _fold_figures(folder, metrics)
+        atomic_write_json(folder.metrics, metrics)  # last: marks the fold complete
+        shutil.rmtree(folder.checkpoints, ignore_errors=True)
+        echo(f"fold {k} ({fold.name}): selected epoch {result.best_epoch + 1}, validation UAR "
+             f"{result.best_validation.get('uar', float('nan')):.4f}, test UAR {test.uar:.4f}, WAR {test.war:.4f}, "
+             f"macro-F1 {test.macro_f1:.4f} ({wall:.1f} s)")
+    accelerator.wait_for_everyone()
+    accelerator.free_memory()
+    return metrics
+
+
+def _fold_figures(folder: FoldFolder, metrics: dict) -> None:
+    from loralens.report.training_figures import confusion_figure, read_log, training_curve
+
+    title = f"{metrics['name']} ({metrics['method']})"
+    if folder.log.exists():
+        training_curve(read_log(folder.log), folder.figures, title=title, best_epoch=metrics["selected_epoch"])
+    confusion_figure(metrics["test"]["confusion"], metrics["labels"], folder.figures,
+                     title=f"{title}: test UAR {metrics['test']['uar']:.3f}")
+
+
+# ------------------------------------------------------------------------------------------------ summary
+def summarize(cfg: TrainConfig, prep: Prepared) -> dict:
+    """`summary.json` content: test metrics of every complete fold and their mean ± std (ddof=1)."""
+    run = RunFolder(cfg.run_dir)
+    h = config_hash(cfg)
+    per_fold, missing = {}, []
+    for k, fold in enumerate(prep.folds):
+        m = run.fold(k).completed(h)
+        if m is None:
+            missing.append(fold.name)
+            continue
+        per_fold[fold.name] = {**{key: m["test"][key] for key in ("uar", "war", "macro_f1", "per_class_recall")},
+                               "validation_uar": m["validation"].get("uar"), "selected_epoch": m["selected_epoch"],
+                               "wall_time_s": m["wall_time_s"], "trainable_params": m["trainable_params"],
+                               "peak_memory": m["peak_memory"], "n_test": m["sizes"]["test"]}
+    return {"corpus": prep.corpus.name, "method": cfg.method, "model": cfg.model, "config_hash": h,
+            "scheme": prep.scheme, "labels": prep.labels, "folds": per_fold, "missing_folds": missing,
+            "mean_std": aggregate_folds(per_fold, prep.labels) if per_fold else None,
+            "std": "sample standard deviation over folds (ddof=1); None with one fold"}
+
+
+def _pm(d: dict | None) -> str:
+    if not d or d.get("mean") is None:
+        return "–"
+    return f"{100 * d['mean']:.2f}" + (f" ± {100 * d['std']:.2f}" if d.get("std") is not None else "")
+
+
+def summary_markdown(s: dict) -> str:
+    """A readable `summary.md`: a table of the folds and the mean ± std (percent)."""
+    lines = [f"# Training summary: {s['corpus']}, {s['method']} on {s['model']}", "",
+             f"Folds: {s['scheme']}; config hash `{s['config_hash']}`. Test metrics in percent; model selection on "
+             "the validation split only; mean ± sample std over folds (ddof=1).", "",
+             "| fold | test UAR | test WAR | test macro-F1 | val UAR | epoch | time (s) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, f in s["folds"].items():
+        lines.append(f"| {name} | {100 * f['uar']:.2f} | {100 * f['war']:.2f} | {100 * f['macro_f1']:.2f} | "
+                     f"{100 * (f['validation_uar'] or 0):.2f} | {f['selected_epoch'] + 1} | {f['wall_time_s']:.1f} |")
+    ms = s["mean_std"]
+    if ms:
+        lines.append(f"| **mean ± std** | {_pm(ms['uar'])} | {_pm(ms['war'])} | {_pm(ms['macro_f1'])} | | | |")
+        lines += ["", "Per-class recall (mean ± std over folds):", "",
+                  "| class | recall |", "|---|---:|"]
+        lines += [f"| {lab} | {_pm(ms['per_class_recall'][lab])} |" for lab in s["labels"]]
+    if s["missing_folds"]:
+        lines += ["", f"Not yet complete: {', '.join(s['missing_folds'])}."]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------ entry
+def train(cfg: TrainConfig, *, dry_run: bool = False, echo: Callable[[str], None] = print,
+          accelerator=None, stop_after_steps: int | None = None) -> dict:
+    """Run the cross-validation of `cfg` (all folds, or `cfg.fold`) into `cfg.run_dir`; return the summary
+    (`summary.json`'s content). dry_run: return (and print) the plan instead of training."""
+    accelerator = accelerator or make_accelerator(cfg.precision)
+    run = RunFolder(cfg.run_dir)
+    main = accelerator.is_main_process
+    if not dry_run and main:
+        run.claim(cfg)
+    accelerator.wait_for_everyone()
+    prep = prepare(cfg, accelerator, write=not dry_run)
+    if dry_run:
+        p = plan(cfg, prep, accelerator)
+        if main:
+            echo(format_plan(p))
+        return p
+    if main:
+        if not run.folds.exists():
+            from loralens.data.folds import save_folds
+
+            save_folds(run.folds, prep.folds, prep.corpus, scheme=prep.scheme, seed=cfg.seed)
+        echo(format_plan(plan(cfg, prep, accelerator)))
+    selected = [cfg.fold] if cfg.fold is not None else list(range(len(prep.folds)))
+    h = config_hash(cfg)
+    pending = [k for k in selected if run.fold(k).completed(h) is None]
+    in_folds = {i for f in prep.folds for i in (*f.train, *f.validation, *f.test)}
+    clips = [c for c in prep.corpus.clips if c.id in in_folds]
+    if pending and main:
+        prep.feature_cache.prefetch(clips)
+    accelerator.wait_for_everyone()
+    pooled = None
+    if cfg.method == "frozen" and pending:
+        pooled = _frozen_outputs(cfg, prep, accelerator, clips)
+    for k in selected:
+        m = run_fold(cfg, prep, k, accelerator, pooled=pooled, echo=echo, stop_after_steps=stop_after_steps)
+        if m is None:
+            return {}
+    summary = summarize(cfg, prep)
+    if main:
+        atomic_write_json(run.summary_json, summary)
+        atomic_write_text(run.summary_md, summary_markdown(summary))
+        ms = summary["mean_std"]
+        if ms:
+            echo(f"test UAR {_pm(ms['uar'])} %, WAR {_pm(ms['war'])} %, macro-F1 {_pm(ms['macro_f1'])} % "
+                 f"over {ms['uar']['n']} fold(s); {run.summary_md}")
+    accelerator.wait_for_everyone()
+    return summary
+
+
+def _frozen_outputs(cfg: TrainConfig, prep: Prepared, accelerator, clips: list[Clip]) -> dict:
+    from loralens.training.frozen_cache import cache_key, pooled_outputs
+
+    clf = build_classifier(cfg, prep.whisper_encoder, len(prep.labels))
+    split = _feature_split(clips, prep, cfg.window)
+    key = cache_key(clf, window=cfg.window, feature_key=prep.feature_cache.settings_key, ids=split.ids)
+    return pooled_outputs(clf, split, RunFolder(cfg.run_dir).encoder_cache, key, accelerator,
+                          batch_size=cfg.eval_batch_size or cfg.batch_size, num_workers=cfg.num_workers)

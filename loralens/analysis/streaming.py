@@ -169,13 +169,15 @@ class RunningMoments:
         # ||sum u_i||^2 = sum_{i != j} cos(x_i, x_j) + sum_i ||u_i||^2, and ||u_i||^2 is 1 unless x_i = 0.
         return (s - self._n_nonzero) / (self.count * (self.count - 1))
 
-    def summary(self) -> dict[str, float | int]:
-        """JSON-ready scalars: count, mean_norm, rms_norm, mean_var (mean over dims of the variance)."""
+    def summary(self) -> dict[str, float | int | None]:
+        """JSON-ready scalars: count, mean_norm, rms_norm, mean_var (mean over dims of the variance),
+        mean_pairwise_cosine (None below 2 examples)."""
         return {
             "count": self.count,
             "mean_norm": self.mean_norm,
             "rms_norm": self.rms_norm,
             "mean_var": float(self.var().mean()),
+            "mean_pairwise_cosine": self.mean_pairwise_cosine if self.count >= 2 else None,
         }
 
 
@@ -195,7 +197,7 @@ class RunningMomentsByLayer:
         for name, x in xs.items():
             self.update(name, x, lengths)
 
-    def summary(self) -> dict[str, dict[str, float | int]]:
+    def summary(self) -> dict[str, dict[str, float | int | None]]:
         return {name: m.summary() for name, m in self.layers.items()}
 
 

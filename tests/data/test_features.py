@@ -317,3 +317,30 @@ def test_no_warning_for_short_clips():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         compute_features(tone(0.2), FeatureSettings())
+
+
+@pytest.mark.parametrize("n_samples", [479_500, 479_900, 480_000])
+def test_clips_filling_the_window(n_samples):
+    audio = tone(30.0, freq=250.0)[:n_samples]
+    feats = compute_features(audio, FeatureSettings())
+    ref = extractor_output(audio)
+    assert torch.equal(feats.full(), ref) and not feats.truncated
+    assert feats.n_frames == min(3000, -(-n_samples // 160))
+    assert feats.stored_frames == min(3000, -(-(n_samples + 200) // 160))
+    assert torch.all(ref[:, feats.stored_frames :] == feats.pad_value)
+
+
+def test_benchmark_script_end_to_end(tmp_path, clip_files):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("bench_feature_cache", Path(__file__).parents[2] / "bench" / "feature_cache.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    bench.main(["--root", str(tmp_path / "audio"), "--cache", str(tmp_path / "c"), "--out", str(out), "--sample", "2", "--batch-size", "2", "--no-progress"])
+    result = json.loads(out.read_text())
+    assert result["clips"] == 4 and result["cold"]["computed"] == 4 and result["warm"]["computed"] == 0
+    assert result["extractor_paths"]["cache_full_equal_to_extractor"] == "2/2"
+    assert result["disk"]["entries"] == 4 and result["frames"]["valid_min"] == 40  # 0.4 s = 6400 samples
+    assert 0 < result["padding_share"]["trim_length_grouped"] <= result["padding_share"]["full"] < 1

@@ -18,11 +18,15 @@ def cli() -> None:
 
 def _register() -> None:
     # Imported here so that `loralens --help` stays quick and each group stays in its own module.
+    from loralens.cli import analyze as analyze_cmds
     from loralens.cli import data as data_cmds
     from loralens.cli import models as models_cmds
+    from loralens.cli import train as train_cmds
 
     cli.add_command(models_cmds.models)
     cli.add_command(data_cmds.data)
+    cli.add_command(train_cmds.train)
+    cli.add_command(analyze_cmds.analyze)
 
 
 _register()

@@ -1,0 +1,150 @@
+"""Build an `AnalysisContext` from training run folders: the adapted run and its frozen baseline, one fold."""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from loralens.analysis.context import AnalysisContext, SplitData
+from loralens.data.batching import Collator, FeatureDataset
+from loralens.data.clips import Clip
+from loralens.errors import RunFolderError
+from loralens.io import read_json
+from loralens.models.classifier import EmotionClassifier
+from loralens.training.config import TrainConfig, config_hash
+from loralens.training.crossval import Prepared, make_accelerator, mask_padding_for, prepare
+from loralens.training.run_folder import RunFolder
+
+
+def read_run_config(run_dir: str | Path) -> TrainConfig:
+    """The `config.yaml` of a training run folder, validated."""
+    path = RunFolder(run_dir).config
+    if not path.exists():
+        raise RunFolderError(f"{path}: not found", "point at a training run folder (written by loralens train/run)")
+    return TrainConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+
+
+def completed_fold(run_dir: str | Path, fold: int, cfg: TrainConfig) -> Path:
+    """The folder of fold `fold` of a run, checked complete (metrics.json written under this configuration)."""
+    folder = RunFolder(run_dir).fold(fold)
+    if folder.completed(config_hash(cfg)) is None:
+        raise RunFolderError(
+            f"{folder.root}: fold {fold} of this run is not complete (no metrics.json for its configuration)",
+            "train it first: loralens train --config <run>/config.yaml --fold " + str(fold),
+        )
+    return folder.root
+
+
+def load_fold_classifier(run_dir: str | Path, fold: int, prep: Prepared, cfg: TrainConfig | None = None) -> EmotionClassifier:
+    """The trained classifier of one fold: a copy of the base encoder, the fold's adapter (lora) or encoder weights
+    (full), and its head; eval mode, no gradients required."""
+    cfg = cfg or read_run_config(run_dir)
+    completed_fold(run_dir, fold, cfg)
+    folder = RunFolder(run_dir).fold(fold)
+    clf = EmotionClassifier(
+        copy.deepcopy(prep.whisper_encoder),
+        len(prep.labels),
+        proj_size=cfg.head.projector_dim,
+        use_weighted_layer_sum=cfg.head.weighted_layer_sum,
+        mask_padding=mask_padding_for(cfg),
+    )
+    if cfg.method == "lora":
+        clf.load_adapter(folder.adapter)
+        clf.lora_settings = cfg.lora.to_settings()
+    elif cfg.method == "full":
+        clf.encoder.load_state_dict(load_file(str(folder.encoder)))
+    clf.method = cfg.method
+    clf.head.load_state_dict(load_file(str(folder.head)))
+    clf.requires_grad_(False)
+    return clf.eval()
+
+
+def _check_same_folds(a: RunFolder, b: RunFolder, fold: int) -> None:
+    fa, fb = read_json(a.folds), read_json(b.folds)
+    ta = fa["folds"][fold]["test"] if "folds" in fa else None
+    tb = fb["folds"][fold]["test"] if "folds" in fb else None
+    if ta is None or sorted(ta) != sorted(tb):
+        raise RunFolderError(
+            f"{a.folds} and {b.folds}: fold {fold} has different test clips",
+            "train the baseline on the same folds (pass --folds-file <run>/folds.json)",
+        )
+
+
+def balanced_sample(clips: Sequence[Clip], per_class: int | None, seed: int) -> list[Clip]:
+    """At most `per_class` clips of each class, chosen by `seed`, in their original order (all when None)."""
+    if per_class is None:
+        return list(clips)
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for i, c in enumerate(clips):
+        by_label[c.label].append(i)
+    rng = random.Random(seed)
+    keep: set[int] = set()
+    for idx in by_label.values():
+        keep.update(rng.sample(idx, min(per_class, len(idx))))
+    return [c for i, c in enumerate(clips) if i in keep]
+
+
+def split_data(clips: Sequence[Clip], prep: Prepared, window: str, batch_size: int) -> SplitData:
+    """Clips as fixed batches, sorted by length so trimmed batches carry little padding."""
+    ds = FeatureDataset(clips, prep.feature_cache, prep.labels)
+    lengths = ds.mel_lengths()
+    order = sorted(range(len(clips)), key=lambda i: lengths[i])
+    collate = Collator(window)
+    batches = [collate([ds[i] for i in order[s : s + batch_size]]) for s in range(0, len(order), batch_size)]
+    return SplitData(batches=batches, speakers=[clips[i].speaker for i in order])
+
+
+def context_from_runs(
+    run_dir: str | Path,
+    fold: int = 0,
+    baseline_dir: str | Path | None = None,
+    *,
+    batch_size: int = 16,
+    test_per_class: int | None = None,
+    train_per_class: int | None = None,
+    seed: int = 0,
+    n_boot: int = 1000,
+    options: dict[str, dict[str, Any]] | None = None,
+) -> AnalysisContext:
+    """The context for analysing fold `fold` of the adapted run `run_dir` against the frozen run `baseline_dir`.
+
+    test_per_class / train_per_class: class-balanced caps on the clips used (None = all); the test split is what
+    results are reported on, the training split is what tuned lenses and probes are fitted on.
+    """
+    cfg = read_run_config(run_dir)
+    accelerator = make_accelerator("fp32")
+    prep = prepare(cfg, accelerator, write=False)
+    adapted = load_fold_classifier(run_dir, fold, prep, cfg)
+    frozen = None
+    if baseline_dir is not None:
+        base_cfg = read_run_config(baseline_dir)
+        if base_cfg.model != cfg.model or base_cfg.corpus != cfg.corpus:
+            raise RunFolderError(
+                f"{baseline_dir}: baseline is {base_cfg.model}/{base_cfg.corpus}, the run is {cfg.model}/{cfg.corpus}",
+                "compare runs on the same model and corpus",
+            )
+        _check_same_folds(RunFolder(run_dir), RunFolder(baseline_dir), fold)
+        frozen = load_fold_classifier(baseline_dir, fold, prep, base_cfg)
+    by_id = prep.corpus.by_id()
+    f = prep.folds[fold]
+    test_clips = balanced_sample([by_id[i] for i in f.test], test_per_class, seed)
+    train_clips = balanced_sample([by_id[i] for i in f.train], train_per_class, seed)
+    return AnalysisContext(
+        adapted=adapted,
+        frozen=frozen,
+        label_names=tuple(prep.labels),
+        test=split_data(test_clips, prep, cfg.window, batch_size),
+        train=split_data(train_clips, prep, cfg.window, batch_size),
+        fold=f"fold_{fold}",
+        seed=seed,
+        n_boot=n_boot,
+        options=options or {},
+    )

@@ -1,0 +1,54 @@
+"""`loralens analyze RUN`: run the interpretability suite on one fold of a trained run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def _names(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--baseline", "baseline_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Frozen-baseline run on the same folds (needed by comparisons with the frozen model).")
+@click.option("--fold", type=int, default=0, show_default=True, help="Fold index to analyse.")
+@click.option("--analyses", help="Comma-separated analyses (default: all). See --list.")
+@click.option("--list", "list_only", is_flag=True, help="List the analyses and exit.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (default: RUN/analysis/fold_K).")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--test-per-class", type=int, help="Class-balanced cap on test clips per class (default: all).")
+@click.option("--train-per-class", type=int, help="Cap on training clips per class for fitted lenses/probes.")
+@click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples for CIs.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Recompute results that are already complete.")
+def analyze(run_dir: Path, baseline_dir: Path | None, fold: int, analyses: str | None, list_only: bool,
+            out_dir: Path | None, batch_size: int, test_per_class: int | None, train_per_class: int | None,
+            n_boot: int, seed: int, force: bool) -> None:
+    """Run the analysis suite on fold FOLD of the trained run RUN_DIR; results under RUN_DIR/analysis/."""
+    from loralens.analysis.api import analyze_run
+    from loralens.analysis.suite import available
+
+    if list_only:
+        for a in available().values():
+            needs = [w for w, f in (("frozen baseline", a.needs_frozen), ("training split", a.needs_train)) if f]
+            click.echo(f"{a.name:<20} {a.title}" + (f"  (needs {', '.join(needs)})" if needs else ""))
+        return
+    results = analyze_run(
+        run_dir, fold=fold, baseline_dir=baseline_dir, names=_names(analyses), out_dir=out_dir,
+        batch_size=batch_size, test_per_class=test_per_class, train_per_class=train_per_class,
+        n_boot=n_boot, seed=seed, force=force, echo=click.echo,
+    )
+    for name, r in results.items():
+        if name == "verdicts":
+            continue
+        click.echo(f"{name}: {r.get('reading', '')}")
+    verdicts = results.get("verdicts", {})
+    for claim, v in verdicts.get("claims", {}).items() if isinstance(verdicts, dict) else []:
+        click.echo(f"verdict {claim}: {v.get('statement', '')}")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import threading
 import warnings
@@ -187,7 +186,8 @@ class ClipFeatures:
         return int(self.mel.shape[1])
 
     def window(self, frames: int) -> torch.Tensor:
-        """The first `frames` frames of the extractor output, `[n_mels, frames]` float32 (pads or cuts)."""
+        """The first `frames` frames of the extractor output, `[n_mels, frames]` float32 (pads or cuts;
+        a view of `mel` when `frames <= stored_frames`)."""
         if frames <= self.stored_frames:
             return self.mel[:, :frames]
         out = self.mel.new_full((self.n_mels, frames), self.pad_value)

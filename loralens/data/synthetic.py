@@ -320,7 +320,8 @@ def generate_corpus(
     Layout: `<out_dir>/<speaker>/<speaker>_<label>_<NN>.<wav|flac>` (16-bit PCM, `sr` Hz, mono),
     `<out_dir>/manifest.csv` (columns path,label,speaker,gender; path relative to `out_dir`) and
     `<out_dir>/synthetic.json` (the generation parameters: seed, speakers, profiles).
-    Clip ids are the relative paths without extension. Durations are uniform in [min_duration, max_duration] s,
+    Clip ids are the relative paths without extension; clips are sorted by id, as `load_corpus` does, and
+    `load_corpus("manifest", out_dir, ",".join(labels))` reads the same corpus back. Durations are uniform in [min_duration, max_duration] s,
     drawn independently of the class. `n_speakers * len(labels) * clips_per_class_per_speaker` clips.
     """
     if clips_per_class_per_speaker < 1:
@@ -378,7 +379,7 @@ def generate_corpus(
         "profiles": {lab: asdict(PROFILES[lab]) for lab in labels},
     }
     atomic_write_text(out_dir / "synthetic.json", json.dumps(params, indent=2) + "\n")
-    return Corpus(name="synthetic", root=out_dir, labels=tuple(labels), clips=clips)
+    return Corpus(name="synthetic", root=out_dir, labels=tuple(labels), clips=sorted(clips, key=lambda c: c.id))
 
 
 # ---------------------------------------------------------------------------------------------------------

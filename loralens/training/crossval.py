@@ -47,7 +47,8 @@ def make_accelerator(precision: str = "auto"):
         mp = "bf16"
     elif precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         mp = "bf16"
-    return Accelerator(mixed_precision=mp)
+    # cpu=True without CUDA: under a multi-process launcher this selects gloo (MULTI_CPU) instead of a GPU backend
+    return Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
 
 
 def peak_memory(device: torch.device | None = None) -> dict[str, float | None]:

@@ -21,12 +21,15 @@ def _register() -> None:
     from loralens.cli import analyze as analyze_cmds
     from loralens.cli import data as data_cmds
     from loralens.cli import models as models_cmds
+    from loralens.cli import run as run_cmds
     from loralens.cli import train as train_cmds
 
     cli.add_command(models_cmds.models)
     cli.add_command(data_cmds.data)
     cli.add_command(train_cmds.train)
     cli.add_command(analyze_cmds.analyze)
+    cli.add_command(run_cmds.run)
+    cli.add_command(run_cmds.demo)
 
 
 _register()

@@ -1,0 +1,263 @@
+"""Layer contribution: how large each layer's attention and MLP updates are relative to the residual stream they
+are added to, and how aligned they are with it, in the adapted and the frozen model.
+
+For layer l and a valid frame t of a clip, with `r = resid_pre[l, t]`, `a = attn_out[l, t]`, `m = mlp_out[l, t]`
+(`resid_post = r + a + m`):
+
+    attn_rel  = ||a|| / ||r||,   mlp_rel = ||m|| / ||r||,   total_rel = ||a + m|| / ||r||
+    attn_cos  = cos(a, r),       mlp_cos = cos(m, r),       total_cos = cos(a + m, r)
+
+Each is averaged over the clip's valid frames (padding never enters), then over clips; curves carry percentile
+bootstrap CIs over clips. `difference` is adapted minus frozen, paired per clip (same clip, same frames).
+Note that the MLP reads `resid_mid = r + a`, but its update is compared with `resid_pre` like the attention's, so the
+three ratios share one denominator.
+
+This module also holds the per-layer curve helpers the other layer analyses share (`curve`, `mean_curve`,
+`uar_boot`, `curve_from_boot`, `plot_curves`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from loralens.analysis.bootstrap import bootstrap_ci, resample_indices
+from loralens.analysis.context import AnalysisContext, SplitData
+from loralens.analysis.suite import Analysis, register
+from loralens.models.classifier import EmotionClassifier
+from loralens.models.runner import ATTN_OUT, MLP_OUT, RESID_PRE
+
+NAME = "layer_contribution"
+QUANTITIES: tuple[str, ...] = ("attn_rel", "mlp_rel", "total_rel", "attn_cos", "mlp_cos", "total_cos")
+_EPS = 1e-12
+
+
+# ----------------------------------------------------------------------------- shared curve helpers
+def curve(value: Sequence[float] | np.ndarray, low: Sequence[float] | np.ndarray, high: Sequence[float] | np.ndarray) -> dict[str, list[float]]:
+    """The results-JSON form of a per-layer curve: `{"value": [...], "low": [...], "high": [...]}` (plain floats;
+    NaN becomes None so the JSON stays valid)."""
+
+    def floats(x: Any) -> list[float | None]:
+        return [None if not np.isfinite(v) else float(v) for v in np.asarray(x, dtype=np.float64).reshape(-1)]
+
+    return {"value": floats(value), "low": floats(low), "high": floats(high)}
+
+
+def mean_curve(values: np.ndarray, n_boot: int, seed: int) -> dict[str, list[float]]:
+    """Mean over clips of per-clip curves `[n_clips, L]` with a 95 % percentile bootstrap CI over clips."""
+    ci = bootstrap_ci(np.asarray(values, dtype=np.float64), "mean", n_boot=n_boot, seed=seed)
+    return curve(ci.estimate, ci.low, ci.high)
+
+
+def uar_boot(pred: np.ndarray, labels: np.ndarray, idx: np.ndarray | None, n_classes: int) -> np.ndarray:
+    """UAR (mean recall over the classes present in the truth, as `loralens.training.metrics`) of predictions
+    `pred [n, L]` (one column per layer/configuration) against `labels [n]`, on the full sample (`idx` None ->
+    `[L]`) or on each bootstrap resample of the index matrix `idx [n_boot, n]` (-> `[n_boot, L]`)."""
+    pred = np.asarray(pred)
+    labels = np.asarray(labels).astype(np.int64)
+    single = pred.ndim == 1
+    if single:
+        pred = pred[:, None]
+    n = labels.shape[0]
+    onehot = np.zeros((n, n_classes))
+    onehot[np.arange(n), labels] = 1.0
+    correct = (pred == labels[:, None]).astype(np.float64)  # [n, L]
+    if idx is None:
+        counts = np.ones((1, n))
+    else:
+        counts = np.zeros((idx.shape[0], n))
+        np.add.at(counts, (np.arange(idx.shape[0])[:, None], idx), 1.0)
+    support = counts @ onehot  # [B, C]
+    hits = np.einsum("bn,nl,nc->blc", counts, correct, onehot)  # [B, L, C]
+    present = support > 0
+    recall = np.divide(hits, support[:, None, :], out=np.zeros_like(hits), where=present[:, None, :])
+    uar = recall.sum(axis=2) / present.sum(axis=1, keepdims=True)  # [B, L]
+    if idx is None:
+        uar = uar[0]
+        return uar[0] if single else uar
+    return uar[:, 0] if single else uar
+
+
+def curve_from_boot(estimate: np.ndarray, boot: np.ndarray, alpha: float = 0.05) -> dict[str, list[float]]:
+    """A curve from its full-sample estimate `[L]` and bootstrap values `[n_boot, L]` (percentile CI; resamples
+    where the statistic is undefined, NaN, are left out)."""
+    boot = np.asarray(boot, dtype=np.float64)
+    if np.isnan(boot).all(axis=0).any():
+        low = high = np.full(boot.shape[1], np.nan)
+    else:
+        low, high = np.nanquantile(boot, [alpha / 2, 1 - alpha / 2], axis=0)
+    return curve(estimate, low, high)
+
+
+def uar_curve(pred: np.ndarray, labels: np.ndarray, n_classes: int, n_boot: int, seed: int,
+              baseline: np.ndarray | None = None) -> dict[str, list[float]]:
+    """UAR per column of `pred [n, L]` with a bootstrap CI over clips; with `baseline [n]`, the change
+    UAR(pred) - UAR(baseline), both on the same resamples."""
+    idx = resample_indices(len(labels), n_boot, seed)
+    est = uar_boot(pred, labels, None, n_classes)
+    boot = uar_boot(pred, labels, idx, n_classes)
+    if baseline is not None:
+        est = est - uar_boot(baseline, labels, None, n_classes)
+        boot = boot - uar_boot(baseline, labels, idx, n_classes)[:, None]
+    return curve_from_boot(est, boot)
+
+
+def depth_fraction(layer: int, n_layers: int) -> float:
+    """Depth of the output of layer `layer` (0-based) as a fraction of the encoder: (layer + 1) / n_layers."""
+    return (layer + 1) / n_layers
+
+
+def plot_curves(ax: Any, series: dict[str, dict[str, list[float]]], x: Sequence[float] | None = None,
+                colors: dict[str, str] | None = None) -> None:
+    """Draw curves (`{"value","low","high"}`) with shaded CI bands on `ax`, one line per `series` entry (label ->
+    curve); the caller sets the axis labels."""
+    for i, (label, c) in enumerate(series.items()):
+        v = np.array([np.nan if a is None else a for a in c["value"]], dtype=float)
+        xs = np.arange(len(v)) if x is None else np.asarray(x)
+        color = (colors or {}).get(label, f"C{i}")
+        ax.plot(xs, v, marker="o", ms=3, lw=1.4, label=label, color=color)
+        lo = np.array([np.nan if a is None else a for a in c.get("low", [])], dtype=float)
+        hi = np.array([np.nan if a is None else a for a in c.get("high", [])], dtype=float)
+        if lo.size == v.size and hi.size == v.size:
+            ax.fill_between(xs, lo, hi, alpha=0.2, color=color, lw=0)
+    if len(series) > 1:
+        ax.legend()
+
+
+def layer_ticks(ax: Any, n_layers: int, offset: int = 0) -> None:
+    """Integer ticks (at most ~16) on the x axis for layers `offset..offset + n_layers - 1`."""
+    step = max(1, int(np.ceil(n_layers / 16)))
+    ax.set_xticks(list(range(offset, offset + n_layers, step)))
+
+
+# ----------------------------------------------------------------------------- the analysis
+@torch.no_grad()
+def contribution_per_clip(clf: EmotionClassifier, split: SplitData, device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
+    """Per-clip means over valid frames of each quantity of `QUANTITIES`, plus `resid_norm` (||resid_pre||):
+    name -> `[n_clips, n_layers]` float64."""
+    n_layers = clf.runner.n_layers
+    names = [f"blocks.{l}.{h}" for l in range(n_layers) for h in (RESID_PRE, ATTN_OUT, MLP_OUT)]
+    per_batch: dict[str, list[np.ndarray]] = {q: [] for q in (*QUANTITIES, "resid_norm")}
+    for batch in split:
+        out = clf.runner(batch.features.to(device), batch.mel_lengths.to(device), capture=names)
+        lengths = out.lengths.cpu()
+        valid = torch.arange(out.captured[names[0]].shape[1])[None, :] < lengths[:, None]  # [batch, frames]
+        values = {q: np.zeros((len(batch), n_layers)) for q in per_batch}
+        for l in range(n_layers):
+            r = out.captured[f"blocks.{l}.{RESID_PRE}"].double().cpu()
+            a = out.captured[f"blocks.{l}.{ATTN_OUT}"].double().cpu()
+            m = out.captured[f"blocks.{l}.{MLP_OUT}"].double().cpu()
+            for q, v in frame_stats(r, a, m).items():
+                # torch.where, not a product: padded frames never enter, whatever their values
+                values[q][:, l] = (torch.where(valid, v, 0.0).sum(dim=1) / lengths).numpy()
+        for q, v in values.items():
+            per_batch[q].append(v)
+    return {q: np.concatenate(v) for q, v in per_batch.items()}
+
+
+def frame_stats(r: Tensor, a: Tensor, m: Tensor) -> dict[str, Tensor]:
+    """Per-frame `resid_norm` and the ratios / cosines of `QUANTITIES` from resid_pre `r`, attn_out `a` and
+    mlp_out `m` (each `[..., d]`) -> each `[...]`."""
+    rn = r.norm(dim=-1)
+    rn_safe = rn.clamp_min(_EPS)
+    out = {"resid_norm": rn}
+    for name, u in (("attn", a), ("mlp", m), ("total", a + m)):
+        un = u.norm(dim=-1)
+        out[f"{name}_rel"] = un / rn_safe
+        out[f"{name}_cos"] = (u * r).sum(-1) / (un * rn_safe).clamp_min(_EPS)
+    return out
+
+
+def run(ctx: AnalysisContext) -> dict[str, Any]:
+    n_layers = ctx.n_layers
+    result: dict[str, Any] = {"layers": list(range(n_layers)), "n_layers": n_layers, "n_clips": ctx.test.n_clips}
+    per_clip = {"adapted": contribution_per_clip(ctx.adapted, ctx.test, ctx.device)}
+    if ctx.frozen is not None:
+        per_clip["frozen"] = contribution_per_clip(ctx.frozen, ctx.test, ctx.device)
+        per_clip["difference"] = {q: per_clip["adapted"][q] - per_clip["frozen"][q] for q in per_clip["adapted"]}
+    for model, values in per_clip.items():
+        result[model] = {q: mean_curve(v, ctx.n_boot, ctx.seed) for q, v in values.items()}
+    return result
+
+
+def _peak(c: dict[str, list[float]]) -> tuple[int, float]:
+    v = np.array(c["value"], dtype=float)
+    i = int(np.nanargmax(np.abs(v)))
+    return i, float(v[i])
+
+
+def reading(result: dict[str, Any]) -> str:
+    n = result["n_layers"]
+    la, va = _peak(result["adapted"]["total_rel"])
+    text = (
+        f"In the adapted model the combined attention + MLP update is largest relative to the residual stream at "
+        f"layer {la} of 0..{n - 1} (||update|| / ||resid_pre|| = {va:.3g})."
+    )
+    if "difference" in result:
+        lf, vf = _peak(result["frozen"]["total_rel"])
+        ld, vd = _peak(result["difference"]["total_rel"])
+        d = result["difference"]["total_rel"]
+        text += (
+            f" In the frozen model it peaks at layer {lf} ({vf:.3g})."
+            f" The adapted-minus-frozen difference is largest at layer {ld} ({vd:+.3g}, 95 % CI "
+            f"[{d['low'][ld]:+.3g}, {d['high'][ld]:+.3g}]); the total cosine with resid_pre there is "
+            f"{result['adapted']['total_cos']['value'][ld]:.2f} (adapted) vs "
+            f"{result['frozen']['total_cos']['value'][ld]:.2f} (frozen)."
+        )
+    return text
+
+
+def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    from loralens.report.figures import new_figure, report_style, save_figure
+
+    out_dir = Path(out_dir)
+    n = result["n_layers"]
+    models = [m for m in ("adapted", "frozen") if m in result]
+    paths: list[Path] = []
+    titles = {"attn": "attention update", "mlp": "MLP update", "total": "attention + MLP"}
+    with report_style():
+        fig, axes = new_figure(9.6, 3.2, 1, 3, sharey=True)
+        for ax, part in zip(axes, ("attn", "mlp", "total")):
+            plot_curves(ax, {m: result[m][f"{part}_rel"] for m in models})
+            ax.set_title(titles[part])
+            ax.set_xlabel("encoder layer")
+            layer_ticks(ax, n)
+        axes[0].set_ylabel("‖update‖ / ‖resid_pre‖ (mean over frames, clips)")
+        paths += save_figure(fig, out_dir / "relative_norm")
+
+        fig, axes = new_figure(9.6, 3.2, 1, 3, sharey=True)
+        for ax, part in zip(axes, ("attn", "mlp", "total")):
+            plot_curves(ax, {m: result[m][f"{part}_cos"] for m in models})
+            ax.axhline(0.0, color="0.5", lw=0.8)
+            ax.set_title(titles[part])
+            ax.set_xlabel("encoder layer")
+            layer_ticks(ax, n)
+        axes[0].set_ylabel("cosine(update, resid_pre) (mean over frames, clips)")
+        paths += save_figure(fig, out_dir / "cosine")
+
+        if "difference" in result:
+            fig, ax = new_figure(6.4, 3.4)
+            plot_curves(ax, {titles[p]: result["difference"][f"{p}_rel"] for p in ("attn", "mlp", "total")})
+            ax.axhline(0.0, color="0.5", lw=0.8)
+            ax.set_xlabel("encoder layer")
+            ax.set_ylabel("Δ ‖update‖ / ‖resid_pre‖ (adapted − frozen)")
+            ax.set_title("Relative update norm, adapted minus frozen (95 % CI over clips)")
+            layer_ticks(ax, n)
+            paths += save_figure(fig, out_dir / "relative_norm_difference")
+    return [Path(p) for p in paths]
+
+
+register(
+    Analysis(
+        name=NAME,
+        title="Layer contribution: attention and MLP update norms relative to the residual stream",
+        run=run,
+        plot=plot,
+        reading=reading,
+    )
+)

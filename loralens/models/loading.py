@@ -191,6 +191,8 @@ def build_generation_config(config: Any, folder: Path | None) -> Any:
     if tok.multilingual:
         kw["lang_to_id"] = dict(tok.languages)
         kw["task_to_id"] = {"transcribe": tok.transcribe, "translate": tok.translate}
+        # Detect the language and transcribe (OpenAI's default); `generate(language=...)` fixes the language.
+        kw["task"] = "transcribe"
     return GenerationConfig(**kw)
 
 

@@ -1,0 +1,65 @@
+"""Encoder outputs of the converted models agree with CTranslate2's own Whisper encoder on the same features."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from loralens.models.loading import load_feature_extractor, load_whisper
+from loralens.models.registry import embedded_files
+from tests.conftest import RAVDESS
+
+ctranslate2 = pytest.importorskip("ctranslate2")
+
+TOLERANCE = 2e-3
+
+
+def _audio() -> list[np.ndarray]:
+    # Real speech when the shared data is there, else a deterministic voiced-like signal: parity needs no content.
+    # One clip: Whisper pads every input to 30 s, so one already covers all 1500 encoder frames.
+    clip = RAVDESS / "Actor_03" / "03-01-05-02-02-01-03.flac"
+    if clip.is_file():
+        import soundfile as sf
+
+        speech = sf.read(clip, dtype="float32")[0]
+    else:
+        t = np.arange(48000) / 16000
+        speech = (0.3 * np.sin(2 * np.pi * 140 * t * (1 + 0.1 * np.sin(3 * t)))).astype(np.float32)
+    return [speech]
+
+
+def _ct2_folder(name: str, tmp: Path) -> Path:
+    files = embedded_files(name)
+    if len(files.parts) == 1:
+        return files.folder
+    # CTranslate2 itself reads only a single model.bin: join the parts, with the vocabulary and config next to it.
+    folder = tmp / name
+    folder.mkdir()
+    with open(folder / "model.bin", "wb") as out:
+        for part in files.parts:
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out)
+    for side in ("config.json", "vocabulary.txt", "vocabulary.json"):
+        if (files.folder / side).is_file():
+            shutil.copy(files.folder / side, folder / side)
+    return folder
+
+
+@pytest.mark.parametrize("name", ["tiny.en", "base"])
+def test_encoder_matches_ctranslate2(name, tmp_path):
+    extractor = load_feature_extractor(name)
+    features = extractor(_audio(), sampling_rate=16000, return_tensors="np").input_features.astype(np.float32)
+    reference = ctranslate2.models.Whisper(str(_ct2_folder(name, tmp_path)), device="cpu", compute_type="float32",
+                                             intra_threads=torch.get_num_threads())
+    want = np.asarray(reference.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features)), to_cpu=True))
+    model = load_whisper(name)
+    with torch.inference_mode():
+        got = model.model.encoder(torch.from_numpy(features)).last_hidden_state.numpy()
+    assert got.shape == want.shape == (1, 1500, model.config.d_model)
+    diff = float(np.abs(got - want).max())
+    print(f"\n{name}: max |HF encoder - CTranslate2 encoder| = {diff:.2e} (output max {np.abs(want).max():.1f})")
+    assert diff <= TOLERANCE

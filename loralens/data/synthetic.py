@@ -347,7 +347,7 @@ def generate_corpus(
     rows: list[dict[str, str]] = []
     for si, spk in enumerate(speakers):
         for label in labels:
-            ci = LABELS.index(label) if label in LABELS else list(PROFILES).index(label)
+            ci = list(PROFILES).index(label)  # stream key: a clip stays the same whatever `labels` holds
             for k in range(clips_per_class_per_speaker):
                 rng = np.random.default_rng([seed, 2, si, ci, k])
                 duration = round(float(rng.uniform(min_duration, max_duration)), 3)

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import base64
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import matplotlib
 
-matplotlib.use("Agg")  # never open a window, never need a display
+# Headless: never open a window, never need a display. Our figures do not go through pyplot at all, so a
+# session that already chose a backend for pyplot (a notebook) keeps it.
+if "matplotlib.pyplot" not in sys.modules:
+    matplotlib.use("Agg")
 
 from loralens.errors import RunFolderError  # noqa: E402
 from loralens.io import atomic_write_with  # noqa: E402

@@ -1,8 +1,9 @@
 """The report in a real browser: headless Chromium loads it offline with no console message, every figure
 decodes, and a screenshot is saved.
 
-A test copy of the page gets a small probe script (and a CSP that admits it) that writes, after `load`,
-each image's decode result and every error / CSP violation into the DOM; `--dump-dom` returns that DOM.
+A test copy of the page gets a small probe script (and a CSP that admits it) that writes, at `load`, each
+image's size and decode result (drawn on a canvas: painted pixels) and every error / CSP violation into
+the DOM; `--dump-dom` returns that DOM.
 The production page itself has no script. Any console line Chromium logs for the production page counts
 as an error: the page runs no script, so a console line can only be the browser complaining (blocked
 fetch, bad image, CSP violation).
@@ -59,22 +60,29 @@ document.addEventListener('securitypolicyviolation', function (e) {
   };
 });
 window.addEventListener('load', function () {
-  var imgs = Array.prototype.slice.call(document.images);
-  Promise.all(imgs.map(function (img) {
-    return img.decode().then(function () { return true; }, function () { return false; });
-  })).then(function (decoded) {
-    var result = {
-      images: imgs.map(function (img, k) {
-        return {alt: img.alt, naturalWidth: img.naturalWidth, naturalHeight: img.naturalHeight,
-                width: img.width, complete: img.complete, decoded: decoded[k]};
-      }),
-      errors: window.__errors
-    };
-    var pre = document.createElement('pre');
-    pre.id = '__probe';
-    pre.textContent = JSON.stringify(result);
-    document.body.appendChild(pre);
+  // Synchronous on purpose: --dump-dom returns the DOM right after the load event, so the result must be
+  // in the DOM when the handler returns. Drawing an image on a canvas decodes it for real.
+  var canvas = document.createElement('canvas');
+  canvas.width = 64; canvas.height = 64;
+  var ctx = canvas.getContext('2d', {willReadFrequently: true});
+  var images = Array.prototype.slice.call(document.images).map(function (img) {
+    var painted = -1;
+    if (img.complete && img.naturalWidth > 0) {
+      try {
+        ctx.clearRect(0, 0, 64, 64);
+        ctx.drawImage(img, 0, 0, 64, 64);
+        var data = ctx.getImageData(0, 0, 64, 64).data;
+        painted = 0;
+        for (var i = 3; i < data.length; i += 4) { if (data[i] > 0) painted++; }
+      } catch (err) { window.__errors.push('canvas: ' + err); }
+    }
+    return {alt: img.alt, naturalWidth: img.naturalWidth, naturalHeight: img.naturalHeight,
+            width: img.width, complete: img.complete, painted: painted};
   });
+  var pre = document.createElement('pre');
+  pre.id = '__probe';
+  pre.textContent = JSON.stringify({images: images, errors: window.__errors});
+  document.body.appendChild(pre);
 });
 </script>"""
 
@@ -137,7 +145,7 @@ def _probe(chromium: str, page: str, tmp_path: Path, name: str) -> dict:
 def _problems(result: dict) -> list[str]:
     problems = list(result["errors"]) + [f"console: {line}" for line in result["console"]]
     for img in result["images"]:
-        if not (img["complete"] and img["decoded"] and img["naturalWidth"] > 0 and img["naturalHeight"] > 0):
+        if not (img["complete"] and img["naturalWidth"] > 0 and img["naturalHeight"] > 0 and img["painted"] > 0):
             problems.append(f"image {img['alt']!r} did not decode: {img}")
     return problems
 

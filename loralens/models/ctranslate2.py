@@ -237,8 +237,11 @@ def parse_index(buf: np.ndarray, label: str) -> Ct2Index:
     return Ct2Index(label, version, spec, revision, variables, aliases)
 
 
+_NP_DTYPE = {name: np_dtype for name, np_dtype in _DTYPES.values()}
+
+
 def _array(buf: np.ndarray, var: Ct2Variable) -> np.ndarray:
-    np_dtype = _DTYPES[[k for k, v in _DTYPES.items() if v[0] == var.dtype][0]][1]
+    np_dtype = _NP_DTYPE[var.dtype]
     return np.frombuffer(buf, dtype=np_dtype, count=int(np.prod(var.shape, dtype=np.int64)), offset=var.offset).reshape(
         var.shape
     )

@@ -411,12 +411,14 @@ def load_tokenizer(source: str | Path) -> Any:
 
     Raises WeightsError when the source has no tokenizer (e.g. a bare .pt: put tokenizer.json next to it).
     """
-    from transformers import WhisperTokenizer
+    # The tokenizers-backed class: `WhisperTokenizer` itself in transformers 5, its Fast twin in 4.x.
+    from transformers import WhisperTokenizerFast as WhisperTokenizer
 
     src = resolve(source)
+    hf_files = ("tokenizer_config.json", "vocab.json")
+    if src.format == "huggingface" and any((src.folder / f).is_file() for f in hf_files):
+        return WhisperTokenizer.from_pretrained(src.folder)  # keeps the settings of tokenizer_config.json
     if (src.folder / "tokenizer.json").is_file():
         return WhisperTokenizer(tokenizer_file=str(src.folder / "tokenizer.json"))
-    if (src.folder / "vocab.json").is_file():
-        return WhisperTokenizer.from_pretrained(src.folder)
     raise WeightsError(f"{src.label}: no tokenizer.json (or vocab.json) in {src.folder}",
                        "put the model's tokenizer.json next to its weights")

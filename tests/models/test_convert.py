@@ -10,7 +10,7 @@ import torch
 
 from loralens.errors import WeightsError
 from loralens.models.convert import convert
-from loralens.models.loading import load_whisper
+from loralens.models.loading import load_feature_extractor, load_tokenizer, load_whisper
 
 
 @pytest.fixture(scope="session")
@@ -53,9 +53,12 @@ def test_side_files_load(tiny_en_hf):
     )
 
 
-def test_converted_folder_is_itself_a_source(tiny_en_hf, tmp_path):
+def test_converted_folder_is_itself_a_source(tiny_en_hf):
     model = load_whisper(tiny_en_hf, dtype=torch.bfloat16)
     assert model.model.encoder.layers[0].fc1.weight.dtype == torch.bfloat16
+    assert model.generation_config.no_timestamps_token_id == 50362
+    assert load_tokenizer(tiny_en_hf).decode([17476, 389, 3375]) == " Kids are talking"
+    assert load_feature_extractor(tiny_en_hf).feature_size == 80
 
 
 def test_existing_output_and_overwrite(tiny_whisper, tmp_path):

@@ -40,7 +40,8 @@ def uar_per_variant_figure(
         ax.set_xticks(x, names, rotation=20 if len(names) > 3 else 0, ha="right" if len(names) > 3 else "center")
         ax.set_xlabel("variant")
         ax.set_ylabel("test UAR (%)")
-        ax.set_ylim(0, 100)
+        ax.set_ylim(0, 104)  # room for a fold dot at 100 %
+        ax.set_yticks(range(0, 101, 20))
         ax.set_title("Test UAR per variant")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5)
     return save_figure(fig, out_stem)

@@ -219,6 +219,22 @@ def _number(value: Any) -> Cell:
     return str(value)
 
 
+def _unusable_image(path: Path) -> str | None:
+    """Why the figure file at `path` cannot be embedded (unreadable, not a PNG or SVG), or None when it can."""
+    from loralens.report.figures import image_mime
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        return f"unreadable ({e.strerror})"
+    if image_mime(head) is None:
+        return "neither PNG nor SVG"
+    if head.startswith(b"\x89PNG") and len(head) < 24:
+        return "truncated PNG"
+    return None
+
+
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
     if isinstance(value, Mapping):
         for k, v in value.items():
@@ -290,9 +306,10 @@ def data_section(run: RunOutput) -> Section:
                                 caption="Clips per class", digits=1))
         d = s.get("durations")
         if isinstance(d, Mapping) and d.get("n"):
-            tables.append(Table(["clips", "min (s)", "median (s)", "mean (s)", "max (s)", "total (h)"],
+            total_min = d["total_s"] / 60.0 if isinstance(d.get("total_s"), (int, float)) else None
+            tables.append(Table(["clips", "min (s)", "median (s)", "mean (s)", "max (s)", "total (min)"],
                                 [[d.get("n"), d.get("min_s"), d.get("median_s"), d.get("mean_s"), d.get("max_s"),
-                                  d.get("total_h")]], caption="Clip durations", digits=2))
+                                  total_min]], caption="Clip durations", digits=2))
         else:
             notes.append("Durations were not recorded in data/summary.json.")
         speakers = s.get("speakers") or {}
@@ -345,7 +362,7 @@ def results_section(run: RunOutput, figure_dir: Path) -> tuple[Section, Section]
         n_total = len(run.folds.get("folds") or []) if run.folds else None
         if not rows:
             notes.append(f"{v.name}: not run (no complete fold under {v.root}).")
-            main_rows.append([v.name, _describe_variant(v), None, None, None, None, None, None, None, "0"])
+            main_rows.append([v.name, v.method, None, None, None, None, None, None, None, "0"])
             continue
         if n_total and len(rows) < n_total:
             notes.append(f"{v.name}: {len(rows)} of {n_total} folds complete; its numbers cover those folds only.")
@@ -356,13 +373,14 @@ def results_section(run: RunOutput, figure_dir: Path) -> tuple[Section, Section]
         cpu = _max([_peak(r.get("peak_memory"), "cpu_rss_peak_mib") for r in rows])
         share = f" ({100.0 * trainable / total:.2f} %)" if trainable is not None and total else ""
         main_rows.append([
-            v.name, _describe_variant(v), _pct_cell((agg or {}).get("uar")), _pct_cell((agg or {}).get("war")),
+            v.name, v.method, _pct_cell((agg or {}).get("uar")), _pct_cell((agg or {}).get("war")),
             _pct_cell((agg or {}).get("macro_f1")),
             f"{format_number(trainable)}{share}" if trainable is not None else None,
             format_seconds(sum(times)) if times else None, None if gpu is None else round(gpu),
             None if cpu is None else round(cpu), str(len(rows)),
         ])
-        uar_by_variant[v.name] = [float(r["uar"]) for r in rows if isinstance(r.get("uar"), (int, float))]
+        uar_by_variant[v.name] = [float(r["uar"]) for r in rows
+                                  if isinstance(r.get("uar"), (int, float)) and math.isfinite(r["uar"])]
         for r in rows:
             fold_table.append([v.name, str(r["name"]), _pct(r.get("uar")), _pct(r.get("war")), _pct(r.get("macro_f1")),
                                _pct(r.get("validation_uar")),
@@ -380,8 +398,8 @@ def results_section(run: RunOutput, figure_dir: Path) -> tuple[Section, Section]
         recall_rows.append([v.name] + [_pct_cell(pcr.get(lab)) for lab in labels])
     chance = 1.0 / len(labels) if labels else None
     tables = [Table(
-        ["variant", "setup", "UAR (%)", "WAR (%)", "macro-F1 (%)", "trainable parameters", "training time",
-         "peak GPU memory (MiB)", "peak CPU RSS (MiB)", "folds"],
+        ["variant", "method", "UAR (%)", "WAR (%)", "macro-F1 (%)", "trainable params", "training time",
+         "peak GPU (MiB)", "peak RSS (MiB)", "folds"],
         main_rows, caption="Test metrics per variant: mean ± std over folds", digits=2,
         notes="UAR = unweighted average recall (mean of per-class recalls), WAR = accuracy; std = sample std over "
               "folds (ddof=1), no std with one fold. Model selection used the validation split only. Training time "
@@ -398,9 +416,11 @@ def results_section(run: RunOutput, figure_dir: Path) -> tuple[Section, Section]
     if labels and recall_rows:
         tables.append(Table(["variant", *labels], recall_rows, digits=1,
                             caption="Test recall per class (%): mean ± std over folds"))
-    tables.append(Table(["variant", "fold", "UAR (%)", "WAR (%)", "macro-F1 (%)", "validation UAR (%)",
-                         "selected epoch", "test clips", "training time"], fold_table, digits=2,
-                        caption="Test metrics per fold"))
+    tables.append(Table(["variant", "fold", "UAR (%)", "WAR (%)", "macro-F1 (%)", "val. UAR (%)",
+                         "epoch", "test clips", "time"], fold_table, digits=2,
+                        caption="Test metrics per fold",
+                        notes="val. UAR: validation UAR of the selected epoch (the epoch column, counted from 1); "
+                              "time: the fold's training wall time."))
     figures = []
     if uar_by_variant:
         png, _ = uar_per_variant_figure(uar_by_variant, figure_dir / "uar_per_variant", chance=chance)
@@ -553,6 +573,10 @@ def analysis_sections(run: RunOutput) -> list[Section]:
                 by_stem.setdefault(str(p.relative_to(r.root).with_suffix("")), []).append((a, p))
         for stem, items in by_stem.items():
             for a, p in items:
+                problem = _unusable_image(p)
+                if problem:
+                    notes.append(f"{a.label}: figure {p} left out: {problem}.")
+                    continue
                 what = Path(stem).name.replace("_", " ")
                 figures.append(Figure(p, caption=f"{title[len('Analysis: '):]}, {a.label}: {what}.",
                                       alt=f"{name} {what} ({a.label})"))
@@ -562,7 +586,7 @@ def analysis_sections(run: RunOutput) -> list[Section]:
         alpha = {r.result.get("alpha") for _, r in complete} - {None}
         level = f"{100 * (1 - float(next(iter(alpha)))):.0f} % " if len(alpha) == 1 else ""
         if boot:
-            ci += (f" {level}intervals from {', '.join(str(b) for b in sorted(boot))} bootstrap resamples"
+            ci += (f" Here: {level}intervals from {', '.join(str(b) for b in sorted(boot))} bootstrap resamples"
                    + (f", seed {', '.join(str(s) for s in seeds if s is not None)}" if seeds - {None} else "") + ".")
         notes.insert(0, "Confidence: " + ci)
         sections.append(Section(title, paragraphs=paragraphs, tables=tables, figures=figures, notes=notes))
@@ -647,7 +671,8 @@ def reproducibility_section(run: RunOutput) -> Section:
             wall = s.get("wall_time_s")
             if isinstance(wall, (int, float)):
                 total += float(wall)
-            rows.append([str(s.get("name")), str(s.get("status", "?")),
+            status = str(s.get("status", "?")) + (f": {s['error']}" if s.get("error") else "")
+            rows.append([str(s.get("name")), status,
                          format_seconds(float(wall)) if isinstance(wall, (int, float)) else None])
         rows.append(["total", "", format_seconds(total)])
         tables.insert(0, Table(["stage", "status", "wall time"], rows, caption="Wall time of each stage (stages.json)",

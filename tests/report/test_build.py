@@ -9,6 +9,7 @@ keys of `loralens.training.crossval`), `config_to_yaml`, `save_figure` (analysis
 from __future__ import annotations
 
 import base64
+import json
 import math
 import re
 from html.parser import HTMLParser
@@ -355,6 +356,38 @@ def test_plain_run_missing_pieces_are_notes(tmp_path):
     # one fold: the mean alone, no ± std
     uar = parse_uar_cell(page, "lora_r8")
     assert "\u00b1" not in uar and re.fullmatch(r"\d+\.\d\d", uar)
+
+
+def test_damaged_pieces_are_notes(tmp_path):
+    # A corrupt figure, a figure listed but deleted, a failed stage, a fold whose UAR is NaN (empty test split).
+    make_run_output(tmp_path, analysed={"lora_r8": ["layer_contribution", "logit_lens"]})
+    fig_dir = tmp_path / "analysis" / "lora_r8" / "fold_0"
+    (fig_dir / "layer_contribution" / "figures" / "layer_contribution_curve.png").write_bytes(b"GIF89a not a png")
+    (fig_dir / "logit_lens" / "figures" / "logit_lens_curve.png").unlink()
+    (fig_dir / "logit_lens" / "figures" / "logit_lens_curve.svg").unlink()
+    stages = json.loads((tmp_path / "stages.json").read_text())
+    stages["stages"].append({"name": "analysis:lora_r32:fold_0", "wall_time_s": 1.0, "status": "failed",
+                             "error": "CUDA out of memory"})
+    atomic_write_json(tmp_path / "stages.json", stages)
+    metrics_path = tmp_path / "train" / "frozen" / "fold_2" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    metrics["test"]["uar"] = float("nan")
+    atomic_write_json(metrics_path, metrics)
+    (tmp_path / "train" / "frozen" / "summary.json").unlink()  # aggregate from the fold files instead
+
+    page = build_report(tmp_path).read_text(encoding="utf-8")
+    parsed = parse(page)
+    text = "".join(parsed.text)
+    assert "layer_contribution_curve.png left out: neither PNG nor SVG" in text
+    assert "figure figures/logit_lens_curve.png listed in result.json but not found" in text
+    assert "failed: CUDA out of memory" in text
+    assert len(parsed.imgs) == 2  # bar chart and confusions only
+    frozen = [m["test"]["uar"] for m in _frozen_uars(tmp_path)]
+    assert parse_uar_cell(page, "frozen") == _pm(frozen[:2])  # the NaN fold is left out of the mean
+
+
+def _frozen_uars(root: Path) -> list[dict]:
+    return [json.loads((root / "train" / "frozen" / f"fold_{k}" / "metrics.json").read_text()) for k in range(3)]
 
 
 def test_empty_run_still_builds(tmp_path):

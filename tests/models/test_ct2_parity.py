@@ -63,3 +63,21 @@ def test_encoder_matches_ctranslate2(name, tmp_path):
     diff = float(np.abs(got - want).max())
     print(f"\n{name}: max |HF encoder - CTranslate2 encoder| = {diff:.2e} (output max {np.abs(want).max():.1f})")
     assert diff <= TOLERANCE
+
+
+def test_greedy_tokens_match_ctranslate2():
+    """The decoder too: greedy token ids of tiny.en agree with CTranslate2's greedy search on the same features."""
+    extractor = load_feature_extractor("tiny.en")
+    features = extractor(_audio(), sampling_rate=16000, return_tensors="np").input_features.astype(np.float32)
+    reference = ctranslate2.models.Whisper(str(embedded_files("tiny.en").folder), device="cpu",
+                                           compute_type="float32", intra_threads=torch.get_num_threads())
+    model = load_whisper("tiny.en")
+    g = model.generation_config
+    prompt = [g.decoder_start_token_id, g.no_timestamps_token_id]
+    result = reference.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(features)), [prompt],
+                                beam_size=1, max_length=40, suppress_tokens=list(g.suppress_tokens))
+    want = result[0].sequences_ids[0]
+    with torch.inference_mode():
+        ids = model.generate(torch.from_numpy(features), max_new_tokens=38)[0].tolist()
+    got = [t for t in ids if t not in (g.eos_token_id, g.pad_token_id) and t not in prompt]
+    assert len(want) >= 5 and got == want

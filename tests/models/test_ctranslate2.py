@@ -277,3 +277,26 @@ def test_embedded_base_parts_concatenate_in_order():
         ct2.read_ctranslate2(files.parts[::-1])
     with pytest.raises(WeightsError, match="ends early"):
         ct2.read_ctranslate2(files.parts[:1])
+
+
+def test_large_v3_shapes_128_mels_and_100_languages(tmp_path):
+    """A large-v3-shaped model (128 mel bins, 51866 tokens) converted by CTranslate2: config, extractor, tokens."""
+    from transformers import WhisperForConditionalGeneration
+
+    from loralens.models.loading import load_feature_extractor
+
+    torch.manual_seed(0)
+    ref = WhisperForConditionalGeneration(
+        tiny_whisper_config(num_mel_bins=128, vocab_size=51866, d_model=32, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                            pad_token_id=50257, bos_token_id=50257, eos_token_id=50257, decoder_start_token_id=50258)
+    ).eval()
+    ref.save_pretrained(tmp_path / "hf")
+    out = _ct2_convert(tmp_path / "hf", tmp_path / "ct2", "float16")
+    model = load_whisper(out)
+    assert model.config.num_mel_bins == 128 and model.model.encoder.conv1.weight.shape == (32, 128, 3)
+    assert load_feature_extractor(out).feature_size == 128
+    g = model.generation_config
+    assert (g.decoder_start_token_id, g.eos_token_id, g.no_timestamps_token_id) == (50258, 50257, 50364)
+    assert len(g.lang_to_id) == 100 and g.task_to_id == {"transcribe": 50360, "translate": 50359}
+    torch.testing.assert_close(model.model.encoder.conv1.weight, ref.model.encoder.conv1.weight.half().float(),
+                               rtol=0, atol=0)

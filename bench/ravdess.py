@@ -1,0 +1,110 @@
+"""RAVDESS benchmark (issue 4): 6 speaker-independent folds (4 consecutive actors each), embedded `base`, `trim`
+windows; LoRA (r=32, alpha=64, v_proj, as the paper), frozen and full fine-tuning on the same folds, plus LoRA with
+30-s `full` windows on one fold. Prints the table, writes JSON and a Markdown table.
+
+    python bench/ravdess.py --root ../shared/data/ravdess --out runs/bench-ravdess [--methods lora,frozen,full]
+        [--folds 0,1,2,3,4,5] [--epochs 10] [--json bench/results/ravdess.json]
+
+Resumable: re-running skips complete folds and resumes an interrupted one from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from loralens.io import atomic_write_json, atomic_write_text
+from loralens.training.config import make_config
+from loralens.training.crossval import train
+from loralens.training.metrics import mean_std
+
+
+def fold_rows(run_dir: Path) -> list[dict]:
+    rows = []
+    for m in sorted(run_dir.glob("fold_*/metrics.json")):
+        d = json.loads(m.read_text())
+        rows.append({
+            "fold": d["fold"], "uar": d["test"]["uar"], "war": d["test"]["war"], "macro_f1": d["test"]["macro_f1"],
+            "wall_time_s": d["wall_time_s"], "peak_rss_mib": d["peak_memory"].get("cpu_rss_peak_mib"),
+            "peak_cuda_mib": d["peak_memory"].get("cuda_max_allocated_mib"),
+            "trainable_params": d["trainable_params"], "selected_epoch": d["selected_epoch"],
+        })
+    return rows
+
+
+def summarise(name: str, rows: list[dict]) -> dict:
+    out = {"variant": name, "folds": rows, "n_folds": len(rows)}
+    for key in ("uar", "war", "macro_f1"):
+        out[key] = mean_std([r[key] for r in rows]) if rows else None
+    out["wall_time_s"] = sum(r["wall_time_s"] for r in rows)
+    out["peak_rss_mib"] = max((r["peak_rss_mib"] or 0) for r in rows) if rows else None
+    out["trainable_params"] = rows[0]["trainable_params"] if rows else None
+    return out
+
+
+def pm(d: dict | None) -> str:
+    if not d or d.get("mean") is None:
+        return "–"
+    std = d.get("std")
+    return f"{d['mean']:.3f} ± {std:.3f}" if std is not None else f"{d['mean']:.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", type=Path, default=Path("../shared/data/ravdess"))
+    ap.add_argument("--out", type=Path, default=Path("runs/bench-ravdess"))
+    ap.add_argument("--model", default="base")
+    ap.add_argument("--methods", default="lora,frozen,full")
+    ap.add_argument("--folds", default="0,1,2,3,4,5", help="fold indices to run")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--full-window-fold", type=int, default=0, help="fold of the LoRA run with 30-s windows (-1: none)")
+    ap.add_argument("--json", type=Path, default=Path("bench/results/ravdess.json"))
+    ap.add_argument("--markdown", type=Path, default=Path("bench/results/ravdess.md"))
+    args = ap.parse_args(argv)
+
+    folds = [int(f) for f in args.folds.split(",") if f.strip()]
+    common = {"corpus": "ravdess", "corpus_root": str(args.root), "model": args.model, "folds": "ravdess6",
+              "folds_file": None, "epochs": args.epochs, "batch_size": args.batch_size, "seed": 0,
+              "feature_cache": str(args.out / "feature_cache")}
+    variants = []
+    for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
+        variants.append((f"{method}-trim", {**common, "method": method, "window": "trim"}, folds))
+    if args.full_window_fold >= 0:
+        variants.append(("lora-full-window", {**common, "method": "lora", "window": "full"}, [args.full_window_fold]))
+
+    for name, base, fold_list in variants:
+        run_dir = args.out / name
+        for k in fold_list:
+            cfg = make_config(base, {"run_dir": str(run_dir), "fold": k})
+            t0 = time.perf_counter()
+            train(cfg)
+            print(f"[{name}] fold {k}: {time.perf_counter() - t0:.0f} s", flush=True)
+    # The table covers every variant trained so far under --out (earlier invocations included).
+    known = ["lora-trim", "frozen-trim", "full-trim", "lora-full-window"]
+    results = [summarise(n, fold_rows(args.out / n)) for n in known if (args.out / n).is_dir()]
+
+    lines = ["| variant | folds | UAR | WAR | macro-F1 | trainable params | train time (s, all folds) | peak RSS (MiB) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['variant']} | {r['n_folds']} | {pm(r['uar'])} | {pm(r['war'])} | {pm(r['macro_f1'])} | "
+                     f"{r['trainable_params']:,} | {r['wall_time_s']:.0f} | {r['peak_rss_mib']:.0f} |"
+                     if r["n_folds"] else f"| {r['variant']} | 0 | – | – | – | – | – | – |")
+    table = "\n".join(lines)
+    print(table)
+    doc = {"benchmark": "ravdess", "model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
+           "machine": {"platform": platform.platform(), "python": sys.version.split()[0]},
+           "command": "python bench/ravdess.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "results": results}
+    atomic_write_json(args.json, doc)
+    atomic_write_text(args.markdown, table + "\n")
+    print(f"wrote {args.json} and {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -223,6 +223,7 @@ def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict
     done = folder.completed(h)
     if done is not None:
         if accelerator.is_main_process:
+            shutil.rmtree(folder.checkpoints, ignore_errors=True)  # left when killed right after metrics.json
             echo(f"fold {k} ({fold.name}): complete, skipped (test UAR {done['test']['uar']:.4f})")
         return done
     if folder.metrics.exists() and accelerator.is_main_process:

@@ -146,7 +146,7 @@ def test_frozen_method_trains_head_on_cached_encoder_outputs(tiny_model_dir, syn
 
 def test_full_method_saves_encoder(tiny_model_dir, synthetic_root, feature_cache, tmp_path):
     settings = base_settings(tiny_model_dir, synthetic_root, feature_cache, tmp_path / "run", method="full",
-                             epochs=1, fold=1, checkpoint_every=50)
+                             epochs=1, fold=1, checkpoint_every=50, gradient_checkpointing=True)
     settings.pop("lora")
     train_in_process(settings)
     fold = tmp_path / "run" / "fold_1"

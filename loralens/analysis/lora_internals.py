@@ -1,0 +1,337 @@
+"""Inside the LoRA adapters: what the rank space carries forward (A outputs), what B writes back, and the loss
+gradients reaching both, for the trained adapter and two references.
+
+Sample: a class-balanced sample of the fold's test clips, up to `per_class` (default 40) clips of each emotion drawn
+without replacement with `ctx.seed` (fewer where a class has fewer clips); the sample depends only on the test
+labels and the seed, so runs of different ranks on the same fold see the same clips.
+
+For every adapted module (`blocks.{l}.attn.v_proj`, ...) and on every valid frame of the sample:
+- `a_out`: output of lora_A, the rank space `[frames, r]`; `b_out`: output of lora_B, scale included,
+  `[frames, d_out]` (the adapter's additive contribution); `a_grad`, `b_grad`: gradients of the summed
+  cross-entropy loss of the sample (vs the labels) with respect to a_out and b_out (`grad_capture`).
+- singular-value energy of each frame-level matrix (uncentred, i.e. the matrix itself, as an SVD of the output
+  matrix; centred values also given): `*_k90` = components for 90 % energy, and the cumulative energy curve.
+  An all-zero matrix has no energy: its k90 is 0 and its energy curve empty.
+- `cka_ab_forward` = linear CKA(a_out, b_out) over frames and `cka_ab_backward` = CKA(a_grad, b_grad), debiased
+  (and `*_biased`); NaN (null in JSON) when one side is identically zero.
+- t-SNE (sklearn, exact method up to 1000 clips, `random_state=seed`, PCA init, perplexity min(`perplexity`=30, (n-1)/3)) of the clip-pooled rank
+  space (mean of a_out over valid frames) for chosen layers (`tsne_layers`, default first, middle and last adapted
+  layer), with the silhouette score of the emotions in the rank space itself (euclidean).
+
+Variants, built by temporarily swapping lora_A / lora_B weights of the adapted model (restored in a finally):
+- `trained`: the adapter as trained;
+- `init`: peft's real initialisation as far as it matters: the same A, B = 0. Then b_out is exactly 0 (k90 = 0,
+  CKA null), and so is a_grad (the gradient reaches a_out through B); b_grad still exists.
+- `random`: the "untrained" control of Ma et al. 2025: A and B both i.i.d. Gaussian, rescaled to the Frobenius
+  norms of the trained A and B (seeded with `ctx.seed`).
+t-SNE is given for `trained` and `random` (`init` has the trained A, hence the same rank space).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from loralens.analysis.cka import LinearCKAAccumulator
+from loralens.analysis.context import AnalysisContext
+from loralens.analysis.spectra import components_for_energy, energy, singular_values_from_gram
+from loralens.analysis.streaming import AnalysisInputError, CovarianceAccumulator, masked_mean, valid_frames
+from loralens.analysis.suite import Analysis, register
+from loralens.data.batching import Batch
+from loralens.errors import ConfigError
+from loralens.models.lora import ADAPTER, lora_modules
+from loralens.models.runner import LORA_A, LORA_B, hook_layer
+
+NAME = "lora_internals"
+KINDS = ("a_out", "b_out", "a_grad", "b_grad")
+VARIANTS = ("trained", "init", "random")
+
+
+def balanced_sample(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Sorted indices of up to `per_class` examples of each class, drawn without replacement with `seed`."""
+    rng = np.random.default_rng(seed)
+    picks = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        picks.append(rng.choice(idx, size=min(per_class, idx.size), replace=False))
+    return np.sort(np.concatenate(picks))
+
+
+def _sample_batches(batches: list[Batch], chosen: np.ndarray) -> Iterator[Batch]:
+    """The chosen clips (indices in split order) as sub-batches of the original batches."""
+    wanted = set(int(i) for i in chosen)
+    start = 0
+    for b in batches:
+        rows = [r for r in range(len(b.ids)) if start + r in wanted]
+        start += len(b.ids)
+        if rows:
+            sel = torch.tensor(rows)
+            yield Batch(b.features[sel], b.mel_lengths[sel], b.labels[sel], [b.ids[r] for r in rows])
+
+
+def _spectrum_stats(acc: CovarianceAccumulator) -> dict[str, Any]:
+    """k90 and cumulative energy of the uncentred and the centred frame matrix streamed into `acc`."""
+    gc = acc.centered_gram()
+    mu = acc.mean
+    graw = gc + acc.count * torch.outer(mu, mu)
+    out: dict[str, Any] = {}
+    for tag, g in (("", graw), ("_centered", gc)):
+        s = singular_values_from_gram(g)
+        if s.size == 0 or s[0] <= 0:
+            out[f"k90{tag}"], out[f"energy{tag}"] = 0, []
+        else:
+            out[f"k90{tag}"] = components_for_energy(s, 0.9)
+            out[f"energy{tag}"] = [float(v) for v in energy(s)]
+    out["frobenius"] = float(math.sqrt(max(float(torch.trace(graw)), 0.0)))
+    return out
+
+
+def _nan_to_none(v: float) -> float | None:
+    return None if not math.isfinite(v) else float(v)
+
+
+def _collect(ctx: AnalysisContext, batches: list[Batch], prefixes: list[str], ranks: dict[str, int],
+             d_outs: dict[str, int]) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray], float]:
+    """Run the sample with gradients; per-module statistics, pooled rank-space vectors `[n, r]`, summed loss."""
+    names = [f"{p}.{k}" for p in prefixes for k in (LORA_A, LORA_B)]
+    acc = {p: {"a_out": CovarianceAccumulator(ranks[p]), "b_out": CovarianceAccumulator(d_outs[p]),
+               "a_grad": CovarianceAccumulator(ranks[p]), "b_grad": CovarianceAccumulator(d_outs[p])}
+           for p in prefixes}
+    cka = {p: {"forward": LinearCKAAccumulator(ranks[p], d_outs[p]),
+               "backward": LinearCKAAccumulator(ranks[p], d_outs[p])} for p in prefixes}
+    pooled: dict[str, list[np.ndarray]] = {p: [] for p in prefixes}
+    total_loss = 0.0
+    for batch in batches:
+        b = batch.to(ctx.device)
+        out = ctx.adapted.run(b.features, b.mel_lengths, grad_capture=names)
+        loss = F.cross_entropy(out.logits.float(), b.labels, reduction="sum")
+        caps = [out.encoder.captured[n] for n in names]
+        grads = torch.autograd.grad(loss, caps, allow_unused=True)
+        total_loss += float(loss.detach())
+        lengths = out.encoder.lengths
+        for k, p in enumerate(prefixes):
+            a, bo = caps[2 * k].detach(), caps[2 * k + 1].detach()
+            ga, gb = grads[2 * k], grads[2 * k + 1]
+            ga = torch.zeros_like(a) if ga is None else ga.detach()
+            gb = torch.zeros_like(bo) if gb is None else gb.detach()
+            fa, fb, fga, fgb = (valid_frames(t.double(), lengths) for t in (a, bo, ga, gb))
+            for kind, t in zip(KINDS, (fa, fb, fga, fgb)):
+                acc[p][kind].update(t)
+            cka[p]["forward"].update(fa, fb)
+            cka[p]["backward"].update(fga, fgb)
+            pooled[p].append(masked_mean(a.float(), lengths).cpu().numpy())
+    stats: dict[str, dict[str, Any]] = {}
+    for p in prefixes:
+        entry: dict[str, Any] = {}
+        for kind in KINDS:
+            s = _spectrum_stats(acc[p][kind])
+            entry[f"{kind}_k90"] = s["k90"]
+            entry[f"{kind}_k90_centered"] = s["k90_centered"]
+            entry[f"{kind}_energy"] = s["energy"]
+            entry[f"{kind}_energy_centered"] = s["energy_centered"]
+            entry[f"{kind}_frobenius"] = s["frobenius"]
+        for direction in ("forward", "backward"):
+            c = cka[p][direction]
+            entry[f"cka_ab_{direction}"] = _nan_to_none(c.compute(debiased=True))
+            entry[f"cka_ab_{direction}_biased"] = _nan_to_none(c.compute(debiased=False))
+        stats[p] = entry
+    return stats, {p: np.concatenate(v) for p, v in pooled.items()}, total_loss
+
+
+def _tsne(x: np.ndarray, labels: np.ndarray, perplexity: float, seed: int) -> dict[str, Any]:
+    from sklearn.manifold import TSNE
+    from sklearn.metrics import silhouette_score
+
+    n = x.shape[0]
+    p = float(min(perplexity, (n - 1) / 3.0))
+    # exact gradients: the sample is small (per_class x classes), and Barnes-Hut was ~10x slower here
+    method = "exact" if n <= 1000 else "barnes_hut"
+    emb = TSNE(n_components=2, perplexity=p, init="pca", learning_rate="auto", random_state=seed,
+               method=method).fit_transform(x.astype(np.float64))
+    n_lab = np.unique(labels).size
+    sil = float(silhouette_score(x, labels)) if 2 <= n_lab <= n - 1 and np.ptp(x, axis=0).max() > 0 else None
+    sil2 = float(silhouette_score(emb, labels)) if 2 <= n_lab <= n - 1 else None
+    return {"coords": [[float(a), float(b)] for a, b in emb], "perplexity": p, "silhouette_rank_space": sil,
+            "silhouette_tsne": sil2}
+
+
+def run(ctx: AnalysisContext) -> dict[str, Any]:
+    """Adapter internals on a class-balanced sample of test clips; see the module docstring."""
+    modules = lora_modules(ctx.adapted.encoder)
+    if not modules:
+        raise ConfigError("lora_internals needs a LoRA-adapted classifier, this one has no adapters",
+                          hint="run it on a LoRA run (not frozen / full fine-tuning)")
+    prefixes = list(modules)
+    per_class = int(ctx.option(NAME, "per_class", 40))
+    perplexity = float(ctx.option(NAME, "perplexity", 30.0))
+    labels_all = ctx.test.labels.numpy()
+    chosen = balanced_sample(labels_all, per_class, ctx.seed)
+    if chosen.size < 5:
+        raise AnalysisInputError(f"lora_internals needs at least 5 sampled clips, got {chosen.size}")
+    labels = labels_all[chosen]
+    ids = ctx.test.ids
+    batches = list(_sample_batches(ctx.test.batches, chosen))
+    adapted_layers = sorted({hook_layer(p) for p in prefixes})
+    tsne_layers = ctx.option(NAME, "tsne_layers", None)
+    if tsne_layers is None:
+        tsne_layers = sorted({adapted_layers[0], adapted_layers[len(adapted_layers) // 2], adapted_layers[-1]})
+    tsne_prefixes = [p for p in prefixes if hook_layer(p) in set(int(l) for l in tsne_layers)]
+
+    weights = {p: (m.lora_A[ADAPTER].weight, m.lora_B[ADAPTER].weight) for p, m in modules.items()}
+    saved = {p: (a.detach().clone(), b.detach().clone()) for p, (a, b) in weights.items()}
+    ranks = {p: int(a.shape[0]) for p, (a, _) in weights.items()}
+    d_outs = {p: int(b.shape[0]) for p, (_, b) in weights.items()}
+    gen = torch.Generator().manual_seed(ctx.seed)
+    random_w = {}
+    for p, (a, b) in saved.items():
+        ra = torch.randn(a.shape, generator=gen, dtype=torch.float64)
+        rb = torch.randn(b.shape, generator=gen, dtype=torch.float64)
+        na, nb = float(torch.linalg.norm(a.double())), float(torch.linalg.norm(b.double()))
+        random_w[p] = ((ra * na / torch.linalg.norm(ra)).to(a.dtype), (rb * nb / torch.linalg.norm(rb)).to(b.dtype))
+
+    result: dict[str, Any] = {
+        "n_layers": ctx.n_layers,
+        "layers": list(range(ctx.n_layers)),
+        "module_order": prefixes,
+        "module_layers": [hook_layer(p) for p in prefixes],
+        "rank": {p: ranks[p] for p in prefixes},
+        "label_names": list(ctx.label_names),
+        "sample": {"n_clips": int(chosen.size), "per_class": per_class, "ids": [ids[i] for i in chosen],
+                   "labels": [int(v) for v in labels]},
+        "energy_of": "valid frames of the sample, uncentred (k90_centered: column-centred)",
+        "modules": {p: {} for p in prefixes},
+        "loss": {},
+        "tsne": {"layers": [int(l) for l in tsne_layers], "modules": tsne_prefixes},
+    }
+    try:
+        with torch.enable_grad():
+            for variant in VARIANTS:
+                with torch.no_grad():
+                    for p, (a, b) in weights.items():
+                        if variant == "trained":
+                            a.copy_(saved[p][0]), b.copy_(saved[p][1])
+                        elif variant == "init":
+                            a.copy_(saved[p][0]), b.zero_()
+                        else:
+                            a.copy_(random_w[p][0]), b.copy_(random_w[p][1])
+                stats, pooled, loss = _collect(ctx, batches, prefixes, ranks, d_outs)
+                result["loss"][variant] = loss / chosen.size
+                for p in prefixes:
+                    a, b = weights[p]
+                    stats[p]["a_norm"] = float(torch.linalg.norm(a.detach().double()))
+                    stats[p]["b_norm"] = float(torch.linalg.norm(b.detach().double()))
+                    result["modules"][p][variant] = stats[p]
+                if variant != "init":
+                    result["tsne"][variant] = {p: _tsne(pooled[p], labels, perplexity, ctx.seed) for p in tsne_prefixes}
+    finally:
+        with torch.no_grad():
+            for p, (a, b) in weights.items():
+                a.copy_(saved[p][0])
+                b.copy_(saved[p][1])
+    return result
+
+
+# ----------------------------------------------------------------------------- plot and reading
+_LABELS = {"a_out": "A output (rank space)", "b_out": "B output (update)", "a_grad": "gradient at A output",
+           "b_grad": "gradient at B output"}
+_VAR = {"trained": "trained", "init": "peft init (B = 0)", "random": "random Gaussian (matched norms)"}
+
+
+def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    """k90 per module and kind; A-B CKA per module; t-SNE of the rank space by emotion."""
+    from loralens.report.figures import new_figure, report_style, save_figure
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    order = result["module_order"]
+    x = np.arange(len(order))
+    ticks = [p.replace("blocks.", "").replace(".attn.", " ").replace(".mlp.", " ") for p in order]
+    rank = max(result["rank"].values())
+    paths: list[Path] = []
+    fig, axes = new_figure(9.0, 6.0, 2, 2, sharex=True)
+    with report_style():
+        for ax, kind in zip(np.ravel(axes), KINDS):
+            for k, variant in enumerate(VARIANTS):
+                y = [result["modules"][p][variant][f"{kind}_k90"] for p in order]
+                ax.plot(x, y, marker="o", ms=3, color=f"C{k}", label=_VAR[variant])
+            ax.set_title(_LABELS[kind])
+            ax.set_ylabel("components for 90 % energy")
+            ax.set_xticks(x, ticks, rotation=45, fontsize=7)
+        for ax in np.ravel(axes)[2:]:
+            ax.set_xlabel("adapted module (layer, projection)")
+        np.ravel(axes)[0].legend(fontsize=7)
+        fig.suptitle(f"Singular-value energy over valid frames (rank r = {rank})")
+    paths += save_figure(fig, out_dir / "lora_internals_k90")
+
+    fig, axes = new_figure(9.0, 3.4, 1, 2, sharey=True)
+    with report_style():
+        for ax, direction in zip(axes, ("forward", "backward")):
+            for k, variant in enumerate(VARIANTS):
+                y = [result["modules"][p][variant][f"cka_ab_{direction}"] for p in order]
+                y = [np.nan if v is None else v for v in y]
+                ax.plot(x, y, marker="o", ms=3, color=f"C{k}", label=_VAR[variant])
+            ax.set_xticks(x, ticks, rotation=45, fontsize=7)
+            ax.set_xlabel("adapted module (layer, projection)")
+            ax.set_title("A output vs B output" if direction == "forward" else "gradient at A vs gradient at B")
+        axes[0].set_ylabel("linear CKA (debiased)")
+        axes[0].legend(fontsize=7)
+    paths += save_figure(fig, out_dir / "lora_internals_cka")
+
+    mods = result["tsne"]["modules"]
+    variants = [v for v in ("trained", "random") if v in result["tsne"]]
+    if mods and variants:
+        fig, axes = new_figure(3.0 * len(mods), 2.9 * len(variants), len(variants), len(mods), squeeze=False)
+        labels = np.asarray(result["sample"]["labels"])
+        names = result["label_names"]
+        with report_style():
+            for r, variant in enumerate(variants):
+                for c, p in enumerate(mods):
+                    ax = axes[r][c]
+                    t = result["tsne"][variant][p]
+                    xy = np.asarray(t["coords"])
+                    for k, name in enumerate(names):
+                        m = labels == k
+                        if m.any():
+                            ax.scatter(xy[m, 0], xy[m, 1], s=8, color=f"C{k}", label=name)
+                    sil = t["silhouette_rank_space"]
+                    ax.set_title(f"{_VAR[variant].split(' (')[0]}: {p}\nsilhouette {sil:.2f}" if sil is not None
+                                 else f"{variant}: {p}", fontsize=8)
+                    ax.set_xticks([])
+                    ax.set_yticks([])
+                    ax.set_xlabel("t-SNE 1")
+                    ax.set_ylabel("t-SNE 2")
+            axes[0][-1].legend(fontsize=6, markerscale=1.5)
+        paths += save_figure(fig, out_dir / "lora_internals_tsne")
+    return paths
+
+
+def reading(result: dict[str, Any]) -> str:
+    order = result["module_order"]
+    rank = max(result["rank"].values())
+
+    def mean_k(variant: str, kind: str) -> float:
+        return float(np.mean([result["modules"][p][variant][f"{kind}_k90"] for p in order]))
+
+    fw = [result["modules"][p]["trained"]["cka_ab_forward"] for p in order]
+    fw = [v for v in fw if v is not None]
+    text = (
+        f"Over {result['sample']['n_clips']} clips and {len(order)} adapted modules (rank {rank}), the trained "
+        f"adapter's B output needs {mean_k('trained', 'b_out'):.1f} components for 90 % of its energy on average "
+        f"(random Gaussian adapter {mean_k('random', 'b_out'):.1f}; at peft's init B output is exactly zero), "
+        f"its rank space {mean_k('trained', 'a_out'):.1f} (random {mean_k('random', 'a_out'):.1f})."
+    )
+    if fw:
+        text += f" Forward CKA between A and B outputs averages {np.mean(fw):.2f} for the trained adapter."
+    sil = [result["tsne"]["trained"][p]["silhouette_rank_space"] for p in result["tsne"]["modules"]]
+    if sil and all(s is not None for s in sil):
+        text += f" Emotion silhouette in the rank space: {', '.join(f'{s:.2f}' for s in sil)} (t-SNE layers)."
+    return text
+
+
+register(Analysis(NAME, "LoRA internals: rank space, updates and gradients", run, plot, reading))

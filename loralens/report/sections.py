@@ -75,16 +75,17 @@ ANALYSIS_INFO: dict[str, tuple[str, str]] = {
 #: What the uncertainty shown by each analysis is (the figures' bands and the numbers' intervals).
 CI_NOTES: dict[str, str] = {
     "layer_contribution": "Bands are percentile-bootstrap intervals over test clips (per-clip means over valid "
-                          "frames, resampled clips).",
-    "logit_lens": "Bands are percentile-bootstrap intervals over test clips; the last layer's logits equal the "
+                          "frames; the same resamples for every layer).",
+    "logit_lens": "Bands are percentile-bootstrap intervals over test clips; the last layer's lens logits equal the "
                   "model's output exactly (last_layer_max_abs_logit_diff must be 0).",
     "erasure": "Bands are percentile-bootstrap intervals over test clips (the same resamples for every layer).",
-    "probing": "Probe scores are means over the probe folds with their std; the speaker probe uses "
-               "within-speaker folds (not speaker independent by design), chance = 1 / speakers.",
-    "similarity": "CKA values are full-sample estimates; the diagonal curves carry percentile-bootstrap "
-                  "intervals over test clips where the result gives low/high.",
-    "lora_internals": "Energy counts are point estimates on the test clips; compare trained against the init "
-                      "and random controls rather than against an interval.",
+    "probing": "Emotion-probe UAR is scored on the fold's test clips (speakers unseen by the probe) with a "
+               "percentile-bootstrap interval over those clips; the speaker probe is scored out of fold within the "
+               "training speakers (within-speaker folds: not speaker independent by design; chance = 1 / speakers).",
+    "similarity": "CKA matrices are full-sample estimates; the diagonal curves carry 95 % percentile-bootstrap "
+                  "bands over test clips (resamples capped at 200, n_boot_diagonal in the result).",
+    "lora_internals": "Energy counts and CKA values are point estimates on a class-balanced sample of test clips; "
+                      "read the trained adapter against the init and random controls, not against an interval.",
     "weight_analysis": "Weight statistics are exact properties of the saved adapter: no sampling, no interval.",
     "patching": "Bands are percentile-bootstrap intervals over test clips.",
 }
@@ -582,9 +583,11 @@ def analysis_sections(run: RunOutput) -> list[Section]:
                                       alt=f"{name} {what} ({a.label})"))
         seeds = {r.meta.get("seed") for _, r in complete}
         ci = CI_NOTES.get(name, "Intervals, where shown, are percentile-bootstrap intervals over test clips.")
-        boot = {r.meta.get("n_boot") for _, r in complete} - {None}
+        boot = {r.result.get("n_boot_diagonal", r.meta.get("n_boot")) for _, r in complete} - {None}
+        if name in ("weight_analysis", "lora_internals"):
+            boot = set()  # no bootstrap in these
         alpha = {r.result.get("alpha") for _, r in complete} - {None}
-        level = f"{100 * (1 - float(next(iter(alpha)))):.0f} % " if len(alpha) == 1 else ""
+        level = f"{100 * (1 - float(next(iter(alpha)))):.0f} % " if len(alpha) == 1 else "95 % "
         if boot:
             ci += (f" Here: {level}intervals from {', '.join(str(b) for b in sorted(boot))} bootstrap resamples"
                    + (f", seed {', '.join(str(s) for s in seeds if s is not None)}" if seeds - {None} else "") + ".")

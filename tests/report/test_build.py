@@ -443,3 +443,27 @@ def test_report_loads_in_headless_chromium(built, tmp_path):
     assert test_browser._problems(result) == []
     assert len(result["images"]) == 5 and all(img["naturalWidth"] > 50 for img in result["images"])
     assert not math.isnan(sum(img["width"] for img in result["images"]))
+
+
+def test_real_analysis_results_are_shown(tmp_path):
+    # The suite driver's own result.json, meta and figures (tiny random models), read back by the report.
+    pytest.importorskip("loralens.analysis.layer_contribution")
+    from loralens.analysis.suite import run_suite
+    from tests.analysis.helpers import tiny_context
+
+    make_run_output(tmp_path, variants={"lora_r8": VARIANTS["lora_r8"]}, analysed={})
+    ctx = tiny_context(n_boot=20, train=False)
+    results = run_suite(ctx, tmp_path / "analysis" / "lora_r8" / "fold_0", ["layer_contribution"])
+    page = build_report(tmp_path).read_text(encoding="utf-8")
+    parsed = parse(page)
+    text = "".join(parsed.text)
+    for name, result in results.items():
+        assert result["reading"] and result["reading"] in text
+        pngs = [p for p in result["meta"]["figures"] if p.endswith(".png")]
+        assert pngs
+        folder = tmp_path / "analysis" / "lora_r8" / "fold_0" / name
+        uris = [base64.b64decode(i["src"].split(",", 1)[1]) for i in parsed.imgs]
+        for p in pngs:
+            assert (folder / p).read_bytes() in uris
+    assert "Here: 95 % intervals from 20 bootstrap resamples, seed 0." in text
+    assert "lora_r8, fold 0: not run." in text  # the analyses not run

@@ -284,10 +284,16 @@ _BY_NAME = {f.name: f for f in FORMATS}
 
 
 def _download_hub(repo_id: str) -> Path:
+    # Only what loading needs: configs, tokenizer files and the weights, safetensors first. Variants such as
+    # model.fp32-*.safetensors or flax / tf weights are left on the hub.
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "pytorch_model.bin"]))
+        side = ["*.json", "*.txt"]
+        folder = Path(snapshot_download(repo_id, allow_patterns=side + ["model.safetensors", "model-*.safetensors"]))
+        if not any((folder / f).is_file() for f in HF_WEIGHT_FILES):
+            folder = Path(snapshot_download(repo_id, allow_patterns=side + ["pytorch_model.bin"]))
+        return folder
     except Exception as e:  # huggingface_hub raises many network / auth / not-found types
         raise WeightsError(f"{repo_id}: cannot download from the Hugging Face hub ({type(e).__name__}: {e})",
                            "check the id and the network, or give a local folder") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import re
 import time
 from pathlib import Path
@@ -86,13 +87,18 @@ def base_hf(tmp_path_factory) -> Path:
     return _converted("base", tmp_path_factory)
 
 
-def transcribe(folder: Path, audio: list[np.ndarray], **generate_kw) -> list[str]:
-    """Greedy transcription with the model, feature extractor and tokenizer of an HF folder."""
+@functools.lru_cache(maxsize=2)
+def _pipeline(folder: Path):
+    """Model, feature extractor and tokenizer of a converted HF folder (loaded once per folder)."""
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
 
-    model = WhisperForConditionalGeneration.from_pretrained(folder).eval()
-    extractor = WhisperFeatureExtractor.from_pretrained(folder)
-    tokenizer = WhisperTokenizer.from_pretrained(folder)
+    return (WhisperForConditionalGeneration.from_pretrained(folder).eval(),
+            WhisperFeatureExtractor.from_pretrained(folder), WhisperTokenizer.from_pretrained(folder))
+
+
+def transcribe(folder: Path, audio: list[np.ndarray], **generate_kw) -> list[str]:
+    """Greedy transcription with the model, feature extractor and tokenizer of an HF folder."""
+    model, extractor, tokenizer = _pipeline(folder)
     features = extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
     with torch.inference_mode():
         ids = model.generate(features, num_beams=1, do_sample=False, max_new_tokens=32, **generate_kw)

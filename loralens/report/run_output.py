@@ -52,7 +52,10 @@ def read_json_object(path: Path, required: bool = False) -> dict[str, Any] | Non
         if required:
             raise RunFolderError(f"{path}: file not found", "point at the output folder of `loralens run`")
         return None
-    doc = read_json(path)
+    try:
+        doc = read_json(path)
+    except UnicodeDecodeError as e:
+        raise RunFolderError(f"{path}: not UTF-8 text ({e})", "delete it and re-run the stage that writes it") from None
     if not isinstance(doc, dict):
         raise RunFolderError(f"{path}: expected a JSON object, found {type(doc).__name__}",
                              "delete it and re-run the stage that writes it")
@@ -246,7 +249,7 @@ def _error_message(folder: Path) -> str | None:
         if not path.exists():
             continue
         if name.endswith(".json"):
-            doc = read_json(path)
+            doc = read_json_object(path)
             if isinstance(doc, dict):
                 parts = [str(doc[k]) for k in ("type", "error", "message") if doc.get(k)]
                 return ": ".join(parts) or json.dumps(doc)[:500]

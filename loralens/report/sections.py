@@ -131,6 +131,10 @@ def _peak(memory: Any, key: str) -> float | None:
     return None
 
 
+def _seconds(value: Any) -> str | None:
+    return format_seconds(float(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def _max(values: Sequence[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return max(present) if present else None
@@ -170,6 +174,7 @@ def _fold_rows(v: Variant) -> list[dict[str, Any]]:
         test = m.get("test") if isinstance(m.get("test"), Mapping) else {}
         s = by_name.get(f.name) if isinstance(by_name.get(f.name), Mapping) else {}
         validation = m.get("validation") if isinstance(m.get("validation"), Mapping) else {}
+        sizes = m.get("sizes") if isinstance(m.get("sizes"), Mapping) else {}
         rows.append({
             "index": f.index, "name": f.name,
             "uar": s.get("uar", test.get("uar")), "war": s.get("war", test.get("war")),
@@ -181,7 +186,7 @@ def _fold_rows(v: Variant) -> list[dict[str, Any]]:
             "trainable_params": s.get("trainable_params", m.get("trainable_params")),
             "total_params": m.get("total_params"),
             "peak_memory": s.get("peak_memory", m.get("peak_memory")),
-            "n_test": s.get("n_test", (m.get("sizes") or {}).get("test") if isinstance(m.get("sizes"), Mapping) else None),
+            "n_test": s.get("n_test", sizes.get("test")),
             "confusion": test.get("confusion"),
         })
     if not rows and by_name:  # summary.json without fold folders (copied out alone): still show it
@@ -324,12 +329,15 @@ def data_section(run: RunOutput) -> Section:
                             + [cls.get(lab) for lab in labels])
             tables.append(Table(["speaker", "gender", "clips", *labels], rows, caption="Clips per speaker and class"))
     if not fold_records and run.folds and isinstance(run.folds.get("folds"), list):
-        fold_records = [{"name": f.get("name"), "n_clips": {k: len(f.get(k) or []) for k in ("train", "validation", "test")},
-                         "speakers": f.get("speakers") or {}} for f in run.folds["folds"] if isinstance(f, Mapping)]
+        fold_records = [{"name": f.get("name"), "speakers": f.get("speakers") or {},
+                         "n_clips": {k: len(f.get(k) or []) for k in ("train", "validation", "test")}}
+                        for f in run.folds["folds"] if isinstance(f, Mapping)]
     if fold_records:
         def spk(f: Mapping[str, Any], split: str) -> str:
             names = (f.get("speakers") or {}).get(split) or []
-            return ", ".join(str(x) for x in names) if len(names) <= 6 else f"{', '.join(map(str, names[:3]))}, ... ({len(names)})"
+            if len(names) <= 6:
+                return ", ".join(str(x) for x in names)
+            return f"{', '.join(map(str, names[:3]))}, ... ({len(names)})"
 
         tables.append(Table(
             ["fold", "train clips", "validation clips", "test clips", "validation speakers", "test speakers"],
@@ -387,7 +395,7 @@ def results_section(run: RunOutput, figure_dir: Path) -> tuple[Section, Section]
                                _pct(r.get("validation_uar")),
                                r["selected_epoch"] + 1 if isinstance(r.get("selected_epoch"), int) else None,
                                r.get("n_test"),
-                               format_seconds(float(r["wall_time_s"])) if isinstance(r.get("wall_time_s"), (int, float)) else None])
+                               _seconds(r.get("wall_time_s"))])
             cm = r.get("confusion")
             if isinstance(cm, list) and cm:
                 if v.name in confusions and len(confusions[v.name]) == len(cm):
@@ -465,7 +473,8 @@ def _headline(run: RunOutput, uar: Mapping[str, Sequence[float]]) -> str | None:
     if lora and "frozen" in means:
         best = max(lora, key=lora.get)
         diff = 100 * (lora[best] - means["frozen"])
-        text += f" The best LoRA variant ({best}) is {abs(diff):.1f} points {'above' if diff >= 0 else 'below'} the frozen baseline."
+        side = "above" if diff >= 0 else "below"
+        text += f" The best LoRA variant ({best}) is {abs(diff):.1f} points {side} the frozen baseline."
     if run.synthetic:
         text += " (Synthetic data: these numbers check the pipeline, not emotion recognition.)"
     return text
@@ -485,7 +494,8 @@ def _ablation_tables(run: RunOutput, labels: Sequence[str]) -> list[Table]:
         agg = _aggregate(v, labels) or {}
         targets = "+".join(str(t) for t in lcfg.get("target_modules") or []) or None
         layers = ",".join(str(x) for x in lcfg["layers"]) if lcfg.get("layers") else "all"
-        trainable = next((r["trainable_params"] for r in _fold_rows(v) if isinstance(r.get("trainable_params"), int)), None)
+        trainable = next((r["trainable_params"] for r in _fold_rows(v)
+                          if isinstance(r.get("trainable_params"), int)), None)
         key = (lcfg.get("r"), lcfg.get("alpha"), targets, layers)
         alpha = lcfg.get("alpha")
         if isinstance(alpha, float) and alpha.is_integer():
@@ -558,7 +568,7 @@ def analysis_sections(run: RunOutput) -> list[Section]:
             paragraphs.append(f"{a.label}: {reading}" if several else reading or "(no reading recorded)")
             meta = r.meta
             rows.append([a.variant, str(a.fold), meta.get("n_test_clips"), meta.get("n_boot"),
-                         format_seconds(float(meta["wall_time_s"])) if isinstance(meta.get("wall_time_s"), (int, float)) else None,
+                         _seconds(meta.get("wall_time_s")),
                          meta.get("peak_rss_mib"), len(r.figures)])
             for m in r.missing_figures:
                 notes.append(f"{a.label}: figure {m} listed in result.json but not found in {r.root}.")
@@ -612,7 +622,8 @@ def verdict_section(run: RunOutput) -> Section:
     title = "Verdicts on the paper's claims"
     if not with_verdicts:
         return Section(title, notes=notes or [f"Not run: no analysis results under {run.root / 'analysis'}."])
-    claim_names = list(CLAIMS) + sorted({c for a in with_verdicts for c in (a.verdicts.get("claims") or {})} - set(CLAIMS))
+    found = {c for a in with_verdicts for c in (a.verdicts.get("claims") or {})}
+    claim_names = list(CLAIMS) + sorted(found - set(CLAIMS))
     summary_rows: list[list[Cell]] = []
     paragraphs = []
     tables: list[Table] = []
@@ -638,7 +649,8 @@ def verdict_section(run: RunOutput) -> Section:
                 numbers.setdefault(key, {})[a.label] = value
         if numbers:
             keys = sorted(numbers, key=lambda k: (0 if "threshold" in k.lower() else 1, natural_key(k)))
-            tables.append(Table(["number", *columns], [[k] + [_number(numbers[k].get(c)) for c in columns] for k in keys],
+            rows = [[k] + [_number(numbers[k].get(c)) for c in columns] for k in keys]
+            tables.append(Table(["number", *columns], rows,
                                 caption=f"{name}: thresholds first, then the measured numbers", digits=3))
     tables.insert(0, Table(["claim", "variant", "fold", "verdict", "statement"], summary_rows,
                            caption="Verdicts (supported / not supported / not enough data)"))

@@ -164,7 +164,8 @@ def make_run_output(root: Path, *, synthetic: bool = True, variants: dict = VARI
                        "processes": 1, "mixed_precision": "no",
                        "peak_memory": {"cpu_rss_peak_mib": 1500.0 + k, "cuda_max_allocated_mib": None}}
             atomic_write_json(run / f"fold_{k}" / "metrics.json", metrics)
-            per_fold[fold.name] = {**{key: metrics["test"][key] for key in ("uar", "war", "macro_f1", "per_class_recall")},
+            test = {key: metrics["test"][key] for key in ("uar", "war", "macro_f1", "per_class_recall")}
+            per_fold[fold.name] = {**test,
                                    "validation_uar": metrics["validation"]["uar"], "selected_epoch": 1,
                                    "wall_time_s": metrics["wall_time_s"], "trainable_params": TRAINABLE[v],
                                    "peak_memory": metrics["peak_memory"], "n_test": len(fold.test)}
@@ -408,6 +409,13 @@ def test_malformed_json_names_the_file(tmp_path, relative):
     with pytest.raises(RunFolderError, match=re.escape(relative.split("/")[-1]) + ": not valid JSON"):
         build_report(tmp_path)
     assert not (tmp_path / "report.html").exists()
+
+
+def test_binary_garbage_names_the_file(tmp_path):
+    make_run_output(tmp_path, analysed={})
+    (tmp_path / "train" / "lora_r8" / "summary.json").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(RunFolderError, match="summary.json: not UTF-8"):
+        build_report(tmp_path)
 
 
 def test_malformed_yaml_and_wrong_types_name_the_file(tmp_path):

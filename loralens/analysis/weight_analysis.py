@@ -35,6 +35,7 @@ from loralens.analysis.weight_space import (
     amplification_factor,
     delta_spectrum,
     intruder_dimensions,
+    lora_delta,
     relative_update_norm,
     subspace_overlap_grid,
 )
@@ -61,11 +62,20 @@ def _mats(module: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]
 def module_summary(module: Any, k: int = 10, eps: float = 0.5) -> dict[str, Any]:
     """Weight-space summary of one peft LoRA module (see the module docstring for the keys)."""
     w, a, b, scale = _mats(module)
-    dw = delta_weight(module).detach().double().cpu()
-    if dw.shape != w.shape:  # fan_in_fan_out layers store W transposed; peft's delta follows W
-        raise ConfigError(f"delta weight {tuple(dw.shape)} does not match W {tuple(w.shape)}")
+    # float64 product: peft's float32 dW has rounding noise that would give dW full numerical rank
+    dw = lora_delta(a, b, scale)
+    peft_dw = delta_weight(module).detach().double().cpu()
+    if peft_dw.shape != w.shape:
+        raise ConfigError(f"peft's delta weight {tuple(peft_dw.shape)} does not match W {tuple(w.shape)}")
+    check = float((peft_dw - dw).abs().max())
+    if check > 1e-4 * max(float(dw.abs().max()), 1e-12):
+        raise ConfigError(
+            f"peft's delta weight differs from scale * B A by {check:.3g}",
+            hint="this adapter is not plain LoRA (DoRA, fan_in_fan_out, ...): weight_analysis assumes dW = scale B A",
+        )
     s = delta_spectrum(a, b, scale)
     nonzero = bool(s[0] > 0)
+    rank_dw = int((s > s[0] * 1e-10).sum()) if nonzero else 0
     left = intruder_dimensions(w, w + dw, k=k, eps=eps, side="left")
     right = intruder_dimensions(w, w + dw, k=k, eps=eps, side="right")
     return {
@@ -78,7 +88,8 @@ def module_summary(module: Any, k: int = 10, eps: float = 0.5) -> dict[str, Any]
         "frobenius": float(torch.linalg.matrix_norm(dw)),
         "weight_frobenius": float(torch.linalg.matrix_norm(w)),
         "rel_norm": relative_update_norm(dw, w),
-        "amplification": _f(amplification_factor(dw, w)) if nonzero else None,
+        "amplification": _f(amplification_factor(dw, w, rank=rank_dw)) if nonzero else None,
+        "numerical_rank": rank_dw,
         "intruders": left.count,
         "intruder_indices": left.indices,
         "intruder_max_cosine": [float(v) for v in left.max_cosine],
@@ -86,7 +97,7 @@ def module_summary(module: Any, k: int = 10, eps: float = 0.5) -> dict[str, Any]
         "weight_singular_values_top": [float(v) for v in singular_values(w)[:k]],
         "a_norm": float(torch.linalg.matrix_norm(a)),
         "b_norm": float(torch.linalg.matrix_norm(b)),
-        "delta_check": float((dw - scale * (b @ a)).abs().max()),
+        "delta_check": check,
     }
 
 

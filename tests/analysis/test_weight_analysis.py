@@ -40,11 +40,15 @@ def test_measures_match_direct_computation():
         m = r["modules"][p]
         assert m["scale"] == 2.0  # alpha 8 / r 4
         assert np.allclose(m["singular_values"], torch.linalg.svdvals(dw)[:4].numpy(), rtol=1e-9, atol=1e-12)
-        assert m["rel_norm"] == pytest.approx(float(torch.linalg.norm(dw) / torch.linalg.norm(w)), rel=1e-6)  # peft computes dW in float32
+        assert m["rel_norm"] == pytest.approx(float(torch.linalg.norm(dw) / torch.linalg.norm(w)), rel=1e-12)
         s = np.asarray(m["singular_values"])
         assert m["stable_rank"] == pytest.approx((s**2).sum() / s[0] ** 2)
         assert 1.0 <= m["stable_rank"] <= 4.0
-        assert m["amplification"] > 0
+        u, _, vh = torch.linalg.svd(dw)
+        amp = float(torch.linalg.norm(dw) / torch.linalg.norm(u[:, :4].T @ w @ vh[:4].T))
+        assert m["numerical_rank"] == 4
+        assert m["amplification"] == pytest.approx(amp, rel=1e-6)
+        assert m["amplification"] > m["rel_norm"]  # dW lives in directions W does not emphasise
         assert m["delta_check"] < 1e-6
 
 

@@ -475,3 +475,15 @@ def test_real_analysis_results_are_shown(tmp_path):
             assert (folder / p).read_bytes() in uris
     assert "Here: 95 % intervals from 20 bootstrap resamples, seed 0." in text
     assert "lora_r8, fold 0: not run." in text  # the analyses not run
+
+
+def test_building_does_not_import_torch(built, tmp_path):
+    import subprocess
+    import sys
+
+    root, _, _ = built
+    code = ("import sys; from loralens.report.build import build_report; "
+            f"build_report({str(root)!r}, {str(tmp_path / 'r.html')!r}); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

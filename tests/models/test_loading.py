@@ -126,6 +126,39 @@ def test_hub_id_goes_through_the_download(monkeypatch, hf_folder, tiny_whisper):
     _assert_same_weights(model, tiny_whisper)
 
 
+def test_hub_download_fetches_only_needed_files(monkeypatch, tiny_whisper, tmp_path):
+    import fnmatch
+    import shutil
+
+    import huggingface_hub
+
+    hub = tmp_path / "hub"
+    tiny_whisper.save_pretrained(hub / "a")
+    (hub / "a" / "model.fp32-00001-of-00002.safetensors").write_bytes(b"variant")
+    (hub / "a" / "flax_model.msgpack").write_bytes(b"flax")
+    (hub / "b").mkdir()
+    tiny_whisper.config.save_pretrained(hub / "b")
+    torch.save(tiny_whisper.state_dict(), hub / "b" / "pytorch_model.bin")
+    calls = []
+
+    def fake_snapshot_download(repo_id, allow_patterns):
+        calls.append((repo_id, tuple(allow_patterns)))
+        out = tmp_path / "cache" / repo_id.replace("/", "--")
+        out.mkdir(parents=True, exist_ok=True)
+        for f in (hub / repo_id.split("/")[1]).iterdir():
+            if any(fnmatch.fnmatch(f.name, p) for p in allow_patterns):
+                shutil.copy(f, out / f.name)
+        return str(out)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    _assert_same_weights(load_whisper("org/a"), tiny_whisper)
+    assert sorted(p.name for p in (tmp_path / "cache" / "org--a").iterdir()) == [
+        "config.json", "generation_config.json", "model.safetensors"]
+    assert len(calls) == 1
+    _assert_same_weights(load_whisper("org/b"), tiny_whisper)
+    assert len(calls) == 3 and "pytorch_model.bin" in calls[2][1]
+
+
 def test_hf_folder_safetensors(hf_folder, tiny_whisper):
     _assert_same_weights(load_whisper(hf_folder), tiny_whisper)
     assert load_config(hf_folder).d_model == 64

@@ -21,6 +21,7 @@ def _register() -> None:
     from loralens.cli import analyze as analyze_cmds
     from loralens.cli import data as data_cmds
     from loralens.cli import models as models_cmds
+    from loralens.cli import report as report_cmds
     from loralens.cli import run as run_cmds
     from loralens.cli import train as train_cmds
 
@@ -30,6 +31,7 @@ def _register() -> None:
     cli.add_command(analyze_cmds.analyze)
     cli.add_command(run_cmds.run)
     cli.add_command(run_cmds.demo)
+    cli.add_command(report_cmds.report)
 
 
 _register()

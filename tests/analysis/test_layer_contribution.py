@@ -14,7 +14,7 @@ from loralens.analysis.context import SplitData
 from loralens.analysis.suite import ANALYSES
 from loralens.data.batching import Batch
 from loralens.training.metrics import classification_metrics
-from tests.analysis.helpers import tiny_classifiers, tiny_context
+from tests.analysis.helpers import single_thread, tiny_classifiers, tiny_context  # noqa: F401 (single_thread: autouse fixture)
 
 
 def _zero_layer_updates(clf, layer: int) -> None:

@@ -13,7 +13,7 @@ from loralens.analysis.divergence import kl_divergence
 from loralens.analysis.suite import ANALYSES
 from loralens.errors import ConfigError
 from loralens.models.head import masked_mean
-from tests.analysis.helpers import tiny_classifiers, tiny_context
+from tests.analysis.helpers import single_thread, tiny_classifiers, tiny_context  # noqa: F401 (single_thread: autouse fixture)
 
 
 @pytest.fixture(scope="module")

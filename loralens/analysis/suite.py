@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,8 +132,13 @@ def run_suite(
     key: str = "",
     force: bool = False,
     progress: Callable[[str], None] | None = None,
+    keep_going: bool = True,
 ) -> dict[str, dict]:
-    """Run the named analyses (all by default) into `out_root/<name>/`; returns name -> result."""
+    """Run the named analyses (all by default) into `out_root/<name>/`; returns name -> result.
+
+    keep_going: when an analysis fails, write `<name>/error.json` (type, message, traceback), report it through
+    `progress` and go on with the others (the report shows it as failed); False re-raises at once.
+    """
     results = {}
     for analysis in resolve(names):
         if analysis.needs_frozen:
@@ -141,5 +147,18 @@ def run_suite(
             ctx.require_train(analysis.name)
         if progress:
             progress(analysis.name)
-        results[analysis.name] = run_analysis(analysis, ctx, Path(out_root) / analysis.name, key=key, force=force)
+        folder = Path(out_root) / analysis.name
+        error_path = folder / "error.json"
+        try:
+            results[analysis.name] = run_analysis(analysis, ctx, folder, key=key, force=force)
+        except Exception as e:  # one failed analysis must not lose the others; it is recorded, not hidden
+            if not keep_going:
+                raise
+            atomic_write_json(error_path, {"type": type(e).__name__, "error": str(e),
+                                           "traceback": traceback.format_exc()})
+            if progress:
+                progress(f"{analysis.name} FAILED: {type(e).__name__}: {e} (details in {error_path})")
+            continue
+        if error_path.exists():
+            error_path.unlink()
     return results

@@ -456,12 +456,11 @@ def read_ctranslate2(source: str | Path | Sequence[Path]) -> tuple[dict[str, int
     for scale_name in scales:
         if scale_name[: -len("_scale")] not in index.variables:
             raise WeightsError(f"{label}: unknown variable {scale_name} for a Whisper model")
-    if "proj_out.weight" not in state:
-        state["proj_out.weight"] = state.get("model.decoder.embed_tokens.weight")
-    elif not torch.equal(state["proj_out.weight"], state["model.decoder.embed_tokens.weight"]):
+    embeddings = state["model.decoder.embed_tokens.weight"]  # present: index_to_config_dims checked it
+    if "proj_out.weight" in state and not torch.equal(state["proj_out.weight"], embeddings):
         raise WeightsError(f"{label}: decoder/projection/weight differs from the token embeddings",
                            "Whisper ties them; this model is not a standard Whisper")
-    state["proj_out.weight"] = state["model.decoder.embed_tokens.weight"]
+    state["proj_out.weight"] = embeddings
     return dims, state
 
 

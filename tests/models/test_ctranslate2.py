@@ -270,6 +270,16 @@ def test_alias_to_unknown_target(tiny_ct2_f32, tmp_path):
         load_whisper(out)
 
 
+def test_untied_projection(tiny_ct2_f32, tmp_path):
+    def edit(v, a):
+        a.pop("decoder/projection/weight")
+        v["decoder/projection/weight"] = v["decoder/embeddings/weight"] * 2
+
+    out = _rewrite(tiny_ct2_f32, tmp_path / "x", edit)
+    with pytest.raises(WeightsError, match="decoder/projection/weight differs from the token embeddings"):
+        load_whisper(out)
+
+
 def test_embedded_base_parts_concatenate_in_order():
     files = embedded_files("base")
     assert [p.name for p in files.parts] == ["model.bin.part1", "model.bin.part2"]

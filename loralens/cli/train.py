@@ -2,7 +2,7 @@
 
 Options come from `--config FILE.yaml` with flags on top (a flag given overrides the file). Re-running the same
 command resumes: complete folds are skipped, an interrupted fold continues from its last checkpoint. Several
-processes: `accelerate launch --num_processes N -m loralens.cli.train ...` (or `loralens train` under it).
+processes: `accelerate launch --multi_gpu --num_processes N -m loralens train ...` (docs/training.md).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def train(config_file: Path | None, dry_run: bool, **flags) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point for `python -m loralens.cli.train` (e.g. under `accelerate launch`)."""
+    """`loralens train` as a function of its arguments (returns the exit code; errors printed, exit 2)."""
     try:
         train.main(args=argv, prog_name="loralens train", standalone_mode=False)
     except LoralensError as e:

@@ -123,7 +123,16 @@ def prepare(cfg: TrainConfig, accelerator, *, write: bool) -> Prepared:
 
     run = RunFolder(cfg.run_dir)
     corpus = _load_corpus(cfg)
-    corpus, bad = _screen(corpus, cfg, run, write=write and accelerator.is_main_process)
+    if write:
+        # the main process screens and writes bad_files.json; the others then read it instead of decoding again
+        if accelerator.is_main_process:
+            corpus_ok, bad = _screen(corpus, cfg, run, write=True)
+        accelerator.wait_for_everyone()
+        if not accelerator.is_main_process:
+            corpus_ok, bad = _screen(corpus, cfg, run, write=False)
+        corpus = corpus_ok
+    else:
+        corpus, bad = _screen(corpus, cfg, run, write=False)
     folds, scheme = _folds(corpus, cfg, run)
     if cfg.fold is not None and cfg.fold >= len(folds):
         raise ConfigError(f"fold={cfg.fold}: the corpus has {len(folds)} folds (0..{len(folds) - 1})",

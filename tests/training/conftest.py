@@ -81,7 +81,7 @@ def subprocess_env() -> dict:
     return env
 
 
-TRAIN_MAIN = [sys.executable, "-m", "loralens.cli.train"]
+TRAIN_MAIN = [sys.executable, "-m", "loralens", "train"]
 
 
 def run_train_subprocess(settings: dict, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -235,7 +235,7 @@ def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict
             shutil.rmtree(folder.checkpoints, ignore_errors=True)  # left when killed right after metrics.json
             echo(f"fold {k} ({fold.name}): complete, skipped (test UAR {done['test']['uar']:.4f})")
         return done
-    if folder.metrics.exists() and accelerator.is_main_process:
+    if folder.metrics.exists():
         raise RunFolderError(f"{folder.metrics}: written under another configuration",
                              "use a new run folder (--run-dir)")
     accelerator.wait_for_everyone()

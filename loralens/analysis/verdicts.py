@@ -229,7 +229,7 @@ def forward_alignment_backward_differentiation(
         statement = f"Supported: {detail}."
     else:
         failed = [p for p, ok in (("forward alignment", forward_ok), ("backward differentiation", backward_ok)) if not ok]
-        statement = f"Not supported ({' and '.join(failed)} fails): {detail}."
+        statement = f"Not supported ({' and '.join(failed)} {'fails' if len(failed) == 1 else 'fail'}): {detail}."
     return _claim(name, supported, statement, numbers, used)
 
 

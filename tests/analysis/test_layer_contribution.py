@@ -127,3 +127,20 @@ def test_run_without_frozen():
     result = lc.run(ctx)
     assert "frozen" not in result and "difference" not in result
     assert "layer" in lc.reading(result)
+
+
+def test_suite_driver_runs_these_analyses(tmp_path):
+    """Through the suite driver: result.json with meta, figures and reading for each of this helper's analyses."""
+    from loralens.analysis.suite import run_suite
+    from loralens.io import read_json
+
+    ctx = tiny_context(n_layers=2, n_boot=20)
+    names = ["layer_contribution", "logit_lens", "erasure", "patching"]
+    results = run_suite(ctx, tmp_path, names)
+    assert list(results) == names
+    for name in names:
+        saved = read_json(tmp_path / name / "result.json")
+        assert saved["meta"]["analysis"] == name and saved["reading"]
+        assert saved["n_layers"] == 2 and saved["layers"] == [0, 1]
+        for fig in saved["meta"]["figures"]:
+            assert (tmp_path / name / fig).stat().st_size > 0

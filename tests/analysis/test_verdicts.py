@@ -151,3 +151,28 @@ def test_verdicts_combines_and_is_json():
                ("delayed_specialization", "forward_alignment_backward_differentiation"))
     with pytest.raises(ConfigError, match="unknown verdict thresholds"):
         verdicts(res, {"agreement": 0.5})
+
+
+def test_verdicts_on_real_results_of_tiny_models():
+    """The result layouts the analyses actually write are read (bool verdicts, not None for missing keys)."""
+    import torch
+
+    from loralens.analysis import logit_lens, lora_internals, probing, similarity
+    from tests.analysis.helpers import tiny_context
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ctx = tiny_context(n_layers=3, n_boot=20)
+        results = {}
+        for module in (logit_lens, probing, similarity):
+            with torch.no_grad():
+                results[module.NAME] = module.run(ctx)
+        results[lora_internals.NAME] = lora_internals.run(ctx)
+    finally:
+        torch.set_num_threads(threads)
+    v = verdicts(json.loads(json.dumps(results)))
+    for key in ("delayed_specialization", "forward_alignment_backward_differentiation"):
+        assert isinstance(v[key]["supported"], bool), v[key]
+    assert v["delayed_specialization"]["numbers"]["n_layers"] == 3
+    assert len(v["forward_alignment_backward_differentiation"]["numbers"]["modules"]) == 3

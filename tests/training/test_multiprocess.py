@@ -5,6 +5,7 @@ the mean over the whole global batch."""
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 
 import pytest
@@ -13,6 +14,12 @@ from safetensors.torch import load_file
 
 from loralens.io import read_json
 from tests.training.conftest import REPO, cli_args, strip_times, subprocess_env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_two_processes_match_one(reference_run, tmp_path):
@@ -26,7 +33,7 @@ def test_two_processes_match_one(reference_run, tmp_path):
     # `--multi_gpu` selects accelerate's torchrun launcher; without CUDA, Accelerator(cpu=True) makes it MULTI_CPU
     # over gloo (accelerate's `--cpu` launcher starts more than one process only through mpirun).
     cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
-           "no", "--dynamo_backend", "no", "--main_process_port", "29517", "-m", "loralens", "train", *args]
+           "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()), "-m", "loralens", "train", *args]
     proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 

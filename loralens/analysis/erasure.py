@@ -147,18 +147,27 @@ def reading(result: dict[str, Any]) -> str:
     single, prefix, base = result["single"], result["prefix"], result["baseline"]
     worst = _argmax(single["delta_loss"]["value"])
     worst_uar = _argmax(single["delta_uar"]["value"], -1.0)
+    rise = single["delta_loss"]["value"][worst]
+    loss_part = (
+        f"raises the loss most at layer {worst} of 0..{n - 1} ({rise:+.3g} nats)" if rise is not None and rise > 0
+        else "raises the loss at no layer"
+    )
+    drop = single["delta_uar"]["value"][worst_uar]
+    uar_part = (
+        f"lowers UAR most at layer {worst_uar} ({drop:+.2f})" if drop is not None and drop < 0
+        else "lowers UAR at no layer"
+    )
     half = max(1, n // 2)
     text = (
         f"Intact, the adapted model has UAR {base['uar']:.2f} and mean loss {base['loss']:.3g} nats. Erasing a single "
-        f"layer raises the loss most at layer {worst} of 0..{n - 1} ({single['delta_loss']['value'][worst]:+.3g} nats) and "
-        f"lowers UAR most at layer {worst_uar} ({single['delta_uar']['value'][worst_uar]:+.2f}). Erasing the first "
+        f"layer {loss_part} and {uar_part}. Erasing the first "
         f"{half} layers changes UAR by {prefix['delta_uar']['value'][half - 1]:+.2f}, all {n} by "
         f"{prefix['delta_uar']['value'][-1]:+.2f} (chance {result['chance_uar']:.2f})."
     )
     if "frozen" in result:
         fr = result["frozen"]
         fw = _argmax(fr["single"]["delta_loss"]["value"])
-        text += f" In the frozen model the most harmful single erasure is layer {fw} ({fr['single']['delta_loss']['value'][fw]:+.3g} nats)."
+        text += f" In the frozen model the largest loss increase from a single erasure is at layer {fw} ({fr['single']['delta_loss']['value'][fw]:+.3g} nats)."
     return text
 
 
@@ -182,7 +191,7 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
             xs = list(range(n)) if kind == "single" else list(range(1, n + 1))
             for col, metric in enumerate(ylabels):
                 ax = axes[row][col]
-                plot_curves(ax, {m: r[kind][metric] for m, r in models.items()}, x=xs)
+                plot_curves(ax, {m: r[kind][metric] for m, r in models.items()}, x=xs, legend=row == 0 and col == 0)
                 ax.axhline(0.0, color="0.5", lw=0.8)
                 ax.set_xlabel(xlabel)
                 ax.set_ylabel(ylabels[metric])

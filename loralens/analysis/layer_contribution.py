@@ -113,9 +113,9 @@ def depth_fraction(layer: int, n_layers: int) -> float:
 
 
 def plot_curves(ax: Any, series: dict[str, dict[str, list[float]]], x: Sequence[float] | None = None,
-                colors: dict[str, str] | None = None) -> None:
+                colors: dict[str, str] | None = None, legend: bool = True) -> None:
     """Draw curves (`{"value","low","high"}`) with shaded CI bands on `ax`, one line per `series` entry (label ->
-    curve); the caller sets the axis labels."""
+    curve), with a legend when `legend` and more than one series; the caller sets the axis labels."""
     for i, (label, c) in enumerate(series.items()):
         v = np.array([np.nan if a is None else a for a in c["value"]], dtype=float)
         xs = np.arange(len(v)) if x is None else np.asarray(x)
@@ -125,7 +125,7 @@ def plot_curves(ax: Any, series: dict[str, dict[str, list[float]]], x: Sequence[
         hi = np.array([np.nan if a is None else a for a in c.get("high", [])], dtype=float)
         if lo.size == v.size and hi.size == v.size:
             ax.fill_between(xs, lo, hi, alpha=0.2, color=color, lw=0)
-    if len(series) > 1:
+    if legend and len(series) > 1:
         ax.legend()
 
 
@@ -222,8 +222,8 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
     titles = {"attn": "attention update", "mlp": "MLP update", "total": "attention + MLP"}
     with report_style():
         fig, axes = new_figure(9.6, 3.2, 1, 3, sharey=True)
-        for ax, part in zip(axes, ("attn", "mlp", "total")):
-            plot_curves(ax, {m: result[m][f"{part}_rel"] for m in models})
+        for i, (ax, part) in enumerate(zip(axes, ("attn", "mlp", "total"))):
+            plot_curves(ax, {m: result[m][f"{part}_rel"] for m in models}, legend=i == 0)
             ax.set_title(titles[part])
             ax.set_xlabel("encoder layer")
             layer_ticks(ax, n)
@@ -231,8 +231,8 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
         paths += save_figure(fig, out_dir / "relative_norm")
 
         fig, axes = new_figure(9.6, 3.2, 1, 3, sharey=True)
-        for ax, part in zip(axes, ("attn", "mlp", "total")):
-            plot_curves(ax, {m: result[m][f"{part}_cos"] for m in models})
+        for i, (ax, part) in enumerate(zip(axes, ("attn", "mlp", "total"))):
+            plot_curves(ax, {m: result[m][f"{part}_cos"] for m in models}, legend=i == 0)
             ax.axhline(0.0, color="0.5", lw=0.8)
             ax.set_title(titles[part])
             ax.set_xlabel("encoder layer")

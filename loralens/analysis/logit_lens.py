@@ -376,7 +376,7 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
             (axes[1], "agreement", "top-1 agreement with final prediction"),
             (axes[2], "uar", "UAR of the read-out vs labels"),
         ):
-            plot_curves(ax, {k: v[metric] for k, v in series.items()}, colors=colors)
+            plot_curves(ax, {k: v[metric] for k, v in series.items()}, colors=colors, legend=metric == "kl")
             ax.set_xlabel("encoder layer (read-out of its output)")
             ax.set_ylabel(ylabel)
             layer_ticks(ax, n)

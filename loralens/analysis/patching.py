@@ -234,7 +234,10 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
         axes[0].axhline(0.0, color="0.5", lw=0.8)
         axes[0].axhline(1.0, color="0.5", lw=0.8, ls="--")
         axes[0].set_ylabel("recovered fraction of correct-class logit diff.")
-        plot_curves(axes[1], {k: v["uar"] for k, v in series.items()})
+        # a ratio's CI can be very wide where the clean and corrupted runs are close: keep the values in view
+        vals = [v for c in series.values() for v in c["recovered_logit_diff"]["value"] if v is not None]
+        axes[0].set_ylim(min([-0.25, *[v - 0.1 for v in vals]]), max([1.25, *[v + 0.1 for v in vals]]))
+        plot_curves(axes[1], {k: v["uar"] for k, v in series.items()}, legend=False)
         axes[1].set_ylabel("UAR of the patched read-out")
         for ax in axes:
             ax.set_xlabel("patched layer l (its output, resid_post)")

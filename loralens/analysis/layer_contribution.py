@@ -145,16 +145,16 @@ def contribution_per_clip(clf: EmotionClassifier, split: SplitData, device: torc
     per_batch: dict[str, list[np.ndarray]] = {q: [] for q in (*QUANTITIES, "resid_norm")}
     for batch in split:
         out = clf.runner(batch.features.to(device), batch.mel_lengths.to(device), capture=names)
-        lengths = out.lengths.cpu()
-        valid = torch.arange(out.captured[names[0]].shape[1])[None, :] < lengths[:, None]  # [batch, frames]
+        lengths = out.lengths
+        valid = torch.arange(out.captured[names[0]].shape[1], device=lengths.device)[None, :] < lengths[:, None]
         values = {q: np.zeros((len(batch), n_layers)) for q in per_batch}
         for l in range(n_layers):
-            r = out.captured[f"blocks.{l}.{RESID_PRE}"].double().cpu()
-            a = out.captured[f"blocks.{l}.{ATTN_OUT}"].double().cpu()
-            m = out.captured[f"blocks.{l}.{MLP_OUT}"].double().cpu()
+            r = out.captured[f"blocks.{l}.{RESID_PRE}"].double()
+            a = out.captured[f"blocks.{l}.{ATTN_OUT}"].double()
+            m = out.captured[f"blocks.{l}.{MLP_OUT}"].double()
             for q, v in frame_stats(r, a, m).items():
                 # torch.where, not a product: padded frames never enter, whatever their values
-                values[q][:, l] = (torch.where(valid, v, 0.0).sum(dim=1) / lengths).numpy()
+                values[q][:, l] = (torch.where(valid, v, 0.0).sum(dim=1) / lengths).cpu().numpy()
         for q, v in values.items():
             per_batch[q].append(v)
     return {q: np.concatenate(v) for q, v in per_batch.items()}

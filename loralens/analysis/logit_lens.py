@@ -170,15 +170,15 @@ def fit_tuned_layer(
     return g_mat.detach(), g_vec.detach()
 
 
-def fit_tuned_layer_lsq(u: Tensor, offset: Tensor, target_logits: Tensor, metric: Tensor, l2: float) -> tuple[Tensor, Tensor]:
-    """Closed-form tuned-lens correction: G `[C, d]`, g `[C]` minimising
+def lsq_solver(u: Tensor, offset: Tensor, target_logits: Tensor, metric: Tensor):
+    """Closed-form tuned-lens correction for any ridge weight: returns `solve(l2) -> (G [C, d], g [C])` minimising
     (1/n) sum_i ||centre(target_i - offset_i) - G u_i - g||^2 + l2 tr(G^T M G),
     `centre` removing each clip's mean over classes (softmax ignores a constant per clip; so does the KL).
 
     A ridge regression of the logit gap on the pooled vectors: with M = V diag(m_k) V^T, each rotated class k is an
     independent ridge problem with weight l2 * m_k, solved through the eigendecomposition of the clips' centred
-    covariance (shared by all k and all l2). g is free (not penalised). When the offset equals the target the gap is 0
-    and so are G and g, exactly.
+    covariance (computed once, shared by all k and all l2). g is free (not penalised). When the offset equals the
+    target the gap is 0 and so are G and g, exactly.
     """
     u = u.double()
     y = target_logits.double() - offset.double()
@@ -189,13 +189,20 @@ def fit_tuned_layer_lsq(u: Tensor, offset: Tensor, target_logits: Tensor, metric
     s, q = torch.linalg.eigh(uc.T @ uc / n)  # [d], [d, d]
     m_vals, v = torch.linalg.eigh(metric.double())
     rhs = q.T @ (uc.T @ (yc @ v)) / n  # [d, C] in the eigenbases
-    denom = s[:, None] + l2 * m_vals.clamp_min(0.0)[None, :]
     tiny = 1e-12 * max(float(s.abs().max()), 1e-300)
-    coef = torch.where(denom > tiny, rhs / torch.where(denom > tiny, denom, 1.0), torch.zeros_like(rhs))
-    g_rot = q @ coef  # [d, C]: column k is the rotated class k
-    g_mat = v @ g_rot.T  # [C, d]
-    g_vec = y_mean - g_mat @ u_mean
-    return g_mat, g_vec
+
+    def solve(l2: float) -> tuple[Tensor, Tensor]:
+        denom = s[:, None] + l2 * m_vals.clamp_min(0.0)[None, :]
+        coef = torch.where(denom > tiny, rhs / torch.where(denom > tiny, denom, 1.0), torch.zeros_like(rhs))
+        g_mat = v @ (q @ coef).T  # column k of q @ coef is the rotated class k -> [C, d]
+        return g_mat, y_mean - g_mat @ u_mean
+
+    return solve
+
+
+def fit_tuned_layer_lsq(u: Tensor, offset: Tensor, target_logits: Tensor, metric: Tensor, l2: float) -> tuple[Tensor, Tensor]:
+    """`lsq_solver(u, offset, target_logits, metric)(l2)`: the closed-form correction for one ridge weight."""
+    return lsq_solver(u, offset, target_logits, metric)(l2)
 
 
 @dataclass
@@ -224,7 +231,12 @@ def fit_tuned_lens(
     L-BFGS, `fit_tuned_layer`)."""
     if objective not in OBJECTIVES:
         raise ConfigError(f"tuned-lens objective {objective!r} unknown", hint=f"choose among {list(OBJECTIVES)}")
-    fit_layer = fit_tuned_layer_lsq if objective == "lsq" else fit_tuned_layer
+
+    def solvers(u: Tensor, offset: Tensor, target: Tensor):
+        if objective == "lsq":
+            return lsq_solver(u, offset, target, metric)  # one eigendecomposition for the whole grid
+        return lambda lam: fit_tuned_layer(u, offset, target, metric, lam)
+
     w = head_matrix(clf)
     metric = translator_metric(w)
     n, n_layers = train.pooled.shape[0], train.pooled.shape[1]
@@ -237,13 +249,14 @@ def fit_tuned_lens(
         u, offset = train.pooled[:, l].double(), train.lens_logits[:, l].double()
         best = grid[0]
         if len(grid) > 1 and n_val:
+            solve = solvers(u[fit], offset[fit], target[fit])
             scores = []
             for lam in grid:
-                gm, gv = fit_layer(u[fit], offset[fit], target[fit], metric, lam)
+                gm, gv = solve(lam)
                 logits = offset[val] + u[val] @ gm.T + gv
                 scores.append(float(kl_divergence(target[val], logits).mean()))
             best = grid[int(np.argmin(scores))]
-        gm, gv = fit_layer(u, offset, target, metric, best)
+        gm, gv = solvers(u, offset, target)(best)
         g_mats.append(gm)
         g_vecs.append(gv)
         chosen.append(float(best))

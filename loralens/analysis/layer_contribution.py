@@ -136,25 +136,53 @@ def layer_ticks(ax: Any, n_layers: int, offset: int = 0) -> None:
 
 
 # ----------------------------------------------------------------------------- the analysis
+def valid_mask(mel_lengths: Tensor | None, batch: int, frames: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(valid `[batch, frames]` bool, lengths `[batch]`) of encoder frames, as the runner computes them."""
+    if mel_lengths is None:
+        lengths = torch.full((batch,), frames, dtype=torch.long, device=device)
+    else:
+        lengths = torch.clamp((mel_lengths.to(device).long() + 1) // 2, max=frames)
+    return torch.arange(frames, device=device)[None, :] < lengths[:, None], lengths
+
+
 @torch.no_grad()
 def contribution_per_clip(clf: EmotionClassifier, split: SplitData, device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
     """Per-clip means over valid frames of each quantity of `QUANTITIES`, plus `resid_norm` (||resid_pre||):
-    name -> `[n_clips, n_layers]` float64."""
+    name -> `[n_clips, n_layers]` float64.
+
+    Statistics are taken while the encoder runs (pass-through edits observe resid_pre, attn_out and mlp_out and
+    return them unchanged), so only one layer's activations are held at a time."""
     n_layers = clf.runner.n_layers
-    names = [f"blocks.{l}.{h}" for l in range(n_layers) for h in (RESID_PRE, ATTN_OUT, MLP_OUT)]
     per_batch: dict[str, list[np.ndarray]] = {q: [] for q in (*QUANTITIES, "resid_norm")}
     for batch in split:
-        out = clf.runner(batch.features.to(device), batch.mel_lengths.to(device), capture=names)
-        lengths = out.lengths
-        valid = torch.arange(out.captured[names[0]].shape[1], device=lengths.device)[None, :] < lengths[:, None]
+        mel = batch.mel_lengths.to(device)
         values = {q: np.zeros((len(batch), n_layers)) for q in per_batch}
+        stash: dict[str, Tensor] = {}
+
+        def keep(key: str):
+            def observe(t: Tensor) -> Tensor:
+                stash[key] = t
+                return t
+
+            return observe
+
+        def reduce(l: int):
+            def observe(m: Tensor) -> Tensor:
+                r, a = stash.pop("r"), stash.pop("a")
+                valid, lengths = valid_mask(mel, m.shape[0], m.shape[1], m.device)
+                for q, v in frame_stats(r.double(), a.double(), m.double()).items():
+                    # torch.where, not a product: padded frames never enter, whatever their values
+                    values[q][:, l] = (torch.where(valid, v, 0.0).sum(dim=1) / lengths).cpu().numpy()
+                return m
+
+            return observe
+
+        edits = {}
         for l in range(n_layers):
-            r = out.captured[f"blocks.{l}.{RESID_PRE}"].double()
-            a = out.captured[f"blocks.{l}.{ATTN_OUT}"].double()
-            m = out.captured[f"blocks.{l}.{MLP_OUT}"].double()
-            for q, v in frame_stats(r, a, m).items():
-                # torch.where, not a product: padded frames never enter, whatever their values
-                values[q][:, l] = (torch.where(valid, v, 0.0).sum(dim=1) / lengths).cpu().numpy()
+            edits[f"blocks.{l}.{RESID_PRE}"] = keep("r")
+            edits[f"blocks.{l}.{ATTN_OUT}"] = keep("a")
+            edits[f"blocks.{l}.{MLP_OUT}"] = reduce(l)
+        clf.runner(batch.features.to(device), mel, edits=edits)
         for q, v in values.items():
             per_batch[q].append(v)
     return {q: np.concatenate(v) for q, v in per_batch.items()}

@@ -52,7 +52,7 @@ from torch import Tensor
 from loralens.analysis.bootstrap import resample_indices
 from loralens.analysis.context import AnalysisContext, SplitData
 from loralens.analysis.divergence import kl_divergence, top1_agreement
-from loralens.analysis.layer_contribution import depth_fraction, layer_ticks, mean_curve, plot_curves, uar_boot, uar_curve
+from loralens.analysis.layer_contribution import depth_fraction, valid_mask, layer_ticks, mean_curve, plot_curves, uar_boot, uar_curve
 from loralens.analysis.suite import Analysis, register
 from loralens.errors import ConfigError
 from loralens.models.classifier import EmotionClassifier
@@ -92,22 +92,27 @@ def check_lens_head(clf: EmotionClassifier) -> None:
 
 @torch.no_grad()
 def lens_readout(clf: EmotionClassifier, split: SplitData, device: torch.device | str = "cpu") -> LensReadout:
-    """Run `clf` on every batch of `split`, reading each layer's resid_post out through the final LN and head."""
+    """Run `clf` on every batch of `split`, reading each layer's resid_post out through the final LN and head.
+
+    The read-out is taken while the encoder runs (a pass-through edit at each resid_post), so one layer's
+    activations are held at a time; the last layer's is computed from the very tensor the model then normalises."""
     check_lens_head(clf)
     n_layers = clf.runner.n_layers
-    names = [f"blocks.{l}.{RESID_POST}" for l in range(n_layers)]
     finals, lenses, pooleds, labels = [], [], [], []
     max_diff = 0.0
     for batch in split:
-        out = clf.run(batch.features.to(device), batch.mel_lengths.to(device), capture=names)
-        lengths = out.encoder.lengths
-        layer_pooled, layer_logits = [], []
-        for name in names:
+        mel = batch.mel_lengths.to(device)
+        layer_pooled: list[Tensor] = []
+
+        def observe(t: Tensor) -> Tensor:
+            _, lengths = valid_mask(mel, t.shape[0], t.shape[1], t.device)
             # the same operations as the forward pass (final LN per frame, masked mean, head) on the same shapes,
             # so the last layer reproduces the model's logits bit for bit
-            pooled = clf.head.pool(clf.encoder.layer_norm(out.encoder.captured[name]), lengths)
-            layer_pooled.append(pooled)
-            layer_logits.append(clf.head.classify(pooled))
+            layer_pooled.append(clf.head.pool(clf.encoder.layer_norm(t), lengths))
+            return t
+
+        out = clf.run(batch.features.to(device), mel, edits={f"blocks.{l}.{RESID_POST}": observe for l in range(n_layers)})
+        layer_logits = [clf.head.classify(p) for p in layer_pooled]
         max_diff = max(max_diff, float((layer_logits[-1] - out.logits).abs().max()))
         finals.append(out.logits.float().cpu())
         lenses.append(torch.stack(layer_logits, dim=1).float().cpu())

@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from loralens.analysis.bootstrap import bootstrap_ci, resample_indices
 from loralens.analysis.context import AnalysisContext, SplitData

@@ -92,3 +92,12 @@ def test_run_json_plot_reading(ctx, tmp_path):
     text = er.reading(result)
     assert "layer" in text and "frozen" in text
     assert ANALYSES[er.NAME].reading is er.reading
+
+
+def test_cached_equals_scratch_without_padding_mask(ctx):
+    adapted, _ = tiny_classifiers(n_layers=2)
+    adapted.runner.mask_padding = False
+    cached = er.erasure_logits(adapted, ctx.test)
+    scratch = er.erasure_logits(adapted, ctx.test, cached=False)
+    assert torch.allclose(cached.single, scratch.single, atol=1e-6, rtol=0)
+    assert torch.allclose(cached.prefix, scratch.prefix, atol=1e-6, rtol=0)

@@ -165,3 +165,11 @@ def test_first_layer_at_least():
     assert ll.first_layer_at_least([0.1, None, 0.8, 0.9], 0.8) == 2
     assert ll.first_layer_at_least([0.1, 0.2], 0.8) is None
     assert np.isclose(ll.depth_fraction(2, 3), 1.0)
+
+
+def test_last_layer_exact_without_padding_mask(ctx):
+    """The paper's full-window setting (Whisper attends to its padding): still bit-exact at the last layer."""
+    adapted, _ = tiny_classifiers(n_layers=2)
+    adapted.runner.mask_padding = False
+    readout = ll.lens_readout(adapted, ctx.test)
+    assert readout.last_layer_max_abs_diff == 0.0

@@ -3,7 +3,8 @@
 Output folder:
 
     <out>/run.yaml                         the run configuration (snapshot)
-    <out>/stages.json                      wall time and status of each stage
+    <out>/stages.json                      wall time and status (done, skipped, failed) of each stage of the last run
+    <out>/environment.json                 versions, git commit and hardware of the last run
     <out>/data/summary.json, bad_files.json
     <out>/folds.json                       the folds every variant trains on
     <out>/train/<variant>/                 a training run folder per variant (see loralens.training.run_folder)
@@ -17,21 +18,32 @@ re-running after a crash or a config change redoes only what is needed.
 from __future__ import annotations
 
 import itertools
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from loralens.errors import ConfigError
 from loralens.io import atomic_write_json, atomic_write_text, read_json
-from loralens.training.config import TrainConfig, make_config
+from loralens.training.config import TrainConfig, config_hash, make_config
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _distinct(v: list | None) -> list | None:
+    if v is not None:
+        if not v:
+            raise ValueError("give at least one value, or leave it unset")
+        if len({json.dumps(x) for x in v}) != len(v):
+            raise ValueError(f"values repeat: {v}")
+    return v
 
 
 class AnalysisSettings(_Strict):
@@ -39,12 +51,24 @@ class AnalysisSettings(_Strict):
 
     enabled: bool = True
     names: list[str] | None = Field(None, description="analyses to run (None = all)")
-    folds: list[int] | Literal["all"] = Field(default_factory=lambda: [0])
+    folds: list[Annotated[int, Field(ge=0)]] | Literal["all"] = Field(
+        default_factory=lambda: [0], description="folds to analyse; default [0], or the fold of train.fold when set")
     batch_size: int = Field(16, ge=1)
     test_per_class: int | None = Field(None, ge=1, description="class-balanced cap on test clips (None = all)")
     train_per_class: int | None = Field(None, ge=1, description="cap on training clips for lenses/probes")
     n_boot: int = Field(1000, ge=10)
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("folds")
+    @classmethod
+    def _distinct_folds(cls, v: list[int] | str) -> list[int] | str:
+        return v if v == "all" else _distinct(v)  # type: ignore[arg-type]
+
+
+# TrainConfig fields the pipeline sets per variant; giving them under `train:` would be silently overridden.
+_PIPELINE_FIELDS = {"run_dir": "set by the pipeline: <out>/train/<variant>",
+                    "folds_file": "set by the pipeline: <out>/folds.json",
+                    "method": "use the top-level `method` (lora or full); the frozen baseline is `baseline`"}
 
 
 class RunConfig(_Strict):
@@ -55,7 +79,7 @@ class RunConfig(_Strict):
     out: Path = Path("runs/loralens")
     train: dict[str, Any] = Field(default_factory=dict)
     method: Literal["lora", "full"] = "lora"
-    ranks: list[int] | None = None
+    ranks: list[Annotated[int, Field(ge=1)]] | None = None
     target_modules: list[list[str]] | None = None
     seeds: list[int] | None = None
     baseline: bool = True
@@ -64,12 +88,57 @@ class RunConfig(_Strict):
     report: bool = True
     synthetic: bool = Field(False, description="the corpus is the synthetic demo corpus (the report says so)")
 
+    @field_validator("ranks", "target_modules", "seeds")
+    @classmethod
+    def _distinct_values(cls, v: list | None) -> list | None:
+        return _distinct(v)
+
+    @field_validator("target_modules")
+    @classmethod
+    def _non_empty_sets(cls, v: list[list[str]] | None) -> list[list[str]] | None:
+        if v is not None and not all(v):
+            raise ValueError("each target set names at least one module, e.g. [v_proj]")
+        return v
+
+
+def _format(e: ValidationError, prefix: str = "") -> list[str]:
+    out = []
+    for err in e.errors():
+        loc = prefix + ".".join(str(p) for p in err["loc"])
+        out.append(f"{loc}: unknown field" if err["type"] == "extra_forbidden"
+                   else f"{loc}: {err['msg']} (got {err.get('input')!r})")
+    return out
+
+
+def check_run_config(cfg: RunConfig, source: str = "run configuration") -> dict[str, TrainConfig]:
+    """Validate what the RunConfig model alone cannot, before anything runs: the `train` fields (as TrainConfig
+    fields, named `train.<field>`), every variant's configuration and the analysis names. Returns the variants."""
+    problems = [f"train.{k}: {why}" for k, why in _PIPELINE_FIELDS.items() if k in cfg.train]
+    try:
+        TrainConfig.model_validate(json.loads(json.dumps(cfg.train, default=str)))
+    except ValidationError as e:
+        problems += _format(e, "train.")
+    if problems:
+        raise ConfigError(f"{source}: invalid run configuration field(s):\n  " + "\n  ".join(problems),
+                          "see docs/pipeline.md and docs/training.md for the fields")
+    variants = variant_configs(cfg, source)
+    if cfg.analysis.enabled:
+        from loralens.analysis.suite import resolve
+
+        try:
+            resolve(cfg.analysis.names)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: analysis.names: {e.message}", e.hint) from None
+    return variants
+
 
 def load_run_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read a run YAML (or the defaults) and apply `overrides` (dotted keys such as `train.epochs`; None = not given)."""
+    """Read a run YAML (or the defaults) and apply `overrides` (dotted keys such as `train.epochs`; None = not given).
+    Raises ConfigError naming every invalid field (`train.epochs`, `ranks.0`, ...) and the file."""
     from loralens.training.config import _set_dotted
 
     base: dict[str, Any] = {}
+    source = str(path) if path is not None else "run configuration"
     if path is not None:
         path = Path(path)
         try:
@@ -84,26 +153,31 @@ def load_run_config(path: str | Path | None = None, overrides: dict[str, Any] | 
         if value is not None:
             _set_dotted(base, key, value)
     try:
-        return RunConfig.model_validate(base)
+        cfg = RunConfig.model_validate(base)
     except ValidationError as e:
-        lines = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
-        raise ConfigError(f"{path or 'run configuration'}: invalid run configuration:\n  " + "\n  ".join(lines),
+        raise ConfigError(f"{source}: invalid run configuration field(s):\n  " + "\n  ".join(_format(e)),
                           "see docs/pipeline.md for the fields") from None
+    check_run_config(cfg, source)
+    return cfg
 
 
-def variant_configs(cfg: RunConfig) -> dict[str, TrainConfig]:
+def variant_configs(cfg: RunConfig, source: str = "run configuration") -> dict[str, TrainConfig]:
     """Variant name -> its TrainConfig: the adapted variants (LoRA product of ranks x target sets x seeds, or
-    full), then `full` when asked besides LoRA, then the `frozen` baseline. When the rank varies, alpha = 2 r
-    (the paper's ratio, r=32 / alpha=64), so the update scale stays comparable across ranks."""
+    full), then `full` when asked besides LoRA, then the `frozen` baseline.
+
+    A list that is given (`ranks`, `target_modules`, `seeds`) always appears in the names (`lora_r8`,
+    `lora_q_proj+v_proj`, `lora_s1`), even with one value, so adding a value later leaves the existing variants'
+    folders (and their completed training) as they are; with none given the variant is `lora`. When `ranks` is
+    given, alpha = 2 r (the paper's ratio, r=32 / alpha=64), so the update scale stays comparable across ranks."""
     out = cfg.out
     folds_file = out / "folds.json"
     base = dict(cfg.train)
-    lora_base = dict(base.get("lora", {}))
-    default_seed = int(base.get("seed", 0))
+    lora_base = dict(base.get("lora") or {})
+    default_seed = base.get("seed", 0)
 
     def make(name: str, overrides: dict[str, Any]) -> TrainConfig:
         return make_config(base, {**overrides, "run_dir": str(out / "train" / name), "folds_file": str(folds_file)},
-                           source=f"variant {name}")
+                           source=f"{source}: variant {name}")
 
     variants: dict[str, TrainConfig] = {}
     if cfg.method == "lora":
@@ -112,15 +186,14 @@ def variant_configs(cfg: RunConfig) -> dict[str, TrainConfig]:
         seeds = cfg.seeds or [default_seed]
         for r, t, s in itertools.product(ranks, targets, seeds):
             parts = ["lora"]
-            if cfg.ranks and len(cfg.ranks) > 1:
-                parts.append(f"r{r}")
-            if cfg.target_modules and len(cfg.target_modules) > 1:
-                parts.append("+".join(t))
-            if cfg.seeds and len(cfg.seeds) > 1:
-                parts.append(f"s{s}")
             o: dict[str, Any] = {"method": "lora", "lora.r": r, "lora.target_modules": list(t), "seed": s}
-            if cfg.ranks and len(cfg.ranks) > 1:
+            if cfg.ranks is not None:
+                parts.append(f"r{r}")
                 o["lora.alpha"] = 2 * r
+            if cfg.target_modules is not None:
+                parts.append("+".join(t))
+            if cfg.seeds is not None:
+                parts.append(f"s{s}")
             variants["_".join(parts)] = make("_".join(parts), o)
     if cfg.method == "full" or cfg.full:
         variants["full"] = make("full", {"method": "full"})
@@ -130,17 +203,33 @@ def variant_configs(cfg: RunConfig) -> dict[str, TrainConfig]:
 
 
 class StageLog:
-    """`stages.json`: what each stage took; rewritten atomically after each stage."""
+    """`stages.json`: name, status (done / skipped: complete from an earlier run / failed, with the error) and
+    wall time of each stage of this run; rewritten atomically after each stage."""
 
     def __init__(self, path: Path, seed: int) -> None:
         self.path = path
         self.seed = seed
         self.stages: list[dict[str, Any]] = []
 
-    def record(self, name: str, wall: float, status: str) -> None:
+    def record(self, name: str, wall: float, status: str, error: str | None = None) -> None:
         self.stages = [s for s in self.stages if s["name"] != name]
-        self.stages.append({"name": name, "wall_time_s": round(wall, 2), "status": status})
+        entry: dict[str, Any] = {"name": name, "wall_time_s": round(wall, 2), "status": status}
+        if error:
+            entry["error"] = error
+        self.stages.append(entry)
         atomic_write_json(self.path, {"stages": self.stages, "seed": self.seed})
+
+    @contextmanager
+    def stage(self, name: str, complete: bool = False) -> Iterator[None]:
+        """Time the body as stage `name`: `skipped` when `complete` (results there already), `done` when it
+        returns, `failed` with the error when it raises."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        except BaseException as e:
+            self.record(name, time.perf_counter() - t0, "failed", f"{type(e).__name__}: {e}".splitlines()[0])
+            raise
+        self.record(name, time.perf_counter() - t0, "skipped" if complete else "done")
 
 
 def prepare_data(cfg: RunConfig, tcfg: TrainConfig, echo: Callable[[str], None]) -> dict:
@@ -177,52 +266,98 @@ def prepare_data(cfg: RunConfig, tcfg: TrainConfig, echo: Callable[[str], None])
     return summary
 
 
+def _data_complete(out: Path) -> bool:
+    return all((out / p).exists() for p in ("folds.json", "data/summary.json"))
+
+
+def _fold_indices(tcfg: TrainConfig, n_folds: int) -> list[int]:
+    return [tcfg.fold] if tcfg.fold is not None else list(range(n_folds))
+
+
+def training_complete(tcfg: TrainConfig, n_folds: int) -> bool:
+    """True when every fold `tcfg` trains has its metrics.json under this configuration, and the summary exists."""
+    from loralens.training.run_folder import RunFolder
+
+    run = RunFolder(tcfg.run_dir)
+    h = config_hash(tcfg)
+    return run.summary_json.exists() and all(run.fold(k).completed(h) is not None for k in _fold_indices(tcfg, n_folds))
+
+
+def analysis_folds(cfg: RunConfig, n_folds: int) -> list[int]:
+    """The folds to analyse: `analysis.folds` (default [0]; the trained fold when `train.fold` is set and
+    `analysis.folds` is not). Raises ConfigError naming `analysis.folds` for a fold that is not trained."""
+    a = cfg.analysis
+    fold = cfg.train.get("fold")
+    trained = [fold] if fold is not None else list(range(n_folds))
+    if a.folds == "all":
+        return trained
+    if fold is not None and "folds" not in a.model_fields_set:
+        return trained
+    missing = [k for k in a.folds if k not in trained]
+    if missing:
+        what = f"only fold {fold} is trained (train.fold)" if fold is not None else f"the run has {n_folds} folds"
+        raise ConfigError(f"analysis.folds: fold(s) {missing} are not trained: {what}",
+                          f"choose among {trained}, or 'all'")
+    return list(a.folds)
+
+
+def _write_environment(out: Path) -> None:
+    from loralens.report.html import collect_environment
+
+    atomic_write_json(out / "environment.json", collect_environment())
+
+
 def run_pipeline(cfg: RunConfig, *, echo: Callable[[str], None] = print, dry_run: bool = False) -> Path:
-    """Run every stage of `cfg` into `cfg.out`; return the report path (or the output folder without a report)."""
+    """Run every stage of `cfg` into `cfg.out`; return the report path (or the output folder without a report).
+    dry_run: print each variant's training plan; nothing is trained or written."""
     from loralens.training.crossval import train
 
     out = cfg.out
-    variants = variant_configs(cfg)
+    variants = check_run_config(cfg)
     if dry_run:
         for name, tcfg in variants.items():
             echo(f"== variant {name}")
+            if not (out / "folds.json").exists():  # not made yet: plan with the folds the data stage would make
+                tcfg = tcfg.model_copy(update={"folds_file": None})
             train(tcfg, dry_run=True, echo=echo)
         return out
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "run.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    _write_environment(out)
     log = StageLog(out / "stages.json", int(cfg.train.get("seed", 0)))
     first = next(iter(variants.values()))
 
-    t0 = time.perf_counter()
-    prepare_data(cfg, first, echo)
-    log.record("data", time.perf_counter() - t0, "done")
+    with log.stage("data", complete=_data_complete(out)):
+        prepare_data(cfg, first, echo)
+    n_folds = len(read_json(out / "folds.json")["folds"])
+    to_analyse = analysis_folds(cfg, n_folds) if cfg.analysis.enabled else []
 
     for name, tcfg in variants.items():
-        t0 = time.perf_counter()
-        echo(f"== training {name} -> {tcfg.run_dir}")
-        train(tcfg, echo=echo)
-        log.record(f"train:{name}", time.perf_counter() - t0, "done")
+        done = training_complete(tcfg, n_folds)
+        with log.stage(f"train:{name}", complete=done):
+            if done:
+                echo(f"== {name}: training complete ({tcfg.run_dir}), skipped")
+            else:
+                echo(f"== training {name} -> {tcfg.run_dir}")
+                train(tcfg, echo=echo)
 
-    if cfg.analysis.enabled:
-        from loralens.analysis.api import analyze_run
+    if to_analyse:
+        from loralens.analysis.api import analysis_complete, analyze_run
 
         a = cfg.analysis
         baseline = variants.get("frozen")
         for name, tcfg in variants.items():
             if name == "frozen":
                 continue
-            n_folds = len(read_json(out / "folds.json")["folds"])
-            folds = range(n_folds) if a.folds == "all" else [k for k in a.folds if k < n_folds]
-            if tcfg.fold is not None:
-                folds = [k for k in folds if k == tcfg.fold]
-            for k in folds:
-                t0 = time.perf_counter()
-                echo(f"== analysing {name}, fold {k}")
-                analyze_run(tcfg.run_dir, fold=k, baseline_dir=baseline.run_dir if baseline else None,
-                            names=a.names, out_dir=out / "analysis" / name / f"fold_{k}", batch_size=a.batch_size,
-                            test_per_class=a.test_per_class, train_per_class=a.train_per_class, n_boot=a.n_boot,
-                            seed=tcfg.seed, options=a.options, echo=echo)
-                log.record(f"analysis:{name}:fold_{k}", time.perf_counter() - t0, "done")
+            for k in to_analyse:
+                kw: dict[str, Any] = dict(
+                    fold=k, baseline_dir=baseline.run_dir if baseline else None, names=a.names,
+                    out_dir=out / "analysis" / name / f"fold_{k}", batch_size=a.batch_size,
+                    test_per_class=a.test_per_class, train_per_class=a.train_per_class, n_boot=a.n_boot,
+                    seed=tcfg.seed, options=a.options)
+                with log.stage(f"analysis:{name}:fold_{k}", complete=analysis_complete(tcfg.run_dir, **kw)):
+                    echo(f"== analysing {name}, fold {k}")
+                    analyze_run(tcfg.run_dir, echo=echo, **kw)
 
     if not cfg.report:
         return out
@@ -230,7 +365,11 @@ def run_pipeline(cfg: RunConfig, *, echo: Callable[[str], None] = print, dry_run
 
     t0 = time.perf_counter()
     log.record("report", 0.0, "running")
-    path = build_report(out)
+    try:
+        build_report(out)
+    except BaseException as e:
+        log.record("report", time.perf_counter() - t0, "failed", f"{type(e).__name__}: {e}".splitlines()[0])
+        raise
     log.record("report", time.perf_counter() - t0, "done")
     # The report shows stages.json as it was when it was built; rebuild once so it includes its own time.
     path = build_report(out)

@@ -3,25 +3,86 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from loralens.analysis.loading import context_from_runs, read_run_config
-from loralens.analysis.suite import resolve, run_suite
-from loralens.io import atomic_write_json
+from loralens.analysis.suite import Analysis, resolve, run_suite
+from loralens.io import atomic_write_json, read_json
 from loralens.training.config import config_hash
+from loralens.training.run_folder import RunFolder
+
+
+def _fold_fingerprint(run_dir: Path, fold: int) -> str | None:
+    # metrics.json is rewritten whenever the fold is trained (it records times): retraining the fold under the same
+    # configuration gives other weights, and so a new key.
+    m = RunFolder(run_dir).fold(fold).metrics
+    return hashlib.sha256(m.read_bytes()).hexdigest()[:16] if m.exists() else None
 
 
 def analysis_key(run_dir: Path, baseline_dir: Path | None, fold: int, settings: dict) -> str:
-    """Hash of what analysis results depend on: both runs' configurations, the fold and the analysis settings."""
+    """Hash of what analysis results depend on: both runs' configurations and trained folds, the fold and the
+    analysis settings."""
     parts = {
         "run": config_hash(read_run_config(run_dir)),
+        "run_fold": _fold_fingerprint(run_dir, fold),
         "baseline": config_hash(read_run_config(baseline_dir)) if baseline_dir else None,
+        "baseline_fold": _fold_fingerprint(baseline_dir, fold) if baseline_dir else None,
         "fold": fold,
         **settings,
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _settings(batch_size: int, test_per_class: int | None, train_per_class: int | None, n_boot: int, seed: int,
+              options: dict | None) -> dict[str, Any]:
+    return {"batch_size": batch_size, "test_per_class": test_per_class, "train_per_class": train_per_class,
+            "n_boot": n_boot, "seed": seed, "options": options or {}}
+
+
+def _select(names: Iterable[str] | None, baseline_dir: Path | None) -> tuple[list[Analysis], list[str]]:
+    """The analyses to run, and those left out for want of a baseline (only when all were asked for)."""
+    selected = resolve(names)
+    if baseline_dir is None and names is None:
+        skipped = [a.name for a in selected if a.needs_frozen]
+        return [a for a in selected if not a.needs_frozen], skipped
+    return selected, []
+
+
+def _complete(out_dir: Path, name: str, key: str) -> dict | None:
+    path = out_dir / name / "result.json"
+    if not path.exists():
+        return None
+    r = read_json(path)
+    return r if r.get("meta", {}).get("key") == key else None
+
+
+def analysis_complete(
+    run_dir: str | Path, *, fold: int = 0, baseline_dir: str | Path | None = None,
+    names: Iterable[str] | None = None, out_dir: str | Path | None = None, batch_size: int = 16,
+    test_per_class: int | None = None, train_per_class: int | None = None, n_boot: int = 1000, seed: int = 0,
+    options: dict | None = None,
+) -> bool:
+    """True when `analyze_run` with these arguments has nothing to compute (every result there, same key)."""
+    run_dir = Path(run_dir)
+    baseline_dir = Path(baseline_dir) if baseline_dir else None
+    out_dir = Path(out_dir) if out_dir else run_dir / "analysis" / f"fold_{fold}"
+    selected, _ = _select(names, baseline_dir)
+    key = analysis_key(run_dir, baseline_dir, fold,
+                       _settings(batch_size, test_per_class, train_per_class, n_boot, seed, options))
+    return all(_complete(out_dir, a.name, key) is not None for a in selected)
+
+
+def _verdicts_module():
+    try:
+        return importlib.import_module("loralens.analysis.verdicts")
+    except ModuleNotFoundError as e:
+        if e.name != "loralens.analysis.verdicts":  # the module exists but fails to import: a real error
+            raise
+        return None
 
 
 def analyze_run(
@@ -44,29 +105,30 @@ def analyze_run(
 
     Writes `<out_dir>/<analysis>/result.json` + figures and `<out_dir>/verdicts.json`; default out_dir is
     `run_dir/analysis/fold_<fold>`. Analyses needing the frozen baseline are left out when none is given.
-    Returns analysis name -> result (and "verdicts").
+    Results already there under the same key are reused (not recomputed; the models are not even loaded when
+    all are there) unless `force`. Returns analysis name -> result (and "verdicts").
     """
     run_dir = Path(run_dir)
     baseline_dir = Path(baseline_dir) if baseline_dir else None
     out_dir = Path(out_dir) if out_dir else run_dir / "analysis" / f"fold_{fold}"
-    selected = resolve(names)
-    if baseline_dir is None:
-        skipped = [a.name for a in selected if a.needs_frozen]
-        if skipped and names is None:
-            echo(f"no --baseline: skipping {', '.join(skipped)}")
-            selected = [a for a in selected if not a.needs_frozen]
-    settings = {"batch_size": batch_size, "test_per_class": test_per_class, "train_per_class": train_per_class,
-                "n_boot": n_boot, "seed": seed, "options": options or {}}
-    key = analysis_key(run_dir, baseline_dir, fold, settings)
-    ctx = context_from_runs(run_dir, fold, baseline_dir, batch_size=batch_size, test_per_class=test_per_class,
-                            train_per_class=train_per_class, seed=seed, n_boot=n_boot, options=options)
-    results = run_suite(ctx, out_dir, [a.name for a in selected], key=key, force=force,
-                        progress=lambda n: echo(f"analysis {n} ..."))
-    try:
-        from loralens.analysis.verdicts import verdicts
-    except ModuleNotFoundError:
+    selected, skipped = _select(names, baseline_dir)
+    if skipped:
+        echo(f"no baseline: skipping {', '.join(skipped)}")
+    key = analysis_key(run_dir, baseline_dir, fold,
+                       _settings(batch_size, test_per_class, train_per_class, n_boot, seed, options))
+    done = {} if force else {a.name: r for a in selected if (r := _complete(out_dir, a.name, key)) is not None}
+    pending = [a.name for a in selected if a.name not in done]
+    if done:
+        echo(f"complete, reused: {', '.join(done)}")
+    if pending:
+        ctx = context_from_runs(run_dir, fold, baseline_dir, batch_size=batch_size, test_per_class=test_per_class,
+                                train_per_class=train_per_class, seed=seed, n_boot=n_boot, options=options)
+        done.update(run_suite(ctx, out_dir, pending, key=key, force=force, progress=lambda n: echo(f"analysis {n} ...")))
+    results = {a.name: done[a.name] for a in selected}
+    module = _verdicts_module()
+    if module is None:
         return results
-    v = verdicts(results)
+    v = module.verdicts(results)
     atomic_write_json(out_dir / "verdicts.json", v)
     results["verdicts"] = v
     return results

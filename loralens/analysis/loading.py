@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 import yaml
+from pydantic import ValidationError
 from safetensors.torch import load_file
 
 from loralens.analysis.context import AnalysisContext, SplitData
@@ -29,7 +30,11 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
     path = RunFolder(run_dir).config
     if not path.exists():
         raise RunFolderError(f"{path}: not found", "point at a training run folder (written by loralens train/run)")
-    return TrainConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    try:
+        return TrainConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    except (yaml.YAMLError, ValidationError) as e:
+        raise RunFolderError(f"{path}: unreadable configuration snapshot ({e})".splitlines()[0],
+                             "point at a run folder written by this version of loralens, or retrain it") from None
 
 
 def completed_fold(run_dir: str | Path, fold: int, cfg: TrainConfig) -> Path:
@@ -67,11 +72,18 @@ def load_fold_classifier(run_dir: str | Path, fold: int, prep: Prepared, cfg: Tr
     return clf.eval()
 
 
+def _fold_test_ids(run: RunFolder, fold: int) -> list[str] | None:
+    if not run.folds.exists():
+        return None
+    folds = read_json(run.folds).get("folds")
+    if not isinstance(folds, list) or fold >= len(folds):
+        return None
+    return sorted(folds[fold].get("test", []))
+
+
 def _check_same_folds(a: RunFolder, b: RunFolder, fold: int) -> None:
-    fa, fb = read_json(a.folds), read_json(b.folds)
-    ta = fa["folds"][fold]["test"] if "folds" in fa else None
-    tb = fb["folds"][fold]["test"] if "folds" in fb else None
-    if ta is None or sorted(ta) != sorted(tb):
+    ta, tb = _fold_test_ids(a, fold), _fold_test_ids(b, fold)
+    if ta is None or ta != tb:
         raise RunFolderError(
             f"{a.folds} and {b.folds}: fold {fold} has different test clips",
             "train the baseline on the same folds (pass --folds-file <run>/folds.json)",
@@ -122,14 +134,23 @@ def context_from_runs(
     cfg = read_run_config(run_dir)
     accelerator = make_accelerator("fp32")
     prep = prepare(cfg, accelerator, write=False)
+    if not 0 <= fold < len(prep.folds):
+        raise RunFolderError(f"{run_dir}: fold {fold} does not exist (the run has folds 0..{len(prep.folds) - 1})",
+                             "pick a fold index in that range")
     adapted = load_fold_classifier(run_dir, fold, prep, cfg)
     frozen = None
     if baseline_dir is not None:
         base_cfg = read_run_config(baseline_dir)
-        if base_cfg.model != cfg.model or base_cfg.corpus != cfg.corpus:
+        if base_cfg.method != "frozen":
+            raise RunFolderError(f"{baseline_dir}: the baseline run is method {base_cfg.method!r}, not 'frozen'",
+                                 "pass the frozen baseline's run folder (train/frozen of a loralens run)")
+        same = ("model", "corpus", "label_set", "window")
+        if any(getattr(base_cfg, f) != getattr(cfg, f) for f in same):
+            theirs = "/".join(str(getattr(base_cfg, f)) for f in same)
+            ours = "/".join(str(getattr(cfg, f)) for f in same)
             raise RunFolderError(
-                f"{baseline_dir}: baseline is {base_cfg.model}/{base_cfg.corpus}, the run is {cfg.model}/{cfg.corpus}",
-                "compare runs on the same model and corpus",
+                f"{baseline_dir}: baseline {'/'.join(same)} is {theirs}, the run's is {ours}",
+                "compare runs on the same model, corpus, label set and window",
             )
         _check_same_folds(RunFolder(run_dir), RunFolder(baseline_dir), fold)
         frozen = load_fold_classifier(baseline_dir, fold, prep, base_cfg)

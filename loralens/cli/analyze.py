@@ -17,15 +17,15 @@ def _names(value: str | None) -> list[str] | None:
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--baseline", "baseline_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Frozen-baseline run on the same folds (needed by comparisons with the frozen model).")
-@click.option("--fold", type=int, default=0, show_default=True, help="Fold index to analyse.")
+@click.option("--fold", type=click.IntRange(min=0), default=0, show_default=True, help="Fold index to analyse.")
 @click.option("--analyses", help="Comma-separated analyses (default: all). See --list.")
 @click.option("--list", "list_only", is_flag=True, help="List the analyses and exit.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (default: RUN/analysis/fold_K).")
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--test-per-class", type=int, help="Class-balanced cap on test clips per class (default: all).")
-@click.option("--train-per-class", type=int, help="Cap on training clips per class for fitted lenses/probes.")
-@click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples for CIs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--test-per-class", type=click.IntRange(min=1), help="Class-balanced cap on test clips per class (default: all).")
+@click.option("--train-per-class", type=click.IntRange(min=1), help="Cap on training clips per class for fitted lenses/probes.")
+@click.option("--n-boot", type=click.IntRange(min=10), default=1000, show_default=True, help="Bootstrap resamples for CIs.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Recompute results that are already complete.")
 def analyze(run_dir: Path, baseline_dir: Path | None, fold: int, analyses: str | None, list_only: bool,

@@ -36,6 +36,7 @@ def _targets(value: str | None) -> list[list[str]] | None:
 @click.option("--folds-k", type=int, help="Folds of speaker-kfold.")
 @click.option("--fold", type=int, help="Train (and analyse) only this fold.")
 @click.option("--epochs", type=int)
+@click.option("--seed", type=int, help="Seed of the folds, initialisation and data order [0].")
 @click.option("--batch-size", type=int)
 @click.option("--lr-encoder", type=float, help="Learning rate of the adapters (lora) or encoder (full).")
 @click.option("--method", type=click.Choice(["lora", "full"]), help="The adapted model's method [lora].")
@@ -47,15 +48,16 @@ def _targets(value: str | None) -> list[list[str]] | None:
 @click.option("--analyses", help="Comma-separated analyses (default: all).")
 @click.option("--analysis-folds", help="Folds to analyse, e.g. 0 or 0,1 or 'all' [0].")
 @click.option("--test-per-class", type=int, help="Class-balanced cap on analysed test clips.")
+@click.option("--train-per-class", type=int, help="Class-balanced cap on training clips fitting lenses and probes.")
 @click.option("--n-boot", type=int, help="Bootstrap resamples [1000].")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]))
 @click.option("--no-report", is_flag=True, help="Skip building report.html.")
 @click.option("--dry-run", is_flag=True, help="Print the plan of every variant without training.")
 def run(config_file: Path | None, out: Path | None, corpus: str | None, corpus_root: Path | None,
         label_set: str | None, model: str | None, window: str | None, folds: str | None, folds_k: int | None,
-        fold: int | None, epochs: int | None, batch_size: int | None, lr_encoder: float | None, method: str | None,
+        fold: int | None, epochs: int | None, seed: int | None, batch_size: int | None, lr_encoder: float | None, method: str | None,
         ranks: str | None, targets: str | None, seeds: str | None, full: bool | None, baseline: bool | None,
-        analyses: str | None, analysis_folds: str | None, test_per_class: int | None, n_boot: int | None,
+        analyses: str | None, analysis_folds: str | None, test_per_class: int | None, train_per_class: int | None, n_boot: int | None,
         precision: str | None, no_report: bool, dry_run: bool) -> None:
     """Train the adapted model and its frozen baseline on the same folds, analyse them, write the report."""
     from loralens.pipeline import load_run_config, run_pipeline
@@ -67,12 +69,13 @@ def run(config_file: Path | None, out: Path | None, corpus: str | None, corpus_r
         "out": str(out) if out else None,
         "train.corpus": corpus, "train.corpus_root": str(corpus_root) if corpus_root else None,
         "train.label_set": label_set, "train.model": model, "train.window": window, "train.folds": folds,
-        "train.folds_k": folds_k, "train.fold": fold, "train.epochs": epochs, "train.batch_size": batch_size,
+        "train.folds_k": folds_k, "train.fold": fold, "train.epochs": epochs, "train.seed": seed, "train.batch_size": batch_size,
         "train.lr_encoder": lr_encoder, "train.precision": precision,
         "method": method, "ranks": _ints(ranks), "target_modules": _targets(targets), "seeds": _ints(seeds),
         "full": full, "baseline": baseline,
         "analysis.names": [n.strip() for n in analyses.split(",")] if analyses else None,
-        "analysis.folds": a_folds, "analysis.test_per_class": test_per_class, "analysis.n_boot": n_boot,
+        "analysis.folds": a_folds, "analysis.test_per_class": test_per_class,
+        "analysis.train_per_class": train_per_class, "analysis.n_boot": n_boot,
         "report": False if no_report else None,
     }
     cfg = load_run_config(config_file, overrides)

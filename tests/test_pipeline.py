@@ -1,0 +1,304 @@
+"""`loralens.pipeline` end to end on a tiny random Whisper (saved as a Hugging Face folder) and a small synthetic
+corpus: every stage's outputs, a re-run that trains and analyses nothing, a crash mid-analysis that redoes one
+analysis, a new rank that trains only the new variant, failures recorded in stages.json, and config errors that name
+the field. The full pipeline runs once per test session (`shared_run`); tests that change a run work on a copy.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from loralens.errors import ConfigError
+from loralens.io import read_json
+from loralens.pipeline import RunConfig, load_run_config, run_pipeline
+
+N_SPEAKERS, CLIPS_PER_CLASS = 4, 2  # 4 speakers x 4 classes x 2 clips = 32 clips; 2 folds of 2 test speakers
+
+
+def make_tiny_model(folder: Path) -> Path:
+    """A random 2-layer Whisper (d_model 64, tests/conftest.py) and an 80-bin feature extractor, as a HF folder."""
+    import torch
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    from tests.conftest import tiny_whisper_config
+
+    torch.manual_seed(0)
+    WhisperForConditionalGeneration(tiny_whisper_config()).save_pretrained(folder)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
+    return folder
+
+
+def tiny_run_settings(model: Path, corpus: Path, features: Path, out: Path) -> dict[str, Any]:
+    """A run YAML mapping: LoRA r=4 (`ranks: [4]`, so the variant is lora_r4) and the frozen baseline, speaker
+    2-fold, 1 epoch, analyses on fold 0 with 2 clips per class and 10 bootstrap resamples."""
+    return {
+        "out": str(out),
+        "train": {"corpus": "manifest", "corpus_root": str(corpus), "model": str(model), "window": "trim",
+                  "folds": "speaker-kfold", "folds_k": 2, "epochs": 1, "batch_size": 4, "patience": None,
+                  "lr_head": 5e-3, "lr_encoder": 2e-3, "feature_cache": str(features), "seed": 0,
+                  "lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "head": {"projector_dim": 16}},
+        "ranks": [4],
+        "analysis": {"folds": [0], "batch_size": 8, "test_per_class": 2, "train_per_class": 2, "n_boot": 10},
+        "synthetic": True,
+    }
+
+
+_SHARED: dict[str, Any] = {}
+
+
+def shared_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny model folder, corpus and feature cache (made once per session)."""
+    if "inputs" not in _SHARED:
+        from loralens.data.synthetic import generate_corpus
+
+        root = tmp_path_factory.mktemp("pipeline_inputs")
+        generate_corpus(root / "corpus", n_speakers=N_SPEAKERS, clips_per_class_per_speaker=CLIPS_PER_CLASS,
+                        min_duration=0.5, max_duration=1.0, seed=0)
+        _SHARED["inputs"] = {"model": make_tiny_model(root / "model"), "corpus": root / "corpus",
+                             "features": root / "features"}
+    return _SHARED["inputs"]
+
+
+def shared_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], float]:
+    """The whole pipeline, run once per session: (output folder, echoed lines, wall seconds). Do not modify it:
+    copy it with `copy_run`."""
+    if "run" not in _SHARED:
+        i = shared_inputs(tmp_path_factory)
+        out = tmp_path_factory.mktemp("pipeline_run") / "out"
+        lines: list[str] = []
+        t0 = time.perf_counter()
+        run_pipeline(RunConfig.model_validate(tiny_run_settings(i["model"], i["corpus"], i["features"], out)),
+                     echo=lines.append)
+        _SHARED["run"] = (out, lines, time.perf_counter() - t0)
+    return _SHARED["run"]
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A copy of a run output folder (paths inside it still name `src`: pass the new `out`)."""
+    shutil.copytree(src, dst)
+    return dst
+
+
+def settings_for(out: Path, tmp_path_factory: pytest.TempPathFactory, **changes: Any) -> dict[str, Any]:
+    i = shared_inputs(tmp_path_factory)
+    s = tiny_run_settings(i["model"], i["corpus"], i["features"], out)
+    s.update(changes)
+    return s
+
+
+def mtimes(root: Path, pattern: str) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.glob(pattern))}
+
+
+def stages(out: Path) -> dict[str, dict]:
+    return {s["name"]: s for s in read_json(out / "stages.json")["stages"]}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> tuple[Path, list[str], float]:
+    return shared_run(tmp_path_factory)
+
+
+def test_tiny_model_folder_loads(tmp_path_factory):
+    from loralens.models.loading import load_feature_extractor, load_whisper
+
+    model = shared_inputs(tmp_path_factory)["model"]
+    assert load_whisper(model).config.d_model == 64
+    fe = load_feature_extractor(model)
+    assert fe.feature_size == 80 and fe.sampling_rate == 16000
+
+
+def test_every_stage_writes_its_outputs(run):
+    from loralens.analysis.suite import available
+
+    out, lines, wall = run
+    print(f"pipeline wall time {wall:.1f} s")
+    for f in ("run.yaml", "stages.json", "environment.json", "folds.json", "data/summary.json", "report.html"):
+        assert (out / f).is_file(), f
+    assert yaml.safe_load((out / "run.yaml").read_text())["ranks"] == [4]
+    assert sorted(p.name for p in (out / "train").iterdir()) == ["frozen", "lora_r4"]
+    n_folds = len(read_json(out / "folds.json")["folds"])
+    assert n_folds == 2
+    for variant in ("lora_r4", "frozen"):
+        s = read_json(out / "train" / variant / "summary.json")
+        assert s["mean_std"]["uar"]["n"] == n_folds
+        assert (out / "train" / variant / "fold_1" / "metrics.json").is_file()
+    assert not (out / "analysis" / "frozen").exists()  # the baseline is what variants are compared with
+    fold0 = out / "analysis" / "lora_r4" / "fold_0"
+    assert not (out / "analysis" / "lora_r4" / "fold_1").exists()  # analysis.folds: [0]
+    registered = set(available())
+    assert registered >= {"layer_contribution", "probing", "similarity"}
+    for name in registered:
+        result = read_json(fold0 / name / "result.json")
+        assert result["meta"]["analysis"] == name and result["meta"]["n_test_clips"] == 8  # 4 classes x 2
+        assert result["meta"]["n_boot"] == 10 and isinstance(result["reading"], str)
+    verdicts = read_json(fold0 / "verdicts.json")
+    assert verdicts and isinstance(verdicts, dict)
+    st = stages(out)
+    assert list(st) == ["data", "train:lora_r4", "train:frozen", "analysis:lora_r4:fold_0", "report"]
+    assert all(s["status"] == "done" for s in st.values())
+    assert read_json(out / "environment.json")["torch"]
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "lora_r4" in html and "frozen" in html
+    assert any(line.startswith("report: ") for line in lines)
+
+
+def test_rerun_trains_and_analyses_nothing(run, tmp_path, tmp_path_factory, monkeypatch):
+    out = copy_run(run[0], tmp_path / "out")
+    metrics = mtimes(out, "train/*/fold_*/metrics.json")
+    results = mtimes(out, "analysis/*/fold_*/*/result.json")
+    assert len(metrics) == 4 and len(results) >= 3
+
+    def fail(*a, **k):
+        raise AssertionError("nothing should be trained or analysed again")
+
+    monkeypatch.setattr("loralens.training.crossval.train", fail)
+    monkeypatch.setattr("loralens.analysis.api.context_from_runs", fail)
+    lines: list[str] = []
+    t0 = time.perf_counter()
+    run_pipeline(load_run_config(None, settings_for(out, tmp_path_factory)), echo=lines.append)
+    wall = time.perf_counter() - t0
+    assert mtimes(out, "train/*/fold_*/metrics.json") == metrics
+    assert mtimes(out, "analysis/*/fold_*/*/result.json") == results
+    st = stages(out)
+    assert [st[n]["status"] for n in ("data", "train:lora_r4", "train:frozen", "analysis:lora_r4:fold_0")] == [
+        "skipped"] * 4
+    assert all(st[n]["wall_time_s"] < 5 for n in st if n != "report")
+    assert st["report"]["status"] == "done"
+    assert any("training complete" in line and "skipped" in line for line in lines)
+    print(f"re-run wall time {wall:.1f} s")
+
+
+def test_deleted_result_redoes_only_that_analysis(run, tmp_path, tmp_path_factory):
+    out = copy_run(run[0], tmp_path / "out")
+    fold0 = out / "analysis" / "lora_r4" / "fold_0"
+    (fold0 / "layer_contribution" / "result.json").unlink()
+    before = mtimes(fold0, "*/result.json")
+    metrics = mtimes(out, "train/*/fold_*/metrics.json")
+    lines: list[str] = []
+    run_pipeline(load_run_config(None, settings_for(out, tmp_path_factory)), echo=lines.append)
+    after = mtimes(fold0, "*/result.json")
+    assert set(after) == set(before) | {"layer_contribution/result.json"}
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert mtimes(out, "train/*/fold_*/metrics.json") == metrics
+    assert [line for line in lines if line.startswith("analysis ")] == ["analysis layer_contribution ..."]
+    st = stages(out)
+    assert st["analysis:lora_r4:fold_0"]["status"] == "done" and st["train:lora_r4"]["status"] == "skipped"
+
+
+def test_new_rank_trains_only_the_new_variant(run, tmp_path, tmp_path_factory):
+    out = copy_run(run[0], tmp_path / "out")
+    metrics = mtimes(out, "train/*/fold_*/metrics.json")
+    results = mtimes(out, "analysis/*/fold_*/*/result.json")
+    s = settings_for(out, tmp_path_factory, ranks=[4, 8])
+    s["analysis"]["names"] = ["layer_contribution"]
+    run_pipeline(load_run_config(None, s), echo=lambda line: None)
+    assert sorted(p.name for p in (out / "train").iterdir()) == ["frozen", "lora_r4", "lora_r8"]
+    after = mtimes(out, "train/*/fold_*/metrics.json")
+    assert {k: v for k, v in after.items() if k in metrics} == metrics
+    assert sorted(set(after) - set(metrics)) == ["train/lora_r8/fold_0/metrics.json", "train/lora_r8/fold_1/metrics.json"]
+    cfg8 = yaml.safe_load((out / "train" / "lora_r8" / "config.yaml").read_text())
+    assert cfg8["lora"]["r"] == 8 and cfg8["lora"]["alpha"] == 16
+    new_results = mtimes(out, "analysis/*/fold_*/*/result.json")
+    assert {k: v for k, v in new_results.items() if k in results} == results
+    assert set(new_results) - set(results) == {"analysis/lora_r8/fold_0/layer_contribution/result.json"}
+    st = stages(out)
+    assert (st["train:lora_r4"]["status"], st["train:lora_r8"]["status"]) == ("skipped", "done")
+    # The report compares the variants side by side: both ranks in the results and in the analysis section.
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert html.count("lora_r8") >= 2 and html.count("lora_r4") >= 2
+
+
+def test_failed_stage_is_recorded(run, tmp_path, tmp_path_factory, monkeypatch):
+    out = copy_run(run[0], tmp_path / "out")
+    (out / "analysis" / "lora_r4" / "fold_0" / "probing" / "result.json").unlink()
+
+    def crash(*a, **k):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr("loralens.analysis.api.analyze_run", crash)
+    with pytest.raises(RuntimeError, match="simulated"):
+        run_pipeline(load_run_config(None, settings_for(out, tmp_path_factory)), echo=lambda line: None)
+    st = stages(out)
+    assert st["analysis:lora_r4:fold_0"]["status"] == "failed"
+    assert "RuntimeError: out of memory (simulated)" == st["analysis:lora_r4:fold_0"]["error"]
+    assert "report" not in st
+
+
+def test_dry_run_trains_nothing(tmp_path, tmp_path_factory, monkeypatch):
+    out = tmp_path / "out"
+    lines: list[str] = []
+    run_pipeline(load_run_config(None, settings_for(out, tmp_path_factory, ranks=[2, 4])), echo=lines.append,
+                 dry_run=True)
+    assert not out.exists()
+    text = "\n".join(lines)
+    assert "== variant lora_r2" in text and "== variant lora_r4" in text and "== variant frozen" in text
+    assert text.count("to run") == 6  # 3 variants x 2 folds
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"train": {"epochs": 0}}, "train.epochs"),
+    ({"train": {"lora": {"r": 0}}}, "train.lora.r"),
+    ({"train": {"bogus": 1}}, "train.bogus"),
+    ({"train": {"run_dir": "x"}}, "train.run_dir"),
+    ({"ranks": [0]}, "ranks.0"),
+    ({"ranks": [4, 4]}, "ranks"),
+    ({"seeds": []}, "seeds"),
+    ({"target_modules": [[]]}, "target_modules"),
+    ({"analysis": {"n_boot": 5}}, "analysis.n_boot"),
+    ({"analysis": {"names": ["no_such_analysis"]}}, "analysis.names"),
+    ({"method": "frozen"}, "method"),
+])
+def test_bad_config_names_the_field(tmp_path, change, field):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"out": str(tmp_path / "out"), "train": {"corpus": "manifest"}, **change}))
+    with pytest.raises(ConfigError) as e:
+        load_run_config(path)
+    assert field in str(e.value) and str(path) in str(e.value)
+
+
+def test_analysis_fold_not_trained_errors_before_training(tmp_path, tmp_path_factory):
+    out = tmp_path / "out"
+    s = settings_for(out, tmp_path_factory)
+    s["analysis"]["folds"] = [5]
+    with pytest.raises(ConfigError, match=r"analysis.folds: fold\(s\) \[5\]"):
+        run_pipeline(load_run_config(None, s), echo=lambda line: None)
+    assert (out / "folds.json").exists() and not (out / "train").exists()
+    assert stages(out)["data"]["status"] == "done"
+
+
+def test_single_fold_is_the_analysed_fold(tmp_path_factory):
+    from loralens.pipeline import analysis_folds
+
+    i = shared_inputs(tmp_path_factory)
+    s = tiny_run_settings(i["model"], i["corpus"], i["features"], Path("unused"))
+    del s["analysis"]["folds"]
+    s["train"]["fold"] = 1
+    assert analysis_folds(load_run_config(None, s), 2) == [1]
+    s["analysis"]["folds"] = "all"
+    assert analysis_folds(load_run_config(None, s), 2) == [1]
+    s["train"]["fold"] = None
+    assert analysis_folds(load_run_config(None, s), 2) == [0, 1]
+
+
+def test_variant_names_are_stable():
+    from loralens.pipeline import variant_configs
+
+    def names(**kw):
+        return list(variant_configs(RunConfig(train={"lora": {"r": 16, "alpha": 3}}, **kw)))
+
+    assert names() == ["lora", "frozen"]
+    assert names(ranks=[8]) == ["lora_r8", "frozen"]
+    assert names(ranks=[8, 32]) == ["lora_r8", "lora_r32", "frozen"]
+    assert names(seeds=[0, 1], baseline=False, full=True) == ["lora_s0", "lora_s1", "full"]
+    assert names(target_modules=[["v_proj"], ["q_proj", "v_proj"]]) == ["lora_v_proj", "lora_q_proj+v_proj", "frozen"]
+    v = variant_configs(RunConfig(train={"lora": {"r": 16, "alpha": 3}}, ranks=[8, 32]))
+    assert (v["lora_r8"].lora.r, v["lora_r8"].lora.alpha, v["lora_r32"].lora.alpha) == (8, 16, 64)
+    plain = variant_configs(RunConfig(train={"lora": {"r": 16, "alpha": 3}}))["lora"]
+    assert (plain.lora.r, plain.lora.alpha) == (16, 3)  # no ranks list: the train section's own alpha

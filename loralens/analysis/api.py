@@ -11,6 +11,7 @@ from typing import Any
 
 from loralens.analysis.loading import context_from_runs, read_run_config
 from loralens.analysis.suite import Analysis, resolve, run_suite
+from loralens.errors import ConfigError
 from loralens.io import atomic_write_json, read_json
 from loralens.training.config import config_hash
 from loralens.training.run_folder import RunFolder
@@ -46,9 +47,12 @@ def _settings(batch_size: int, test_per_class: int | None, train_per_class: int 
 def _select(names: Iterable[str] | None, baseline_dir: Path | None) -> tuple[list[Analysis], list[str]]:
     """The analyses to run, and those left out for want of a baseline (only when all were asked for)."""
     selected = resolve(names)
-    if baseline_dir is None and names is None:
-        skipped = [a.name for a in selected if a.needs_frozen]
-        return [a for a in selected if not a.needs_frozen], skipped
+    needing = [a.name for a in selected if a.needs_frozen]
+    if baseline_dir is None and needing:
+        if names is None:
+            return [a for a in selected if not a.needs_frozen], needing
+        raise ConfigError(f"analyses {needing} compare with the frozen baseline, and none was given",
+                          "pass --baseline <the frozen run folder trained on the same folds>")
     return selected, []
 
 

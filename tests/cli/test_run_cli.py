@@ -1,0 +1,79 @@
+"""`loralens run`: a run from flags alone (one fold, no baseline), a re-run from the run's own run.yaml that redoes
+nothing, the dry-run plan of the variants the flags ask for, and bad values that exit 2 naming the field."""
+
+from __future__ import annotations
+
+import yaml
+
+from loralens.cli import main
+from loralens.io import read_json
+from tests.test_pipeline import copy_run, mtimes, shared_inputs, shared_run, stages
+
+
+def _flags(i: dict) -> list[str]:
+    return ["--corpus", "manifest", "--corpus-root", str(i["corpus"]), "--model", str(i["model"]), "--window", "trim",
+            "--folds", "speaker-kfold", "--folds-k", "2", "--epochs", "1", "--batch-size", "4"]
+
+
+def test_run_from_flags_one_fold_without_baseline(tmp_path, tmp_path_factory, monkeypatch, capsys):
+    i = shared_inputs(tmp_path_factory)
+    monkeypatch.setenv("LORALENS_CACHE", str(tmp_path / "cache"))  # the default feature cache
+    out = tmp_path / "out"
+    code = main(["run", *_flags(i), "--out", str(out), "--fold", "1", "--ranks", "2", "--no-baseline",
+                 "--analyses", "layer_contribution", "--test-per-class", "2", "--n-boot", "10", "--seed", "1"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert f"done: {out / 'report.html'}" in printed
+    assert sorted(p.name for p in (out / "train").iterdir()) == ["lora_r2"]
+    run_cfg = yaml.safe_load((out / "train" / "lora_r2" / "config.yaml").read_text())
+    assert (run_cfg["lora"]["r"], run_cfg["lora"]["alpha"], run_cfg["seed"], run_cfg["fold"]) == (2, 4, 1, 1)
+    assert [p.name for p in (out / "train" / "lora_r2").glob("fold_*")] == ["fold_1"]
+    assert (tmp_path / "cache").is_dir()
+    # --fold 1 without --analysis-folds: the trained fold is the analysed one
+    result = read_json(out / "analysis" / "lora_r2" / "fold_1" / "layer_contribution" / "result.json")
+    assert result["meta"]["n_test_clips"] == 8 and result["meta"]["n_boot"] == 10
+    assert list(stages(out)) == ["data", "train:lora_r2", "analysis:lora_r2:fold_1", "report"]
+    assert yaml.safe_load((out / "run.yaml").read_text())["baseline"] is False
+
+
+def test_rerun_from_run_yaml_redoes_nothing(tmp_path, tmp_path_factory, capsys):
+    out = copy_run(shared_run(tmp_path_factory)[0], tmp_path / "out")
+    metrics = mtimes(out, "train/*/fold_*/metrics.json")
+    results = mtimes(out, "analysis/*/fold_*/*/result.json")
+    code = main(["run", "--config", str(out / "run.yaml"), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert printed.count("training complete") == 2
+    assert not [line for line in printed.splitlines() if line.startswith("analysis ")]  # nothing analysed
+    assert mtimes(out, "train/*/fold_*/metrics.json") == metrics
+    assert mtimes(out, "analysis/*/fold_*/*/result.json") == results
+    assert {s["status"] for n, s in stages(out).items() if n != "report"} == {"skipped"}
+
+
+def test_dry_run_plans_every_variant(tmp_path, tmp_path_factory, capsys):
+    i = shared_inputs(tmp_path_factory)
+    out = tmp_path / "out"
+    code = main(["run", *_flags(i), "--out", str(out), "--ranks", "2,8", "--seeds", "0,1", "--full", "--dry-run"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    for v in ("lora_r2_s0", "lora_r2_s1", "lora_r8_s0", "lora_r8_s1", "full", "frozen"):
+        assert f"== variant {v}\n" in printed
+    assert "method full" in printed and "method frozen" in printed
+    assert not out.exists()
+
+
+def test_bad_values_exit_2_naming_the_field(tmp_path, capsys):
+    bad = tmp_path / "run.yaml"
+    bad.write_text(yaml.safe_dump({"train": {"epochs": 0, "bogus": 1}, "ranks": [8]}))
+    assert main(["run", "--config", str(bad), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "train.epochs" in err and "train.bogus" in err and str(bad) in err
+    assert main(["run", "--n-boot", "3", "--dry-run"]) == 2
+    assert "analysis.n_boot" in capsys.readouterr().err
+    assert main(["run", "--analyses", "layer_contribution,nope", "--dry-run"]) == 2
+    assert "analysis.names" in capsys.readouterr().err
+    assert main(["run", "--ranks", "8,x", "--dry-run"]) == 2
+    assert "comma-separated integers" in capsys.readouterr().err
+    assert main(["run", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

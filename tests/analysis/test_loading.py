@@ -1,0 +1,112 @@
+"""Building the analysis context from run folders (the tiny run of tests/test_pipeline.py): the trained weights are
+the saved ones, the loaded models reproduce the fold's saved test predictions, batches are sorted by length and
+class-balanced caps hold; runs that do not fit together are refused."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from loralens.analysis.loading import balanced_sample, context_from_runs, read_run_config
+from loralens.errors import RunFolderError
+from loralens.io import atomic_write_json, read_json
+from tests.test_pipeline import shared_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return shared_run(tmp_path_factory)[0]
+
+
+@pytest.fixture(scope="module")
+def ctx(run):
+    t = run / "train"
+    return context_from_runs(t / "lora_r4", 0, t / "frozen", batch_size=5, train_per_class=1, seed=0, n_boot=10)
+
+
+@dataclass(frozen=True)
+class _Clip:
+    id: str
+    label: str
+
+
+def test_balanced_sample_caps_each_class_and_keeps_order():
+    clips = [_Clip(f"c{i:02d}", "ab"[i % 2] if i < 10 else "c") for i in range(13)]  # a: 5, b: 5, c: 3
+    picked = balanced_sample(clips, 4, seed=1)
+    assert Counter(c.label for c in picked) == {"a": 4, "b": 4, "c": 3}
+    assert picked == sorted(picked, key=lambda c: c.id)
+    assert balanced_sample(clips, 4, seed=1) == picked
+    assert {tuple(balanced_sample(clips, 2, seed=s)) for s in range(6)} != {tuple(balanced_sample(clips, 2, seed=0))}
+    assert balanced_sample(clips, None, seed=0) == clips
+
+
+def test_loaded_weights_are_the_saved_ones(run, ctx):
+    fold = run / "train" / "lora_r4" / "fold_0"
+    saved = load_file(str(fold / "adapter" / "adapter_model.safetensors"))
+    params = {n.replace(".default", ""): p for n, p in ctx.adapted.named_parameters() if "lora_" in n}
+    assert len(params) == len(saved) == 4  # A and B of v_proj in 2 layers
+    for name, value in saved.items():
+        (match,) = [p for n, p in params.items() if n.endswith(name.removeprefix("base_model.model."))]
+        assert torch.equal(match, value)
+    for variant, model in (("lora_r4", ctx.adapted), ("frozen", ctx.frozen)):
+        head = load_file(str(run / "train" / variant / "fold_0" / "head.safetensors"))
+        assert all(torch.equal(model.head.state_dict()[k], v) for k, v in head.items())
+    # the frozen baseline's encoder is the base model's, and nothing requires gradients
+    from loralens.models.loading import load_whisper
+
+    base = load_whisper(read_run_config(run / "train" / "frozen").model).model.encoder.state_dict()
+    enc = ctx.frozen.encoder.state_dict()
+    assert all(torch.equal(enc[k], v) for k, v in base.items() if k in enc) and len(enc) >= len(base) - 1
+    assert not any(p.requires_grad for p in [*ctx.adapted.parameters(), *ctx.frozen.parameters()])
+
+
+def test_models_reproduce_the_saved_test_predictions(run, ctx):
+    assert ctx.test.n_clips == 16 and ctx.fold == "fold_0" and ctx.label_names == ("angry", "happy", "neutral", "sad")
+    for variant, model in (("lora_r4", ctx.adapted), ("frozen", ctx.frozen)):
+        saved = read_json(run / "train" / variant / "fold_0" / "predictions.json")
+        truth = dict(zip(saved["ids"], saved["true"]))
+        expected = dict(zip(saved["ids"], saved["pred"]))
+        with torch.no_grad():
+            pred = {i: int(p) for b in ctx.test for i, p in zip(b.ids, model(b.features, b.mel_lengths).argmax(-1))}
+        assert pred == expected
+        assert dict(zip(ctx.test.ids, ctx.test.labels.tolist())) == truth
+
+
+def test_batches_sorted_by_length_with_speakers(run, ctx):
+    lengths = [int(n) for b in ctx.test for n in b.mel_lengths]
+    assert lengths == sorted(lengths) and [len(b) for b in ctx.test] == [5, 5, 5, 1]
+    assert ctx.test.speakers == [i.split("/")[0] for i in ctx.test.ids]
+    folds = read_json(run / "folds.json")["folds"][0]
+    assert sorted(ctx.test.ids) == sorted(folds["test"])
+    assert Counter(ctx.train.labels.tolist()) == {0: 1, 1: 1, 2: 1, 3: 1} and set(ctx.train.ids) <= set(folds["train"])
+
+
+def test_mismatched_runs_are_refused(run, tmp_path):
+    t = run / "train"
+    frozen = shutil.copytree(t / "frozen", tmp_path / "frozen")
+    doc = read_json(frozen / "folds.json")
+    doc["folds"][0]["test"] = doc["folds"][0]["test"][1:]
+    atomic_write_json(frozen / "folds.json", doc)
+    with pytest.raises(RunFolderError, match="fold 0 has different test clips"):
+        context_from_runs(t / "lora_r4", 0, frozen)
+    with pytest.raises(RunFolderError, match="not 'frozen'"):
+        context_from_runs(t / "lora_r4", 0, t / "lora_r4")
+    with pytest.raises(RunFolderError, match="fold 2 does not exist"):
+        context_from_runs(t / "lora_r4", 2)
+    lora = shutil.copytree(t / "lora_r4", tmp_path / "lora")
+    (lora / "fold_1" / "metrics.json").unlink()
+    with pytest.raises(RunFolderError, match="fold 1 of this run is not complete"):
+        context_from_runs(lora, 1)
+
+
+def test_unreadable_config_names_the_file(tmp_path):
+    with pytest.raises(RunFolderError, match="config.yaml: not found"):
+        read_run_config(tmp_path)
+    (tmp_path / "config.yaml").write_text("epochs: 0\n")
+    with pytest.raises(RunFolderError, match="config.yaml: unreadable configuration snapshot"):
+        read_run_config(tmp_path)

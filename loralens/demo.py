@@ -54,5 +54,6 @@ def run_demo(out: str | Path = "runs/demo", *, seed: int = 0, echo: Callable[[st
     corpus_dir = out / "corpus"
     if not (corpus_dir / "manifest.csv").exists():
         echo(f"generating the synthetic corpus in {corpus_dir} ...")
-        generate_corpus(corpus_dir, n_speakers=DEMO_SPEAKERS, clips_per_class_per_speaker=DEMO_CLIPS_PER_CLASS, seed=seed)
+        generate_corpus(corpus_dir, n_speakers=DEMO_SPEAKERS, clips_per_class_per_speaker=DEMO_CLIPS_PER_CLASS,
+                        seed=seed)
     return run_pipeline(demo_config(out, seed), echo=echo)

@@ -242,7 +242,8 @@ def prepare_data(cfg: RunConfig, tcfg: TrainConfig, echo: Callable[[str], None])
 
     out = cfg.out
     if tcfg.corpus_root is None:
-        raise ConfigError("no corpus root given", "pass --corpus-root (the corpus folder) or train.corpus_root in the config")
+        raise ConfigError("no corpus root given",
+                          "pass --corpus-root (the corpus folder) or train.corpus_root in the config")
     corpus = load_corpus(tcfg.corpus, tcfg.corpus_root, tcfg.label_set)
     bad_path = out / "data" / "bad_files.json"
     if bad_path.exists():

@@ -202,7 +202,7 @@ def test_new_rank_trains_only_the_new_variant(run, tmp_path, tmp_path_factory):
     assert sorted(p.name for p in (out / "train").iterdir()) == ["frozen", "lora_r4", "lora_r8"]
     after = mtimes(out, "train/*/fold_*/metrics.json")
     assert {k: v for k, v in after.items() if k in metrics} == metrics
-    assert sorted(set(after) - set(metrics)) == ["train/lora_r8/fold_0/metrics.json", "train/lora_r8/fold_1/metrics.json"]
+    assert sorted(set(after) - set(metrics)) == [f"train/lora_r8/fold_{k}/metrics.json" for k in (0, 1)]
     cfg8 = yaml.safe_load((out / "train" / "lora_r8" / "config.yaml").read_text())
     assert cfg8["lora"]["r"] == 8 and cfg8["lora"]["alpha"] == 16
     new_results = mtimes(out, "analysis/*/fold_*/*/result.json")
@@ -302,3 +302,13 @@ def test_variant_names_are_stable():
     assert (v["lora_r8"].lora.r, v["lora_r8"].lora.alpha, v["lora_r32"].lora.alpha) == (8, 16, 64)
     plain = variant_configs(RunConfig(train={"lora": {"r": 16, "alpha": 3}}))["lora"]
     assert (plain.lora.r, plain.lora.alpha) == (16, 3)  # no ranks list: the train section's own alpha
+
+
+def test_docs_example_config_is_valid(tmp_path):
+    from loralens.pipeline import variant_configs
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "pipeline.md").read_text(encoding="utf-8")
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "run.yaml").write_text(example)
+    cfg = load_run_config(tmp_path / "run.yaml")
+    assert list(variant_configs(cfg)) == ["lora_r8", "lora_r32", "lora_r64", "frozen"]

@@ -127,7 +127,8 @@ def analyze_run(
     if pending:
         ctx = context_from_runs(run_dir, fold, baseline_dir, batch_size=batch_size, test_per_class=test_per_class,
                                 train_per_class=train_per_class, seed=seed, n_boot=n_boot, options=options)
-        done.update(run_suite(ctx, out_dir, pending, key=key, force=force, progress=lambda n: echo(f"analysis {n} ...")))
+        done.update(run_suite(ctx, out_dir, pending, key=key, force=force,
+                              progress=lambda n: echo(f"analysis {n} ...")))
     results = {a.name: done[a.name] for a in selected}
     module = _verdicts_module()
     if module is None:

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from pydantic import ValidationError
 from safetensors.torch import load_file
@@ -48,7 +47,8 @@ def completed_fold(run_dir: str | Path, fold: int, cfg: TrainConfig) -> Path:
     return folder.root
 
 
-def load_fold_classifier(run_dir: str | Path, fold: int, prep: Prepared, cfg: TrainConfig | None = None) -> EmotionClassifier:
+def load_fold_classifier(run_dir: str | Path, fold: int, prep: Prepared,
+                         cfg: TrainConfig | None = None) -> EmotionClassifier:
     """The trained classifier of one fold: a copy of the base encoder, the fold's adapter (lora) or encoder weights
     (full), and its head; eval mode, no gradients required."""
     cfg = cfg or read_run_config(run_dir)

@@ -23,9 +23,12 @@ def _names(value: str | None) -> list[str] | None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (default: RUN/analysis/fold_K).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--test-per-class", type=click.IntRange(min=1), help="Class-balanced cap on test clips per class (default: all).")
-@click.option("--train-per-class", type=click.IntRange(min=1), help="Cap on training clips per class for fitted lenses/probes.")
-@click.option("--n-boot", type=click.IntRange(min=10), default=1000, show_default=True, help="Bootstrap resamples for CIs.")
+@click.option("--test-per-class", type=click.IntRange(min=1),
+              help="Class-balanced cap on test clips per class (default: all).")
+@click.option("--train-per-class", type=click.IntRange(min=1),
+              help="Cap on training clips per class for fitted lenses/probes.")
+@click.option("--n-boot", type=click.IntRange(min=10), default=1000, show_default=True,
+              help="Bootstrap resamples for CIs.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Recompute results that are already complete.")
 def analyze(run_dir: Path, baseline_dir: Path | None, fold: int, analyses: str | None, list_only: bool,

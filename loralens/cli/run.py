@@ -32,7 +32,8 @@ def _targets(value: str | None) -> list[list[str]] | None:
 @click.option("--label-set", help="Label set of the corpus.")
 @click.option("--model", help="Whisper weights: tiny.en, base, a HF id or folder, a .pt, a CTranslate2 folder.")
 @click.option("--window", type=click.Choice(["full", "trim"]), help="30-s windows (the paper) or trimmed batches.")
-@click.option("--folds", help="Fold scheme (auto, ravdess6, leave-one-speaker-out, leave-one-session-out, speaker-kfold).")
+@click.option("--folds",
+              help="Fold scheme (auto, ravdess6, leave-one-speaker-out, leave-one-session-out, speaker-kfold).")
 @click.option("--folds-k", type=int, help="Folds of speaker-kfold.")
 @click.option("--fold", type=int, help="Train (and analyse) only this fold.")
 @click.option("--epochs", type=int)
@@ -55,10 +56,10 @@ def _targets(value: str | None) -> list[list[str]] | None:
 @click.option("--dry-run", is_flag=True, help="Print the plan of every variant without training.")
 def run(config_file: Path | None, out: Path | None, corpus: str | None, corpus_root: Path | None,
         label_set: str | None, model: str | None, window: str | None, folds: str | None, folds_k: int | None,
-        fold: int | None, epochs: int | None, seed: int | None, batch_size: int | None, lr_encoder: float | None, method: str | None,
-        ranks: str | None, targets: str | None, seeds: str | None, full: bool | None, baseline: bool | None,
-        analyses: str | None, analysis_folds: str | None, test_per_class: int | None, train_per_class: int | None, n_boot: int | None,
-        precision: str | None, no_report: bool, dry_run: bool) -> None:
+        fold: int | None, epochs: int | None, seed: int | None, batch_size: int | None, lr_encoder: float | None,
+        method: str | None, ranks: str | None, targets: str | None, seeds: str | None, full: bool | None,
+        baseline: bool | None, analyses: str | None, analysis_folds: str | None, test_per_class: int | None,
+        train_per_class: int | None, n_boot: int | None, precision: str | None, no_report: bool, dry_run: bool) -> None:
     """Train the adapted model and its frozen baseline on the same folds, analyse them, write the report."""
     from loralens.pipeline import load_run_config, run_pipeline
 
@@ -69,8 +70,8 @@ def run(config_file: Path | None, out: Path | None, corpus: str | None, corpus_r
         "out": str(out) if out else None,
         "train.corpus": corpus, "train.corpus_root": str(corpus_root) if corpus_root else None,
         "train.label_set": label_set, "train.model": model, "train.window": window, "train.folds": folds,
-        "train.folds_k": folds_k, "train.fold": fold, "train.epochs": epochs, "train.seed": seed, "train.batch_size": batch_size,
-        "train.lr_encoder": lr_encoder, "train.precision": precision,
+        "train.folds_k": folds_k, "train.fold": fold, "train.epochs": epochs, "train.seed": seed,
+        "train.batch_size": batch_size, "train.lr_encoder": lr_encoder, "train.precision": precision,
         "method": method, "ranks": _ints(ranks), "target_modules": _targets(targets), "seeds": _ints(seeds),
         "full": full, "baseline": baseline,
         "analysis.names": [n.strip() for n in analyses.split(",")] if analyses else None,

@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", default="0,1,2,3,4,5", help="fold indices to run")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--lr-encoder", type=float, default=1e-4, help="learning rate of the adapters / encoder")
     ap.add_argument("--full-window-fold", type=int, default=0, help="fold of the LoRA run with 30-s windows (-1: none)")
     ap.add_argument("--json", type=Path, default=Path("bench/results/ravdess.json"))
     ap.add_argument("--markdown", type=Path, default=Path("bench/results/ravdess.md"))
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     folds = [int(f) for f in args.folds.split(",") if f.strip()]
     common = {"corpus": "ravdess", "corpus_root": str(args.root), "model": args.model, "folds": "ravdess6",
               "folds_file": None, "epochs": args.epochs, "batch_size": args.batch_size, "seed": 0,
+              "lr_encoder": args.lr_encoder,
               "feature_cache": str(args.out / "feature_cache")}
     variants = []
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
@@ -97,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     print(table)
     doc = {"benchmark": "ravdess", "model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
+           "lr_encoder": args.lr_encoder,
            "machine": {"platform": platform.platform(), "python": sys.version.split()[0]},
            "command": "python bench/ravdess.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "results": results}

@@ -220,16 +220,18 @@ class StageLog:
         atomic_write_json(self.path, {"stages": self.stages, "seed": self.seed})
 
     @contextmanager
-    def stage(self, name: str, complete: bool = False) -> Iterator[None]:
+    def stage(self, name: str, complete: bool = False) -> Iterator[dict[str, str]]:
         """Time the body as stage `name`: `skipped` when `complete` (results there already), `done` when it
-        returns, `failed` with the error when it raises."""
+        returns, `failed` with the error when it raises or sets `error` in the dict it is given."""
         t0 = time.perf_counter()
+        box: dict[str, str] = {}
         try:
-            yield
+            yield box
         except BaseException as e:
             self.record(name, time.perf_counter() - t0, "failed", f"{type(e).__name__}: {e}".splitlines()[0])
             raise
-        self.record(name, time.perf_counter() - t0, "skipped" if complete else "done")
+        status = "failed" if box.get("error") else "skipped" if complete else "done"
+        self.record(name, time.perf_counter() - t0, status, box.get("error"))
 
 
 def prepare_data(cfg: RunConfig, tcfg: TrainConfig, echo: Callable[[str], None]) -> dict:
@@ -343,7 +345,8 @@ def run_pipeline(cfg: RunConfig, *, echo: Callable[[str], None] = print, dry_run
                 train(tcfg, echo=echo)
 
     if to_analyse:
-        from loralens.analysis.api import analysis_complete, analyze_run
+        from loralens.analysis.api import analysis_complete, analysis_errors, analyze_run
+        from loralens.analysis.suite import available
 
         a = cfg.analysis
         baseline = variants.get("frozen")
@@ -356,9 +359,13 @@ def run_pipeline(cfg: RunConfig, *, echo: Callable[[str], None] = print, dry_run
                     out_dir=out / "analysis" / name / f"fold_{k}", batch_size=a.batch_size,
                     test_per_class=a.test_per_class, train_per_class=a.train_per_class, n_boot=a.n_boot,
                     seed=tcfg.seed, options=a.options)
-                with log.stage(f"analysis:{name}:fold_{k}", complete=analysis_complete(tcfg.run_dir, **kw)):
+                with log.stage(f"analysis:{name}:fold_{k}", complete=analysis_complete(tcfg.run_dir, **kw)) as st:
                     echo(f"== analysing {name}, fold {k}")
-                    analyze_run(tcfg.run_dir, echo=echo, **kw)
+                    results = analyze_run(tcfg.run_dir, echo=echo, **kw)
+                    # A failed analysis is recorded (error.json) and the others go on; the report shows it.
+                    errors = analysis_errors(kw["out_dir"], (n for n in a.names or available() if n not in results))
+                    if errors:
+                        st["error"] = "; ".join(f"{n}: {e}" for n, e in errors.items())
 
     if not cfg.report:
         return out
@@ -376,3 +383,9 @@ def run_pipeline(cfg: RunConfig, *, echo: Callable[[str], None] = print, dry_run
     path = build_report(out)
     echo(f"report: {path}")
     return path
+
+
+def failed_stages(out: str | Path) -> list[dict[str, Any]]:
+    """The stages that failed in the last run into `out` (from its stages.json)."""
+    path = Path(out) / "stages.json"
+    return [s for s in read_json(path).get("stages", []) if s.get("status") == "failed"] if path.exists() else []

@@ -231,6 +231,44 @@ def test_failed_stage_is_recorded(run, tmp_path, tmp_path_factory, monkeypatch):
     assert "report" not in st
 
 
+def failing_analysis(monkeypatch, name: str) -> None:
+    """Make registered analysis `name` raise when it runs."""
+    import dataclasses
+
+    from loralens.analysis import suite
+
+    def crash(ctx):
+        raise RuntimeError(f"{name} broke (simulated)")
+
+    suite.available()
+    monkeypatch.setitem(suite.ANALYSES, name, dataclasses.replace(suite.ANALYSES[name], run=crash))
+
+
+def test_failed_analysis_is_reported_and_retried(run, tmp_path, tmp_path_factory, monkeypatch):
+    out = copy_run(run[0], tmp_path / "out")
+    fold0 = out / "analysis" / "lora_r4" / "fold_0"
+    for name in ("layer_contribution", "similarity"):
+        (fold0 / name / "result.json").unlink()
+    failing_analysis(monkeypatch, "layer_contribution")
+    cfg = load_run_config(None, settings_for(out, tmp_path_factory))
+    run_pipeline(cfg, echo=lambda line: None)  # the other analyses and the report go on
+    st = stages(out)
+    assert st["analysis:lora_r4:fold_0"]["status"] == "failed" and st["report"]["status"] == "done"
+    assert st["analysis:lora_r4:fold_0"]["error"] == "layer_contribution: RuntimeError: layer_contribution broke (simulated)"
+    assert (fold0 / "similarity" / "result.json").exists() and not (fold0 / "layer_contribution" / "result.json").exists()
+    assert "simulated" in read_json(fold0 / "layer_contribution" / "error.json")["error"]
+    from loralens.pipeline import failed_stages
+
+    assert [s["name"] for s in failed_stages(out)] == ["analysis:lora_r4:fold_0"]
+    monkeypatch.undo()
+    before = mtimes(fold0, "*/result.json")
+    lines: list[str] = []
+    run_pipeline(cfg, echo=lines.append)
+    assert [line for line in lines if line.startswith("analysis ")] == ["analysis layer_contribution ..."]
+    assert mtimes(fold0, "*/result.json").items() >= before.items()
+    assert not (fold0 / "layer_contribution" / "error.json").exists() and not failed_stages(out)
+
+
 def test_dry_run_trains_nothing(tmp_path, tmp_path_factory, monkeypatch):
     out = tmp_path / "out"
     lines: list[str] = []
@@ -312,3 +350,16 @@ def test_docs_example_config_is_valid(tmp_path):
     (tmp_path / "run.yaml").write_text(example)
     cfg = load_run_config(tmp_path / "run.yaml")
     assert list(variant_configs(cfg)) == ["lora_r8", "lora_r32", "lora_r64", "frozen"]
+
+
+def test_analyses_that_cannot_apply_are_left_out_or_refused(run):
+    from loralens.analysis.api import _select, analyze_run
+    from loralens.analysis.suite import available
+
+    out = run[0]
+    chosen, left_out = _select(None, None, "full")
+    assert {"lora_internals", "weight_analysis"} <= set(left_out)
+    assert not {a.name for a in chosen} & set(left_out)
+    assert all(not a.needs_frozen for a in chosen) and set(left_out) | {a.name for a in chosen} == set(available())
+    with pytest.raises(ConfigError, match="'lora_internals': need LoRA adapters, and the run is method 'frozen'"):
+        analyze_run(out / "train" / "frozen", names=["lora_internals"])

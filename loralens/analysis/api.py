@@ -44,16 +44,39 @@ def _settings(batch_size: int, test_per_class: int | None, train_per_class: int 
             "n_boot": n_boot, "seed": seed, "options": options or {}}
 
 
-def _select(names: Iterable[str] | None, baseline_dir: Path | None) -> tuple[list[Analysis], list[str]]:
-    """The analyses to run, and those left out for want of a baseline (only when all were asked for)."""
+# Analyses of the LoRA factors themselves, which a full fine-tune or frozen model does not have.
+_LORA_ONLY = frozenset({"lora_internals", "weight_analysis"})
+
+
+def _needs_lora(a: Analysis) -> bool:
+    return bool(getattr(a, "needs_lora", a.name in _LORA_ONLY))
+
+
+def _select(names: Iterable[str] | None, baseline_dir: Path | None, method: str) -> tuple[list[Analysis], list[str]]:
+    """The analyses to run, and (when all were asked for) those left out: needing the baseline when none is
+    given, needing LoRA factors when the run is not LoRA. Named analyses that cannot run raise ConfigError."""
     selected = resolve(names)
-    needing = [a.name for a in selected if a.needs_frozen]
-    if baseline_dir is None and needing:
-        if names is None:
-            return [a for a in selected if not a.needs_frozen], needing
-        raise ConfigError(f"analyses {needing} compare with the frozen baseline, and none was given",
-                          "pass --baseline <the frozen run folder trained on the same folds>")
-    return selected, []
+    lacking: dict[str, str] = {}
+    for a in selected:
+        if a.needs_frozen and baseline_dir is None:
+            lacking[a.name] = "compare with the frozen baseline, and none was given"
+        elif _needs_lora(a) and method != "lora":
+            lacking[a.name] = f"need LoRA adapters, and the run is method {method!r}"
+    if names is not None and lacking:
+        raise ConfigError("; ".join(f"analysis {n!r}: {why}" for n, why in lacking.items()),
+                          "pass --baseline <the frozen run folder trained on the same folds>, or leave it out")
+    return [a for a in selected if a.name not in lacking], list(lacking)
+
+
+def analysis_errors(out_dir: str | Path, names: Iterable[str]) -> dict[str, str]:
+    """Analysis name -> "Type: message" of the analyses among `names` whose last run failed (their `error.json`)."""
+    out = {}
+    for n in names:
+        path = Path(out_dir) / n / "error.json"
+        if path.exists():
+            e = read_json(path)
+            out[n] = f"{e.get('type', 'Error')}: {e.get('error', '')}".splitlines()[0]
+    return out
 
 
 def _complete(out_dir: Path, name: str, key: str) -> dict | None:
@@ -74,7 +97,7 @@ def analysis_complete(
     run_dir = Path(run_dir)
     baseline_dir = Path(baseline_dir) if baseline_dir else None
     out_dir = Path(out_dir) if out_dir else run_dir / "analysis" / f"fold_{fold}"
-    selected, _ = _select(names, baseline_dir)
+    selected, _ = _select(names, baseline_dir, read_run_config(run_dir).method)
     key = analysis_key(run_dir, baseline_dir, fold,
                        _settings(batch_size, test_per_class, train_per_class, n_boot, seed, options))
     return all(_complete(out_dir, a.name, key) is not None for a in selected)
@@ -110,14 +133,16 @@ def analyze_run(
     Writes `<out_dir>/<analysis>/result.json` + figures and `<out_dir>/verdicts.json`; default out_dir is
     `run_dir/analysis/fold_<fold>`. Analyses needing the frozen baseline are left out when none is given.
     Results already there under the same key are reused (not recomputed; the models are not even loaded when
-    all are there) unless `force`. Returns analysis name -> result (and "verdicts").
+    all are there) unless `force`. An analysis that fails is recorded in `<out_dir>/<analysis>/error.json` (see
+    `analysis_errors`) and left out of the returned results; the others go on.
+    Returns analysis name -> result (and "verdicts").
     """
     run_dir = Path(run_dir)
     baseline_dir = Path(baseline_dir) if baseline_dir else None
     out_dir = Path(out_dir) if out_dir else run_dir / "analysis" / f"fold_{fold}"
-    selected, skipped = _select(names, baseline_dir)
+    selected, skipped = _select(names, baseline_dir, read_run_config(run_dir).method)
     if skipped:
-        echo(f"no baseline: skipping {', '.join(skipped)}")
+        echo(f"left out (no baseline, or not LoRA): {', '.join(skipped)}")
     key = analysis_key(run_dir, baseline_dir, fold,
                        _settings(batch_size, test_per_class, train_per_class, n_boot, seed, options))
     done = {} if force else {a.name: r for a in selected if (r := _complete(out_dir, a.name, key)) is not None}
@@ -129,7 +154,7 @@ def analyze_run(
                                 train_per_class=train_per_class, seed=seed, n_boot=n_boot, options=options)
         done.update(run_suite(ctx, out_dir, pending, key=key, force=force,
                               progress=lambda n: echo(f"analysis {n} ...")))
-    results = {a.name: done[a.name] for a in selected}
+    results = {a.name: done[a.name] for a in selected if a.name in done}
     module = _verdicts_module()
     if module is None:
         return results

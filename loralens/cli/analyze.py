@@ -35,7 +35,7 @@ def analyze(run_dir: Path, baseline_dir: Path | None, fold: int, analyses: str |
             out_dir: Path | None, batch_size: int, test_per_class: int | None, train_per_class: int | None,
             n_boot: int, seed: int, force: bool) -> None:
     """Run the analysis suite on fold FOLD of the trained run RUN_DIR; results under RUN_DIR/analysis/."""
-    from loralens.analysis.api import analyze_run
+    from loralens.analysis.api import analysis_errors, analyze_run
     from loralens.analysis.suite import available
 
     if list_only:
@@ -49,9 +49,13 @@ def analyze(run_dir: Path, baseline_dir: Path | None, fold: int, analyses: str |
         n_boot=n_boot, seed=seed, force=force, echo=click.echo,
     )
     for name, r in results.items():
-        if name == "verdicts":
-            continue
-        click.echo(f"{name}: {r.get('reading', '')}")
-    verdicts = results.get("verdicts", {})
-    for claim, v in verdicts.get("claims", {}).items() if isinstance(verdicts, dict) else []:
-        click.echo(f"verdict {claim}: {v.get('statement', '')}")
+        if name != "verdicts":
+            click.echo(f"{name}: {r.get('reading', '')}")
+    for v in results.get("verdicts", {}).values():
+        if isinstance(v, dict) and "statement" in v:
+            click.echo(f"verdict, {v.get('claim', '')}: {v['statement']}")
+    errors = analysis_errors(out_dir or run_dir / "analysis" / f"fold_{fold}",
+                             (n for n in _names(analyses) or available() if n not in results))
+    if errors:  # the others went on; the exit code says that not all did
+        raise click.ClickException("analysis failed: " + "; ".join(f"{n}: {e}" for n, e in errors.items())
+                                   + " (details in <out>/<analysis>/error.json)")

@@ -61,7 +61,7 @@ def run(config_file: Path | None, out: Path | None, corpus: str | None, corpus_r
         baseline: bool | None, analyses: str | None, analysis_folds: str | None, test_per_class: int | None,
         train_per_class: int | None, n_boot: int | None, precision: str | None, no_report: bool, dry_run: bool) -> None:
     """Train the adapted model and its frozen baseline on the same folds, analyse them, write the report."""
-    from loralens.pipeline import load_run_config, run_pipeline
+    from loralens.pipeline import failed_stages, load_run_config, run_pipeline
 
     a_folds = None
     if analysis_folds:
@@ -81,8 +81,13 @@ def run(config_file: Path | None, out: Path | None, corpus: str | None, corpus_r
     }
     cfg = load_run_config(config_file, overrides)
     path = run_pipeline(cfg, echo=click.echo, dry_run=dry_run)
-    if not dry_run:
-        click.echo(f"done: {path}")
+    if dry_run:
+        return
+    failed = failed_stages(cfg.out)
+    if failed:  # e.g. an analysis that failed while the others went on: the report shows it; the exit code says it
+        raise click.ClickException("stage(s) failed: " + "; ".join(f"{s['name']} ({s.get('error', '')})" for s in failed)
+                                   + f"\n  the report is at {path}; re-run the same command to retry only what failed")
+    click.echo(f"done: {path}")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -8,7 +8,7 @@ import pytest
 
 from loralens.cli import main
 from loralens.io import read_json
-from tests.test_pipeline import mtimes, shared_run
+from tests.test_pipeline import failing_analysis, mtimes, shared_run
 
 # The pipeline's analysis settings (tests/test_pipeline.py tiny_run_settings): same settings, same key.
 SETTINGS = ["--n-boot", "10", "--test-per-class", "2", "--train-per-class", "2", "--batch-size", "8"]
@@ -29,6 +29,7 @@ def test_analyze_writes_reuses_and_forces(run, tmp_path, capsys):
     assert printed.count("layer_contribution: ") == 1 and printed.count("similarity: ") == 1
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["layer_contribution", "similarity"]
     assert (out / "verdicts.json").is_file()
+    assert "verdict, delayed specialization: " in printed
     for name in ("layer_contribution", "similarity"):
         mine = read_json(out / name / "result.json")
         theirs = read_json(run / "analysis" / "lora_r4" / "fold_0" / name / "result.json")
@@ -44,6 +45,18 @@ def test_analyze_writes_reuses_and_forces(run, tmp_path, capsys):
     assert main([*args, "--force"]) == 0
     after = mtimes(out, "*/result.json")
     assert all(after[k] > before[k] for k in before)
+
+
+def test_failed_analysis_exits_1(run, tmp_path, monkeypatch, capsys):
+    failing_analysis(monkeypatch, "similarity")
+    out = tmp_path / "analysis"
+    code = main(["analyze", str(run / "train" / "lora_r4"), "--baseline", str(run / "train" / "frozen"),
+                 "--analyses", "layer_contribution,similarity", "--out", str(out), *SETTINGS])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "layer_contribution: " in captured.out and "similarity FAILED: RuntimeError" in captured.out
+    assert "analysis failed: similarity: RuntimeError: similarity broke (simulated)" in captured.err
+    assert (out / "layer_contribution" / "result.json").exists() and (out / "similarity" / "error.json").exists()
 
 
 def test_list_names_every_analysis(capsys):
@@ -65,7 +78,7 @@ def test_bad_arguments_exit_2(run, tmp_path, capsys):
     assert main(["analyze", lora, "--baseline", lora, "--analyses", "similarity", "--out", out]) == 2
     assert "not 'frozen'" in capsys.readouterr().err
     assert main(["analyze", lora, "--analyses", "similarity", "--out", out]) == 2
-    assert "['similarity'] compare with the frozen baseline" in capsys.readouterr().err
+    assert "'similarity': compare with the frozen baseline" in capsys.readouterr().err
     assert main(["analyze", lora, "--analyses", "nope", "--out", out]) == 2
     assert "unknown analysis ['nope']" in capsys.readouterr().err
     assert main(["analyze", lora, "--n-boot", "3"]) == 2

@@ -7,7 +7,7 @@ import yaml
 
 from loralens.cli import main
 from loralens.io import read_json
-from tests.test_pipeline import copy_run, mtimes, shared_inputs, shared_run, stages
+from tests.test_pipeline import copy_run, failing_analysis, mtimes, shared_inputs, shared_run, stages
 
 
 def _flags(i: dict) -> list[str]:
@@ -48,6 +48,17 @@ def test_rerun_from_run_yaml_redoes_nothing(tmp_path, tmp_path_factory, capsys):
     assert mtimes(out, "train/*/fold_*/metrics.json") == metrics
     assert mtimes(out, "analysis/*/fold_*/*/result.json") == results
     assert {s["status"] for n, s in stages(out).items() if n != "report"} == {"skipped"}
+
+
+def test_failed_analysis_exits_1_after_the_report(tmp_path, tmp_path_factory, monkeypatch, capsys):
+    out = copy_run(shared_run(tmp_path_factory)[0], tmp_path / "out")
+    (out / "analysis" / "lora_r4" / "fold_0" / "probing" / "result.json").unlink()
+    failing_analysis(monkeypatch, "probing")
+    before = (out / "report.html").stat().st_mtime_ns
+    assert main(["run", "--config", str(out / "run.yaml"), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "analysis:lora_r4:fold_0 (probing: RuntimeError: probing broke (simulated))" in err
+    assert "re-run the same command" in err and (out / "report.html").stat().st_mtime_ns > before
 
 
 def test_dry_run_plans_every_variant(tmp_path, tmp_path_factory, capsys):

@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from loralens.errors import ConfigError
-from loralens.io import atomic_write_json, atomic_write_text, read_json
+from loralens.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from loralens.training.config import TrainConfig, config_hash, make_config
 
 
@@ -304,6 +304,16 @@ def analysis_folds(cfg: RunConfig, n_folds: int) -> list[int]:
     return list(a.folds)
 
 
+def _share_screen(out: Path, tcfg: TrainConfig) -> None:
+    # The data stage screened every clip already: the variant reuses its list instead of decoding the corpus again.
+    from loralens.training.run_folder import RunFolder
+
+    run = RunFolder(tcfg.run_dir)
+    if not run.bad_files.exists():
+        run.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(run.bad_files, (out / "data" / "bad_files.json").read_bytes())
+
+
 def _write_environment(out: Path) -> None:
     from loralens.report.html import collect_environment
 
@@ -342,6 +352,7 @@ def run_pipeline(cfg: RunConfig, *, echo: Callable[[str], None] = print, dry_run
                 echo(f"== {name}: training complete ({tcfg.run_dir}), skipped")
             else:
                 echo(f"== training {name} -> {tcfg.run_dir}")
+                _share_screen(out, tcfg)
                 train(tcfg, echo=echo)
 
     if to_analyse:

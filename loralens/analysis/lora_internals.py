@@ -318,16 +318,21 @@ def reading(result: dict[str, Any]) -> str:
     def mean_k(variant: str, kind: str) -> float:
         return float(np.mean([result["modules"][p][variant][f"{kind}_k90"] for p in order]))
 
-    fw = [result["modules"][p]["trained"]["cka_ab_forward"] for p in order]
-    fw = [v for v in fw if v is not None]
+    def mean_cka(variant: str) -> float | None:
+        vals = [result["modules"][p][variant]["cka_ab_forward"] for p in order]
+        vals = [v for v in vals if v is not None]
+        return float(np.mean(vals)) if vals else None
+
+    fw, fw_rand = mean_cka("trained"), mean_cka("random")
     text = (
         f"Over {result['sample']['n_clips']} clips and {len(order)} adapted modules (rank {rank}), the trained "
         f"adapter's B output needs {mean_k('trained', 'b_out'):.1f} components for 90 % of its energy on average "
         f"(random Gaussian adapter {mean_k('random', 'b_out'):.1f}; at peft's init B output is exactly zero), "
         f"its rank space {mean_k('trained', 'a_out'):.1f} (random {mean_k('random', 'a_out'):.1f})."
     )
-    if fw:
-        text += f" Forward CKA between A and B outputs averages {np.mean(fw):.2f} for the trained adapter."
+    if fw is not None:
+        text += f" Forward CKA between A and B outputs averages {fw:.2f} for the trained adapter"
+        text += f" ({fw_rand:.2f} for the random one)." if fw_rand is not None else "."
     sil = [result["tsne"]["trained"][p]["silhouette_rank_space"] for p in result["tsne"]["modules"]]
     if sil and all(s is not None for s in sil):
         text += f" Emotion silhouette in the rank space: {', '.join(f'{s:.2f}' for s in sil)} (t-SNE layers)."

@@ -260,10 +260,12 @@ def reading(result: dict[str, Any]) -> str:
     rd = np.asarray(diag["rbf_debiased"]["value"])
     L = len(lb) - 1
     first = int(np.argmax(lb < 0.9)) if (lb < 0.9).any() else None
+    low = int(lb.argmin())
     text = (
-        f"Linear CKA between the adapted and the frozen encoder at the same hidden state falls from {lb[0]:.2f} "
-        f"(embeddings) to {lb[-1]:.2f} at the output (debiased {ld[0]:.2f} to {ld[-1]:.2f}; RBF debiased "
-        f"{rd[0]:.2f} to {rd[-1]:.2f}), over {result['n_clips']} test clips."
+        f"Linear CKA between the adapted and the frozen encoder at the same hidden state is {lb[0]:.2f} at the "
+        f"embeddings and {lb[-1]:.2f} at the output, lowest {lb[low]:.2f} at hidden state {low} of {L} "
+        f"(debiased: {ld[0]:.2f} and {ld[-1]:.2f}; RBF debiased: {rd[0]:.2f} and {rd[-1]:.2f}), "
+        f"over {result['n_clips']} test clips."
     )
     if first is not None:
         text += f" It first drops below 0.9 at hidden state {first} of {L} ({first / max(L, 1):.2f} of depth)."

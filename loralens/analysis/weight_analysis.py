@@ -9,7 +9,7 @@ Per module (no data needed; `loralens.analysis.weight_space` numerics, float64):
   (Hu et al. 2021, 7.3; null when dW = 0);
 - `intruders`: intruder dimensions of W + dW relative to W (Shuttleworth et al. 2024): among the top `intruder_k`
   (10) left singular vectors of W + dW, those with max |cos| < `intruder_eps` (0.5) to every singular vector of W;
-  `intruders_right` the same for right singular vectors.
+  `intruders_right` the same for right singular vectors when option `intruders_right` is true (else null).
 - `overlap` (when `options["weight_analysis"]["others"]` maps names to other LoRA-adapted classifiers, e.g. other
   ranks or seeds on the same fold): per module present in both, Hu et al.'s (2021, 7.2) normalised subspace
   similarity phi(i, j) = ||U_i^T U'_j||_F^2 / min(i, j) of the top right singular vectors of A (and of the top left
@@ -59,7 +59,7 @@ def _mats(module: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]
     return w, a, b, float(module.scaling[ADAPTER])
 
 
-def module_summary(module: Any, k: int = 10, eps: float = 0.5) -> dict[str, Any]:
+def module_summary(module: Any, k: int = 10, eps: float = 0.5, both_sides: bool = False) -> dict[str, Any]:
     """Weight-space summary of one peft LoRA module (see the module docstring for the keys)."""
     w, a, b, scale = _mats(module)
     # float64 product: peft's float32 dW has rounding noise that would give dW full numerical rank
@@ -77,7 +77,8 @@ def module_summary(module: Any, k: int = 10, eps: float = 0.5) -> dict[str, Any]
     nonzero = bool(s[0] > 0)
     rank_dw = int((s > s[0] * 1e-10).sum()) if nonzero else 0
     left = intruder_dimensions(w, w + dw, k=k, eps=eps, side="left")
-    right = intruder_dimensions(w, w + dw, k=k, eps=eps, side="right")
+    # each side costs two full SVDs of d_out x d_in matrices: the right side only on request
+    right = intruder_dimensions(w, w + dw, k=k, eps=eps, side="right") if both_sides else None
     return {
         "rank": int(a.shape[0]),
         "scale": scale,
@@ -93,7 +94,7 @@ def module_summary(module: Any, k: int = 10, eps: float = 0.5) -> dict[str, Any]
         "intruders": left.count,
         "intruder_indices": left.indices,
         "intruder_max_cosine": [float(v) for v in left.max_cosine],
-        "intruders_right": right.count,
+        "intruders_right": None if right is None else right.count,
         "weight_singular_values_top": [float(v) for v in singular_values(w)[:k]],
         "a_norm": float(torch.linalg.matrix_norm(a)),
         "b_norm": float(torch.linalg.matrix_norm(b)),
@@ -140,6 +141,7 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
                           hint="run it on a LoRA run (not frozen / full fine-tuning)")
     k = int(ctx.option(NAME, "intruder_k", 10))
     eps = float(ctx.option(NAME, "intruder_eps", 0.5))
+    both = bool(ctx.option(NAME, "intruders_right", False))
     result: dict[str, Any] = {
         "n_layers": ctx.n_layers,
         "layers": list(range(ctx.n_layers)),
@@ -147,7 +149,7 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
         "module_layers": [hook_layer(p) for p in mods],
         "intruder_k": k,
         "intruder_eps": eps,
-        "modules": {p: module_summary(m, k, eps) for p, m in mods.items()},
+        "modules": {p: module_summary(m, k, eps, both) for p, m in mods.items()},
     }
     others = _others(ctx.option(NAME, "others", None))
     if others:

@@ -17,7 +17,7 @@ from tests.analysis.helpers import tiny_classifiers, tiny_context
 
 
 def test_init_update_is_exactly_zero():
-    ctx = tiny_context(b_std=0.0, train=False, frozen=False)
+    ctx = tiny_context(b_std=0.0, train=False, frozen=False, options={"weight_analysis": {"intruders_right": True}})
     r = weight_analysis.run(ctx)
     for p in r["module_order"]:
         m = r["modules"][p]

@@ -57,6 +57,7 @@ class AnalysisSettings(_Strict):
     test_per_class: int | None = Field(None, ge=1, description="class-balanced cap on test clips (None = all)")
     train_per_class: int | None = Field(None, ge=1, description="cap on training clips for lenses/probes")
     n_boot: int = Field(1000, ge=10)
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where analyses run (auto: CUDA if available)")
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("folds")
@@ -372,7 +373,7 @@ def run_pipeline(cfg: RunConfig, *, echo: Callable[[str], None] = print, dry_run
                     seed=tcfg.seed, options=a.options)
                 with log.stage(f"analysis:{name}:fold_{k}", complete=analysis_complete(tcfg.run_dir, **kw)) as st:
                     echo(f"== analysing {name}, fold {k}")
-                    results = analyze_run(tcfg.run_dir, echo=echo, **kw)
+                    results = analyze_run(tcfg.run_dir, device=a.device, echo=echo, **kw)
                     # A failed analysis is recorded (error.json) and the others go on; the report shows it.
                     errors = analysis_errors(kw["out_dir"], (n for n in a.names or available() if n not in results))
                     if errors:

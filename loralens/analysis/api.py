@@ -126,6 +126,7 @@ def analyze_run(
     seed: int = 0,
     force: bool = False,
     options: dict | None = None,
+    device: str | None = None,
     echo: Callable[[str], None] = print,
 ) -> dict[str, dict]:
     """Run the analyses `names` (all that apply when None) on fold `fold` of `run_dir` against `baseline_dir`.
@@ -134,7 +135,8 @@ def analyze_run(
     `run_dir/analysis/fold_<fold>`. Analyses needing the frozen baseline are left out when none is given.
     Results already there under the same key are reused (not recomputed; the models are not even loaded when
     all are there) unless `force`. An analysis that fails is recorded in `<out_dir>/<analysis>/error.json` (see
-    `analysis_errors`) and left out of the returned results; the others go on.
+    `analysis_errors`) and left out of the returned results; the others go on. device: where the models run
+    (None = CUDA when available; results do not depend on it, beyond float rounding, and it is not in the key).
     Returns analysis name -> result (and "verdicts").
     """
     run_dir = Path(run_dir)
@@ -151,7 +153,8 @@ def analyze_run(
         echo(f"complete, reused: {', '.join(done)}")
     if pending:
         ctx = context_from_runs(run_dir, fold, baseline_dir, batch_size=batch_size, test_per_class=test_per_class,
-                                train_per_class=train_per_class, seed=seed, n_boot=n_boot, options=options)
+                                train_per_class=train_per_class, seed=seed, n_boot=n_boot, options=options,
+                                device=device)
         done.update(run_suite(ctx, out_dir, pending, key=key, force=force,
                               progress=lambda n: echo(f"analysis {n} ...")))
     results = {a.name: done[a.name] for a in selected if a.name in done}

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from pydantic import ValidationError
 from safetensors.torch import load_file
@@ -16,12 +17,23 @@ from safetensors.torch import load_file
 from loralens.analysis.context import AnalysisContext, SplitData
 from loralens.data.batching import Collator, FeatureDataset
 from loralens.data.clips import Clip
-from loralens.errors import RunFolderError
+from loralens.errors import ConfigError, RunFolderError
 from loralens.io import read_json
 from loralens.models.classifier import EmotionClassifier
 from loralens.training.config import TrainConfig, config_hash
 from loralens.training.crossval import Prepared, make_accelerator, mask_padding_for, prepare
 from loralens.training.run_folder import RunFolder
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`device` as a torch.device; None or "auto": CUDA when available, else the CPU. Raises ConfigError for
+    "cuda" without CUDA."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r}: CUDA is not available here", "use --device cpu (or auto)")
+    return dev
 
 
 def read_run_config(run_dir: str | Path) -> TrainConfig:
@@ -125,12 +137,16 @@ def context_from_runs(
     seed: int = 0,
     n_boot: int = 1000,
     options: dict[str, dict[str, Any]] | None = None,
+    device: str | torch.device | None = None,
 ) -> AnalysisContext:
     """The context for analysing fold `fold` of the adapted run `run_dir` against the frozen run `baseline_dir`.
 
     test_per_class / train_per_class: class-balanced caps on the clips used (None = all); the test split is what
     results are reported on, the training split is what tuned lenses and probes are fitted on.
+    device: where the models run ("cpu", "cuda", ...; None or "auto" = CUDA when available); batches stay on the
+    CPU and analyses move them.
     """
+    dev = resolve_device(device)
     cfg = read_run_config(run_dir)
     accelerator = make_accelerator("fp32")
     prep = prepare(cfg, accelerator, write=False)
@@ -159,13 +175,14 @@ def context_from_runs(
     test_clips = balanced_sample([by_id[i] for i in f.test], test_per_class, seed)
     train_clips = balanced_sample([by_id[i] for i in f.train], train_per_class, seed)
     return AnalysisContext(
-        adapted=adapted,
-        frozen=frozen,
+        adapted=adapted.to(dev),
+        frozen=frozen.to(dev) if frozen is not None else None,
         label_names=tuple(prep.labels),
         test=split_data(test_clips, prep, cfg.window, batch_size),
         train=split_data(train_clips, prep, cfg.window, batch_size),
         fold=f"fold_{fold}",
         seed=seed,
         n_boot=n_boot,
+        device=dev,
         options=options or {},
     )

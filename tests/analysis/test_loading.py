@@ -110,3 +110,15 @@ def test_unreadable_config_names_the_file(tmp_path):
     (tmp_path / "config.yaml").write_text("epochs: 0\n")
     with pytest.raises(RunFolderError, match="config.yaml: unreadable configuration snapshot"):
         read_run_config(tmp_path)
+
+
+def test_device_resolution(ctx):
+    from loralens.analysis.loading import resolve_device
+    from loralens.errors import ConfigError
+
+    auto = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device(None) == resolve_device("auto") == auto and resolve_device("cpu") == torch.device("cpu")
+    assert ctx.device == auto and next(ctx.adapted.parameters()).device.type == auto.type
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda")

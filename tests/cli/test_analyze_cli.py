@@ -5,6 +5,7 @@ analysis list; bad folds, baselines and values exit 2 with the reason."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from loralens.cli import main
 from loralens.io import read_json
@@ -83,6 +84,10 @@ def test_bad_arguments_exit_2(run, tmp_path, capsys):
     assert "unknown analysis ['nope']" in capsys.readouterr().err
     assert main(["analyze", lora, "--n-boot", "3"]) == 2
     assert "--n-boot" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["analyze", lora, "--baseline", frozen, "--analyses", "layer_contribution", "--device", "cuda",
+                     "--out", out]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
     assert main(["analyze", str(tmp_path)]) == 2
     assert "config.yaml: not found" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()

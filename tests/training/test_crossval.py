@@ -154,3 +154,19 @@ def test_full_method_saves_encoder(tiny_model_dir, synthetic_root, feature_cache
     assert "layers.0.self_attn.v_proj.weight" in enc
     m = read_json(fold / "metrics.json")
     assert m["total_params"] - m["trainable_params"] == 1500 * 64  # all but the fixed sinusoidal positions
+
+
+def test_bad_audio_policy(tiny_model_dir, synthetic_root, feature_cache, tmp_path):
+    import shutil
+
+    from loralens.errors import AudioError
+
+    root = tmp_path / "corpus"
+    shutil.copytree(synthetic_root, root)
+    bad = sorted(root.glob("*/*.wav"))[5]
+    bad.write_bytes(b"RIFF not really a wave file")
+    settings = base_settings(tiny_model_dir, root, feature_cache, tmp_path / "run", on_bad_audio="stop")
+    with pytest.raises(AudioError, match=bad.stem):
+        train(make_config(settings), dry_run=True)
+    plan = train(make_config(dict(settings, on_bad_audio="skip")), dry_run=True)
+    assert plan["bad_files"] == 1 and plan["clips"] == 47

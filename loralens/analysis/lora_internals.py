@@ -245,6 +245,8 @@ _VAR = {"trained": "trained", "init": "peft init (B = 0)", "random": "random Gau
 
 def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
     """k90 per module and kind; A-B CKA per module; t-SNE of the rank space by emotion."""
+    from matplotlib.ticker import MaxNLocator
+
     from loralens.report.figures import new_figure, report_style, save_figure
 
     out_dir = Path(out_dir)
@@ -259,9 +261,11 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
         for ax, kind in zip(np.ravel(axes), KINDS):
             for k, variant in enumerate(VARIANTS):
                 y = [result["modules"][p][variant][f"{kind}_k90"] for p in order]
-                ax.plot(x, y, marker="o", ms=3, color=f"C{k}", label=_VAR[variant])
+                ax.plot(x, y, marker="osD"[k], ms=6 - 1.5 * k, color=f"C{k}", label=_VAR[variant], alpha=0.85)
             ax.set_title(_LABELS[kind])
             ax.set_ylabel("components for 90 % energy")
+            ax.set_ylim(-0.3, rank + 0.3)
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xticks(x, ticks, rotation=45, fontsize=7)
         for ax in np.ravel(axes)[2:]:
             ax.set_xlabel("adapted module (layer, projection)")
@@ -275,12 +279,12 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
             for k, variant in enumerate(VARIANTS):
                 y = [result["modules"][p][variant][f"cka_ab_{direction}"] for p in order]
                 y = [np.nan if v is None else v for v in y]
-                ax.plot(x, y, marker="o", ms=3, color=f"C{k}", label=_VAR[variant])
+                ax.plot(x, y, marker="osD"[k], ms=6 - 1.5 * k, color=f"C{k}", label=_VAR[variant], alpha=0.85)
             ax.set_xticks(x, ticks, rotation=45, fontsize=7)
             ax.set_xlabel("adapted module (layer, projection)")
             ax.set_title("A output vs B output" if direction == "forward" else "gradient at A vs gradient at B")
         axes[0].set_ylabel("linear CKA (debiased)")
-        axes[0].legend(fontsize=7)
+        axes[0].legend(fontsize=7, title="init (B = 0): undefined", title_fontsize=7)
     paths += save_figure(fig, out_dir / "lora_internals_cka")
 
     mods = result["tsne"]["modules"]

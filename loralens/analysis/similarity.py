@@ -175,7 +175,7 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
     spectra_summary: dict[str, dict[str, list[float]]] = {}
     for model in ("adapted", "frozen"):
         svs = [feature_spectrum(acc) for acc in cov[model]]
-        svs = [s[: min(n, s.size)] for s in svs]  # at most n - 1 nonzero: drop the structural zeros
+        svs = [s[: min(n - 1, s.size)] for s in svs]  # centred: at most n - 1 nonzero, drop the structural zeros
         spectra[model] = [[float(v) for v in s] for s in svs]
         ok = [bool(s[0] > 0) for s in svs]
         spectra_summary[model] = {
@@ -244,11 +244,11 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
                 s = np.asarray(s)
                 if s.size and s[0] > 0:
                     ax.semilogy(np.arange(1, s.size + 1), s / s[0], color=cmap(l / max(1, len(hs) - 1)),
-                                label=f"h{l}")
+                                label=str(l))
             ax.set_xlabel("singular value index")
             ax.set_title(f"{model} encoder, pooled clips (centred)")
         axes[0].set_ylabel("singular value / largest")
-        axes[1].legend(ncol=2, fontsize=7)
+        axes[1].legend(ncol=2, fontsize=7, title="hidden state", title_fontsize=7)
     paths += save_figure(fig, out_dir / "similarity_spectra")
     return paths
 

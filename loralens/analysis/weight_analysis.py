@@ -178,6 +178,8 @@ def _ticks(order: list[str]) -> list[str]:
 
 def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
     """Per-module measures, the dW spectra, and the overlap heat maps (when others were given)."""
+    from matplotlib.ticker import MaxNLocator
+
     from loralens.report.figures import new_figure, report_style, save_figure
 
     out_dir = Path(out_dir)
@@ -197,6 +199,8 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
         for ax, (key, label) in zip(np.ravel(axes), panels):
             y = [np.nan if mods[p][key] is None else mods[p][key] for p in order]
             ax.plot(x, y, marker="o", ms=3, color="C0")
+            if key == "intruders":
+                ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             if key == "stable_rank":
                 ax.axhline(max(mods[p]["rank"] for p in order), color="0.5", ls=":", lw=0.8, label="rank r")
                 ax.legend()
@@ -234,9 +238,11 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
             im = ax.imshow(mean, origin="lower", vmin=0, vmax=1, cmap="viridis",
                            extent=(0.5, m + 0.5, 0.5, m + 0.5))
             ax.grid(False)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel(f"j: top-j right singular vectors of A ({name})")
             ax.set_ylabel("i: top-i right singular vectors of A (this run)")
-            ax.set_title(f"Subspace similarity phi(i, j), mean over {len(grids)} modules")
+            ax.set_title(f"Subspace similarity phi(i, j)\nmean over {len(grids)} modules", fontsize=9)
             fig.colorbar(im, ax=ax, label="phi(i, j)")
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
         paths += save_figure(fig, out_dir / f"weight_overlap_{safe}")

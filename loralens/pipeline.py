@@ -124,13 +124,32 @@ def check_run_config(cfg: RunConfig, source: str = "run configuration") -> dict[
                           "see docs/pipeline.md and docs/training.md for the fields")
     variants = variant_configs(cfg, source)
     if cfg.analysis.enabled:
+        from loralens.analysis.api import why_not_applicable
         from loralens.analysis.suite import resolve
 
         try:
-            resolve(cfg.analysis.names)
+            named = resolve(cfg.analysis.names)
         except ConfigError as e:
             raise ConfigError(f"{source}: analysis.names: {e.message}", e.hint) from None
+        if cfg.analysis.names is not None:
+            methods = {t.method for n, t in variants.items() if n != "frozen"}
+            for a in named:
+                reasons = [why_not_applicable(a, m, cfg.baseline) for m in methods]
+                if all(reasons):
+                    raise ConfigError(f"{source}: analysis.names: {a.name!r} cannot run on any variant: "
+                                      f"{'; '.join(sorted(set(filter(None, reasons))))}",
+                                      "leave it out, or set baseline: true / train a LoRA variant")
     return variants
+
+
+def variant_analyses(cfg: RunConfig, tcfg: TrainConfig) -> list[str] | None:
+    """The analyses `analysis.names` asks for that apply to the variant of `tcfg` (None = all that apply)."""
+    if cfg.analysis.names is None:
+        return None
+    from loralens.analysis.api import why_not_applicable
+    from loralens.analysis.suite import resolve
+
+    return [a.name for a in resolve(cfg.analysis.names) if why_not_applicable(a, tcfg.method, cfg.baseline) is None]
 
 
 def load_run_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -365,9 +384,12 @@ def run_pipeline(cfg: RunConfig, *, echo: Callable[[str], None] = print, dry_run
         for name, tcfg in variants.items():
             if name == "frozen":
                 continue
+            names = variant_analyses(cfg, tcfg)
+            if names == []:
+                continue
             for k in to_analyse:
                 kw: dict[str, Any] = dict(
-                    fold=k, baseline_dir=baseline.run_dir if baseline else None, names=a.names,
+                    fold=k, baseline_dir=baseline.run_dir if baseline else None, names=names,
                     out_dir=out / "analysis" / name / f"fold_{k}", batch_size=a.batch_size,
                     test_per_class=a.test_per_class, train_per_class=a.train_per_class, n_boot=a.n_boot,
                     seed=tcfg.seed, options=a.options)
@@ -375,7 +397,7 @@ def run_pipeline(cfg: RunConfig, *, echo: Callable[[str], None] = print, dry_run
                     echo(f"== analysing {name}, fold {k}")
                     results = analyze_run(tcfg.run_dir, device=a.device, echo=echo, **kw)
                     # A failed analysis is recorded (error.json) and the others go on; the report shows it.
-                    errors = analysis_errors(kw["out_dir"], (n for n in a.names or available() if n not in results))
+                    errors = analysis_errors(kw["out_dir"], (n for n in names or available() if n not in results))
                     if errors:
                         st["error"] = "; ".join(f"{n}: {e}" for n, e in errors.items())
 

@@ -292,6 +292,8 @@ def test_dry_run_trains_nothing(tmp_path, tmp_path_factory, monkeypatch):
     ({"analysis": {"n_boot": 5}}, "analysis.n_boot"),
     ({"analysis": {"names": ["no_such_analysis"]}}, "analysis.names"),
     ({"method": "frozen"}, "method"),
+    ({"baseline": False, "analysis": {"names": ["similarity"]}}, "analysis.names: 'similarity' cannot run"),
+    ({"method": "full", "analysis": {"names": ["lora_internals"]}}, "analysis.names: 'lora_internals' cannot run"),
 ])
 def test_bad_config_names_the_field(tmp_path, change, field):
     path = tmp_path / "run.yaml"
@@ -363,3 +365,9 @@ def test_analyses_that_cannot_apply_are_left_out_or_refused(run):
     assert all(not a.needs_frozen for a in chosen) and set(left_out) | {a.name for a in chosen} == set(available())
     with pytest.raises(ConfigError, match="'lora_internals': need LoRA adapters, and the run is method 'frozen'"):
         analyze_run(out / "train" / "frozen", names=["lora_internals"])
+    # in a run, each variant gets the named analyses that apply to it
+    from loralens.pipeline import variant_analyses, variant_configs
+
+    cfg = RunConfig(full=True, analysis={"names": ["lora_internals", "layer_contribution"]})
+    assert {n: variant_analyses(cfg, t) for n, t in variant_configs(cfg).items() if n != "frozen"} == {
+        "lora": ["layer_contribution", "lora_internals"], "full": ["layer_contribution"]}

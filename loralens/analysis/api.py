@@ -48,20 +48,21 @@ def _settings(batch_size: int, test_per_class: int | None, train_per_class: int 
 _LORA_ONLY = frozenset({"lora_internals", "weight_analysis"})
 
 
-def _needs_lora(a: Analysis) -> bool:
-    return bool(getattr(a, "needs_lora", a.name in _LORA_ONLY))
+def why_not_applicable(a: Analysis, method: str, has_baseline: bool) -> str | None:
+    """Why analysis `a` cannot run on a run of `method` (lora, full, frozen) with or without a frozen baseline;
+    None when it can."""
+    if a.needs_frozen and not has_baseline:
+        return "compare with the frozen baseline, and none was given"
+    if getattr(a, "needs_lora", a.name in _LORA_ONLY) and method != "lora":
+        return f"need LoRA adapters, and the run is method {method!r}"
+    return None
 
 
 def _select(names: Iterable[str] | None, baseline_dir: Path | None, method: str) -> tuple[list[Analysis], list[str]]:
     """The analyses to run, and (when all were asked for) those left out: needing the baseline when none is
     given, needing LoRA factors when the run is not LoRA. Named analyses that cannot run raise ConfigError."""
     selected = resolve(names)
-    lacking: dict[str, str] = {}
-    for a in selected:
-        if a.needs_frozen and baseline_dir is None:
-            lacking[a.name] = "compare with the frozen baseline, and none was given"
-        elif _needs_lora(a) and method != "lora":
-            lacking[a.name] = f"need LoRA adapters, and the run is method {method!r}"
+    lacking = {a.name: why for a in selected if (why := why_not_applicable(a, method, baseline_dir is not None))}
     if names is not None and lacking:
         raise ConfigError("; ".join(f"analysis {n!r}: {why}" for n, why in lacking.items()),
                           "pass --baseline <the frozen run folder trained on the same folds>, or leave it out")

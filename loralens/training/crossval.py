@@ -26,7 +26,7 @@ from loralens.data.clips import Clip, Corpus
 from loralens.errors import ConfigError, RunFolderError
 from loralens.io import atomic_write_json, atomic_write_text, read_json
 from loralens.training.checkpoint import save_safetensors
-from loralens.training.config import TrainConfig, config_hash, config_to_yaml
+from loralens.training.config import TrainConfig, config_hash
 from loralens.training.loop import LoopSettings, Split, epoch_batches, evaluate, fit, kept_batches, step_groups
 from loralens.training.metrics import aggregate_folds
 from loralens.training.run_folder import FoldFolder, RunFolder

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -282,7 +281,7 @@ def fit(
     scheduler = make_scheduler(optimizer, total_steps, settings.warmup_ratio, settings.schedule)
     model = accelerator.prepare_model(model)
 
-    progress: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "best_uar": -math.inf, "best_epoch": -1,
+    progress: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "best_uar": -1.0, "best_epoch": -1,
                                 "best_validation": None, "bad_epochs": 0, "done": False, "log_lines": 0,
                                 "elapsed": 0.0, "history": [], "stopped_early": False,
                                 "interval_loss": [0.0, 0.0], "epoch_loss": [0.0, 0.0]}

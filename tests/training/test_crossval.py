@@ -14,7 +14,7 @@ from loralens.errors import RunFolderError
 from loralens.io import read_json
 from loralens.training.config import make_config
 from loralens.training.crossval import train
-from tests.training.conftest import base_settings, one_thread, train_in_process
+from tests.training.conftest import base_settings, train_in_process
 
 
 def test_run_folder_contents(reference_run):

@@ -12,7 +12,6 @@ from loralens.io import read_json
 from tests.training.conftest import (
     REPO,
     TRAIN_MAIN,
-    base_settings,
     cli_args,
     one_thread,
     strip_times,

@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from loralens.errors import ConfigError
+from loralens.errors import ConfigError, RunFolderError
 from loralens.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from loralens.training.config import TrainConfig, config_hash, make_config
 
@@ -324,6 +324,25 @@ def analysis_folds(cfg: RunConfig, n_folds: int) -> list[int]:
     return list(a.folds)
 
 
+def check_variant_folders(variants: dict[str, TrainConfig]) -> None:
+    """Raise RunFolderError, before anything runs, when a variant's folder holds a run of other results-changing
+    settings (its config.yaml), naming the differences."""
+    from loralens.analysis.loading import read_run_config
+    from loralens.training.run_folder import RunFolder, _differences
+
+    clashes = []
+    for name, tcfg in variants.items():
+        if RunFolder(tcfg.run_dir).config.exists():
+            saved = read_run_config(tcfg.run_dir)
+            if config_hash(saved) != config_hash(tcfg):
+                clashes.append(f"{name} ({_differences(saved, tcfg)})")
+    if clashes:
+        raise RunFolderError(
+            f"{next(iter(variants.values())).run_dir.parent}: variant(s) trained with other settings: "
+            + "; ".join(clashes),
+            "use a new output folder (--out) for these settings, or the settings of run.yaml to resume this run")
+
+
 def _share_screen(out: Path, tcfg: TrainConfig) -> None:
     # The data stage screened every clip already: the variant reuses its list instead of decoding the corpus again.
     from loralens.training.run_folder import RunFolder
@@ -354,6 +373,7 @@ def run_pipeline(cfg: RunConfig, *, echo: Callable[[str], None] = print, dry_run
                 tcfg = tcfg.model_copy(update={"folds_file": None})
             train(tcfg, dry_run=True, echo=echo)
         return out
+    check_variant_folders(variants)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "run.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     _write_environment(out)

@@ -50,6 +50,15 @@ def test_rerun_from_run_yaml_redoes_nothing(tmp_path, tmp_path_factory, capsys):
     assert {s["status"] for n, s in stages(out).items() if n != "report"} == {"skipped"}
 
 
+def test_other_training_settings_are_refused_before_anything_runs(tmp_path, tmp_path_factory, capsys):
+    out = copy_run(shared_run(tmp_path_factory)[0], tmp_path / "out")
+    before = (out / "run.yaml").read_text()
+    assert main(["run", "--config", str(out / "run.yaml"), "--out", str(out), "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "variant(s) trained with other settings: lora_r4 (epochs: 1 there, 2 now); frozen (epochs" in err
+    assert "--out" in err and (out / "run.yaml").read_text() == before
+
+
 def test_failed_analysis_exits_1_after_the_report(tmp_path, tmp_path_factory, monkeypatch, capsys):
     out = copy_run(shared_run(tmp_path_factory)[0], tmp_path / "out")
     (out / "analysis" / "lora_r4" / "fold_0" / "probing" / "result.json").unlink()

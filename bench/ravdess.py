@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", type=Path, default=Path("../shared/data/ravdess"))
     ap.add_argument("--out", type=Path, default=Path("runs/bench-ravdess"))
     ap.add_argument("--model", default="base")
-    ap.add_argument("--methods", default="lora,frozen,full")
+    ap.add_argument("--methods", default="lora,frozen,full", help="among lora, frozen, frozen-wls, full")
     ap.add_argument("--folds", default="0,1,2,3,4,5", help="fold indices to run")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -75,19 +76,27 @@ def main(argv: list[str] | None = None) -> int:
               "feature_cache": str(args.out / "feature_cache")}
     variants = []
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
+        if method == "frozen-wls":  # frozen encoder, head on a learned softmax-weighted sum of all layers (SUPERB)
+            variants.append(("frozen-wls-trim", {**common, "method": "frozen", "window": "trim",
+                                                 "head": {"weighted_layer_sum": True}}, folds))
+            continue
         variants.append((f"{method}-trim", {**common, "method": method, "window": "trim"}, folds))
     if args.full_window_fold >= 0:
         variants.append(("lora-full-window", {**common, "method": "lora", "window": "full"}, [args.full_window_fold]))
 
     for name, base, fold_list in variants:
         run_dir = args.out / name
+        cached = args.out / "frozen-trim" / "encoder_cache"
+        if name == "frozen-wls-trim" and cached.is_dir() and not (run_dir / "encoder_cache").exists():
+            # same encoder, window and clips: the cached per-layer pooled outputs are the same; reuse them
+            shutil.copytree(cached, run_dir / "encoder_cache")
         for k in fold_list:
             cfg = make_config(base, {"run_dir": str(run_dir), "fold": k})
             t0 = time.perf_counter()
             train(cfg)
             print(f"[{name}] fold {k}: {time.perf_counter() - t0:.0f} s", flush=True)
     # The table covers every variant trained so far under --out (earlier invocations included).
-    known = ["lora-trim", "frozen-trim", "full-trim", "lora-full-window"]
+    known = ["lora-trim", "frozen-trim", "frozen-wls-trim", "full-trim", "lora-full-window"]
     results = [summarise(n, fold_rows(args.out / n)) for n in known if (args.out / n).is_dir()]
 
     lines = ["| variant | folds | UAR | WAR | macro-F1 | trainable params | train time (s, all folds) | peak RSS (MiB) |",

@@ -43,7 +43,7 @@ def coded_result():
         adapted=adapted, frozen=frozen, label_names=LABEL_NAMES_4,
         train=coded_split(120, [f"tr{i}" for i in range(6)], 1, "train"),
         test=coded_split(80, [f"te{i}" for i in range(2)], 2, "test"),
-        n_boot=200, seed=0, options={"probing": {"inner_folds": 3}},
+        n_boot=200, seed=0, options={"probing": {"inner_folds": 3, "c": [0.1, 1.0]}},
     )
     with torch.no_grad():
         return probing.run(ctx)
@@ -59,6 +59,7 @@ def test_decodable_labels_and_shuffled_chance(coded_result):
         assert all(lo <= v <= hi for lo, v, hi in zip(uar["low"], uar["value"], uar["high"]))
         assert len(r["emotion"][key]["cv_uar"]["fold_std"]) == L + 1
         assert min(r["emotion"][key]["cv_uar"]["value"]) > 0.8
+        assert set(r["emotion"][key]["c"]) <= {0.1, 1.0}  # chosen by the speaker-grouped inner CV
     shuffled = np.asarray(r["emotion"]["shuffled_adapted"]["uar"]["value"])
     # 80 test clips (20 per class): UAR std at chance is about 0.05 per layer; mean of 3 layers within 0.15.
     assert abs(shuffled.mean() - 0.25) < 0.15

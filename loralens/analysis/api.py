@@ -45,7 +45,6 @@ def _settings(batch_size: int, test_per_class: int | None, train_per_class: int 
 
 
 # Analyses of the LoRA factors themselves, which a full fine-tune or frozen model does not have.
-_LORA_ONLY = frozenset({"lora_internals", "weight_analysis"})
 
 
 def why_not_applicable(a: Analysis, method: str, has_baseline: bool) -> str | None:
@@ -53,7 +52,7 @@ def why_not_applicable(a: Analysis, method: str, has_baseline: bool) -> str | No
     None when it can."""
     if a.needs_frozen and not has_baseline:
         return "compare with the frozen baseline, and none was given"
-    if getattr(a, "needs_lora", a.name in _LORA_ONLY) and method != "lora":
+    if a.needs_lora and method != "lora":
         return f"need LoRA adapters, and the run is method {method!r}"
     return None
 

@@ -343,4 +343,5 @@ def reading(result: dict[str, Any]) -> str:
     return text
 
 
-register(Analysis(NAME, "LoRA internals: rank space, updates and gradients", run, plot, reading))
+register(Analysis(NAME, "LoRA internals: rank space, updates and gradients", run, plot, reading,
+                  needs_lora=True, needs_grad=True))

@@ -24,7 +24,9 @@ from loralens.io import atomic_write_json, read_json
 @dataclass(frozen=True)
 class Analysis:
     """name: CLI / folder name. title: for the report. run: context -> JSON-serialisable dict.
-    plot: (result, out_dir) -> written figure paths (PNG + SVG). reading: result -> a short plain-language reading."""
+    plot: (result, out_dir) -> written figure paths (PNG + SVG). reading: result -> a short plain-language reading.
+    needs_frozen / needs_train: uses the frozen baseline / the training split. needs_lora: only applies to a
+    LoRA-adapted model. needs_grad: runs with autograd enabled (gradients of hook points); others run under no_grad."""
 
     name: str
     title: str
@@ -33,6 +35,8 @@ class Analysis:
     reading: Callable[[dict[str, Any]], str]
     needs_frozen: bool = False
     needs_train: bool = False
+    needs_lora: bool = False
+    needs_grad: bool = False
 
 
 ANALYSES: dict[str, Analysis] = {}
@@ -98,7 +102,7 @@ def run_analysis(analysis: Analysis, ctx: AnalysisContext, out_dir: Path, *, key
         torch.cuda.reset_peak_memory_stats()
     rss_before = _peak_rss_mib()
     t0 = time.perf_counter()
-    with torch.no_grad() if not analysis.name.startswith("lora_internals") else torch.enable_grad():
+    with torch.enable_grad() if analysis.needs_grad else torch.no_grad():
         result = analysis.run(ctx)
     wall = time.perf_counter() - t0
     meta = {

@@ -143,8 +143,8 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
     has_speakers = len(spk_tr) == train.n_clips
     groups = np.asarray(spk_tr) if has_speakers else None
     grid = not isinstance(c, (int, float))
-    if grid and groups is not None and np.unique(groups).size < 3:
-        groups = None  # GroupKFold needs as many speakers as inner folds
+    if grid and groups is not None and np.unique(groups).size < int(inner or 3):
+        groups = None  # GroupKFold needs as many speakers as inner folds: fall back to stratified folds
 
     result: dict[str, Any] = {
         "n_layers": ctx.n_layers,
@@ -153,7 +153,7 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
         "label_names": list(ctx.label_names),
         "n_train_clips": int(train.n_clips),
         "n_test_clips": int(ctx.test.n_clips),
-        "chance": {"emotion": 1.0 / n_classes},
+        "chance": {"emotion": 1.0 / n_classes, "speaker": None},
         "emotion": {},
         "speaker": {},
         "options": {"c": c, "inner_folds": inner, "speaker_folds": speaker_folds, "shuffled_control": shuffled},

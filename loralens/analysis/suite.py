@@ -60,15 +60,20 @@ def register(analysis: Analysis) -> Analysis:
     return analysis
 
 
+def _suite_position(analysis: Analysis) -> int:
+    module = getattr(analysis.run, "__module__", "")
+    return ANALYSIS_MODULES.index(module) if module in ANALYSIS_MODULES else len(ANALYSIS_MODULES)
+
+
 def available() -> dict[str, Analysis]:
-    """All registered analyses, importing the analysis modules that exist."""
+    """All registered analyses in suite order (that of ANALYSIS_MODULES, whatever the import order was)."""
     for module in ANALYSIS_MODULES:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as e:
             if e.name != module:  # a module that exists but fails to import is a real error
                 raise
-    return ANALYSES
+    return dict(sorted(ANALYSES.items(), key=lambda item: _suite_position(item[1])))
 
 
 def resolve(names: Iterable[str] | None) -> list[Analysis]:

@@ -614,6 +614,19 @@ def _verdict_label(supported: Any) -> str:
     return "NOT ENOUGH DATA"
 
 
+def _claims(verdicts: Mapping[str, Any]) -> dict[str, Any]:
+    """Claim name -> verdict, from `{"claims": {...}}` or from verdicts.py's flat `{claim: {...}, "thresholds": ...}`
+    (each claim then also gets the shared thresholds)."""
+    if isinstance(verdicts.get("claims"), Mapping):
+        return dict(verdicts["claims"])
+    shared = verdicts.get("thresholds")
+    claims = {}
+    for name, v in verdicts.items():
+        if isinstance(v, Mapping) and "supported" in v:
+            claims[name] = {**v, "thresholds": shared} if isinstance(shared, Mapping) and "thresholds" not in v else v
+    return claims
+
+
 def verdict_section(run: RunOutput) -> Section:
     """The two claims: a verdict per analysed variant and fold, the statement, and every number and threshold
     of the verdict side by side."""
@@ -622,7 +635,7 @@ def verdict_section(run: RunOutput) -> Section:
     title = "Verdicts on the paper's claims"
     if not with_verdicts:
         return Section(title, notes=notes or [f"Not run: no analysis results under {run.root / 'analysis'}."])
-    found = {c for a in with_verdicts for c in (a.verdicts.get("claims") or {})}
+    found = {c for a in with_verdicts for c in _claims(a.verdicts)}
     claim_names = list(CLAIMS) + sorted(found - set(CLAIMS))
     summary_rows: list[list[Cell]] = []
     paragraphs = []
@@ -634,7 +647,7 @@ def verdict_section(run: RunOutput) -> Section:
         columns = []
         numbers: dict[str, dict[str, Any]] = {}
         for a in with_verdicts:
-            v = (a.verdicts.get("claims") or {}).get(claim)
+            v = _claims(a.verdicts).get(claim)
             if not isinstance(v, Mapping):
                 summary_rows.append([name, a.variant, str(a.fold), "NOT RUN", "no verdict recorded for this claim"])
                 continue

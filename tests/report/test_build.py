@@ -487,3 +487,15 @@ def test_building_does_not_import_torch(built, tmp_path):
             "assert 'torch' not in sys.modules, 'torch imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_verdicts_in_the_format_verdicts_py_writes_are_shown():
+    """verdicts.py writes `{claim: {...}, "thresholds": {...}}` (no "claims" wrapper): the section reads it."""
+    from loralens.analysis.verdicts import verdicts
+    from loralens.report.sections import _claims
+
+    v = json.loads(json.dumps(verdicts({})))
+    claims = _claims(v)
+    assert set(claims) == {"delayed_specialization", "forward_alignment_backward_differentiation"}
+    assert all(c["supported"] is None and c["statement"] for c in claims.values())
+    assert claims["delayed_specialization"]["thresholds"]["agreement_threshold"] == v["thresholds"]["agreement_threshold"]

@@ -259,12 +259,17 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
     fig, axes = new_figure(9.0, 6.0, 2, 2, sharex=True)
     with report_style():
         for ax, kind in zip(np.ravel(axes), KINDS):
+            top = rank
             for k, variant in enumerate(VARIANTS):
                 y = [result["modules"][p][variant][f"{kind}_k90"] for p in order]
+                top = max([top, *(v for v in y if v is not None)])
                 ax.plot(x, y, marker="osD"[k], ms=6 - 1.5 * k, color=f"C{k}", label=_VAR[variant], alpha=0.85)
             ax.set_title(_LABELS[kind])
             ax.set_ylabel("components for 90 % energy")
-            ax.set_ylim(-0.3, rank + 0.3)
+            # A outputs live in r dimensions; B outputs and their gradients in d_out, so their k90 can exceed r.
+            ax.set_ylim(-0.3, top * 1.05 + 0.3)
+            if top > rank:
+                ax.axhline(rank, color="0.6", lw=0.8, ls=":", label=f"rank r = {rank}")
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xticks(x, ticks, rotation=45, fontsize=7)
         for ax in np.ravel(axes)[2:]:

@@ -62,6 +62,8 @@ class AnalysisContext:
     (what results are reported on). train: the fold's training clips (fitted things: tuned lens, probes), or None.
     fold: fold name. seed: for sampling and bootstrap. n_boot: bootstrap resamples for confidence intervals.
     options: per-analysis options, `options[analysis_name][key]`.
+    initial_adapter: the adapted run's LoRA weights before training (peft's initialisation, rebuilt from the run's
+    seed), `{hook prefix: {"A": [r, d_in], "B": [d_out, r]}}`; None when unknown or not a LoRA run.
     """
 
     adapted: EmotionClassifier
@@ -74,6 +76,7 @@ class AnalysisContext:
     n_boot: int = 1000
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    initial_adapter: dict[str, dict[str, Tensor]] | None = None
 
     def option(self, analysis: str, key: str, default: Any) -> Any:
         return self.options.get(analysis, {}).get(key, default)

@@ -20,11 +20,15 @@ For every adapted module (`blocks.{l}.attn.v_proj`, ...) and on every valid fram
 
 Variants, built by temporarily swapping lora_A / lora_B weights of the adapted model (restored in a finally):
 - `trained`: the adapter as trained;
-- `init`: peft's real initialisation as far as it matters: the same A, B = 0. Then b_out is exactly 0 (k90 = 0,
-  CKA null), and so is a_grad (the gradient reaches a_out through B); b_grad still exists.
+- `init`: peft's real initialisation: the A the fold started from (kaiming-uniform, a = sqrt(5)) and B = 0, taken
+  from `ctx.initial_adapter` (the run loader rebuilds it from the run's seed, exactly as training built it). Without
+  it (contexts not built from a run folder) the fallback keeps the trained A with B = 0. `init_a_source` says which:
+  "reconstructed peft initialisation" or "trained A (initial weights unavailable)". Either way b_out is exactly 0
+  (k90 = 0, CKA null), and so is a_grad (the gradient reaches a_out through B); b_grad still exists.
 - `random`: the "untrained" control of Ma et al. 2025: A and B both i.i.d. Gaussian, rescaled to the Frobenius
   norms of the trained A and B (seeded with `ctx.seed`).
-t-SNE is given for `trained` and `random` (`init` has the trained A, hence the same rank space).
+t-SNE is given for `trained`, `random`, and `init` when its A is the reconstructed one (the fallback's rank space is
+the trained one).
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ from loralens.models.runner import LORA_A, LORA_B, hook_layer
 NAME = "lora_internals"
 KINDS = ("a_out", "b_out", "a_grad", "b_grad")
 VARIANTS = ("trained", "init", "random")
+INIT_RECONSTRUCTED = "reconstructed peft initialisation"
+INIT_FALLBACK = "trained A (initial weights unavailable)"
 
 
 def balanced_sample(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -94,6 +100,27 @@ def _spectrum_stats(acc: CovarianceAccumulator) -> dict[str, Any]:
 
 def _nan_to_none(v: float) -> float | None:
     return None if not math.isfinite(v) else float(v)
+
+
+def _initial_weights(ctx: AnalysisContext, saved: dict[str, tuple[torch.Tensor, torch.Tensor]]
+                     ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], str]:
+    """(A, B) of the `init` variant per module, and where A came from: `ctx.initial_adapter` when given (checked
+    against the adapter's modules and shapes), else the trained A; B is the initial one (peft: 0) or 0."""
+    initial = ctx.initial_adapter
+    if initial is None:
+        return {p: (a, torch.zeros_like(b)) for p, (a, b) in saved.items()}, INIT_FALLBACK
+    if set(initial) != set(saved):
+        raise ConfigError(f"initial adapter modules {sorted(initial)} differ from the adapted model's {sorted(saved)}",
+                          hint="rebuild the initial adapter from the same run configuration")
+    out = {}
+    for p, (a, b) in saved.items():
+        ia, ib = initial[p]["A"], initial[p]["B"]
+        if ia.shape != a.shape or ib.shape != b.shape:
+            raise ConfigError(f"initial adapter of {p}: A {tuple(ia.shape)}, B {tuple(ib.shape)}; the adapted model "
+                              f"has A {tuple(a.shape)}, B {tuple(b.shape)}",
+                              hint="rebuild the initial adapter from the same run configuration")
+        out[p] = (ia.to(a.device, a.dtype), ib.to(b.device, b.dtype))
+    return out, INIT_RECONSTRUCTED
 
 
 def _collect(ctx: AnalysisContext, batches: list[Batch], prefixes: list[str], ranks: dict[str, int],
@@ -187,6 +214,7 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
     saved = {p: (a.detach().clone(), b.detach().clone()) for p, (a, b) in weights.items()}
     ranks = {p: int(a.shape[0]) for p, (a, _) in weights.items()}
     d_outs = {p: int(b.shape[0]) for p, (_, b) in weights.items()}
+    init_w, init_source = _initial_weights(ctx, saved)
     gen = torch.Generator().manual_seed(ctx.seed)
     random_w = {}
     for p, (a, b) in saved.items():
@@ -205,6 +233,7 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
         "sample": {"n_clips": int(chosen.size), "per_class": per_class, "ids": [ids[i] for i in chosen],
                    "labels": [int(v) for v in labels]},
         "energy_of": "valid frames of the sample, uncentred (k90_centered: column-centred)",
+        "init_a_source": init_source,
         "modules": {p: {} for p in prefixes},
         "loss": {},
         "tsne": {"layers": [int(l) for l in tsne_layers], "modules": tsne_prefixes},
@@ -217,7 +246,7 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
                         if variant == "trained":
                             a.copy_(saved[p][0]), b.copy_(saved[p][1])
                         elif variant == "init":
-                            a.copy_(saved[p][0]), b.zero_()
+                            a.copy_(init_w[p][0]), b.copy_(init_w[p][1])
                         else:
                             a.copy_(random_w[p][0]), b.copy_(random_w[p][1])
                 stats, pooled, loss = _collect(ctx, batches, prefixes, ranks, d_outs)
@@ -227,7 +256,7 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
                     stats[p]["a_norm"] = float(torch.linalg.norm(a.detach().double()))
                     stats[p]["b_norm"] = float(torch.linalg.norm(b.detach().double()))
                     result["modules"][p][variant] = stats[p]
-                if variant != "init":
+                if variant != "init" or init_source == INIT_RECONSTRUCTED:
                     result["tsne"][variant] = {p: _tsne(pooled[p], labels, perplexity, ctx.seed) for p in tsne_prefixes}
     finally:
         with torch.no_grad():
@@ -293,7 +322,7 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
     paths += save_figure(fig, out_dir / "lora_internals_cka")
 
     mods = result["tsne"]["modules"]
-    variants = [v for v in ("trained", "random") if v in result["tsne"]]
+    variants = [v for v in VARIANTS if v in result["tsne"]]
     if mods and variants:
         fig, axes = new_figure(3.0 * len(mods), 2.9 * len(variants), len(variants), len(mods), squeeze=False)
         labels = np.asarray(result["sample"]["labels"])
@@ -337,14 +366,23 @@ def reading(result: dict[str, Any]) -> str:
         f"Over {result['sample']['n_clips']} clips and {len(order)} adapted modules (rank {rank}), the trained "
         f"adapter's B output needs {mean_k('trained', 'b_out'):.1f} components for 90 % of its energy on average "
         f"(random Gaussian adapter {mean_k('random', 'b_out'):.1f}; at peft's init B output is exactly zero), "
-        f"its rank space {mean_k('trained', 'a_out'):.1f} (random {mean_k('random', 'a_out'):.1f})."
+        f"its rank space {mean_k('trained', 'a_out'):.1f} (random {mean_k('random', 'a_out'):.1f}"
     )
+    if result.get("init_a_source") == INIT_RECONSTRUCTED:
+        text += f"; peft's initial A, reconstructed from the run's seed, {mean_k('init', 'a_out'):.1f})."
+    else:
+        text += "; the init control reuses the trained A: the initial weights were unavailable)."
     if fw is not None:
         text += f" Forward CKA between A and B outputs averages {fw:.2f} for the trained adapter"
         text += f" ({fw_rand:.2f} for the random one)." if fw_rand is not None else "."
     sil = [result["tsne"]["trained"][p]["silhouette_rank_space"] for p in result["tsne"]["modules"]]
     if sil and all(s is not None for s in sil):
-        text += f" Emotion silhouette in the rank space: {', '.join(f'{s:.2f}' for s in sil)} (t-SNE layers)."
+        text += f" Emotion silhouette in the rank space: {', '.join(f'{s:.2f}' for s in sil)} (t-SNE layers)"
+        init_tsne = result["tsne"].get("init", {})
+        sil0 = [init_tsne[p]["silhouette_rank_space"] for p in result["tsne"]["modules"] if p in init_tsne]
+        if sil0 and all(s is not None for s in sil0):
+            text += f", at peft's initialisation {', '.join(f'{s:.2f}' for s in sil0)}"
+        text += "."
     return text
 
 

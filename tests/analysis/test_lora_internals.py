@@ -137,3 +137,81 @@ def test_suite_plot_json(tmp_path):
         if rel.endswith(".png"):
             assert matplotlib.image.imread(tmp_path / "li" / rel).ndim == 3
     assert "components" in back["reading"]
+
+
+@pytest.fixture(scope="module")
+def reconstructed():
+    """A context whose "trained" A is twice the initial one it carries in `initial_adapter` (B perturbed as usual)."""
+    ctx = tiny_context(train=False, frozen=False, options={"lora_internals": {"per_class": 2}})
+    initial = {}
+    with torch.no_grad():
+        for p, m in lora_modules(ctx.adapted.encoder).items():
+            a, b = m.lora_A[ADAPTER].weight, m.lora_B[ADAPTER].weight
+            initial[p] = {"A": a.detach().clone(), "B": torch.zeros_like(b)}
+            a.mul_(2.0)
+    ctx.initial_adapter = initial
+    return ctx, lora_internals.run(ctx)
+
+
+def test_init_uses_the_reconstructed_initial_a(reconstructed):
+    ctx, r = reconstructed
+    assert r["init_a_source"] == lora_internals.INIT_RECONSTRUCTED == "reconstructed peft initialisation"
+    for p, m in lora_modules(ctx.adapted.encoder).items():
+        init, trained = r["modules"][p]["init"], r["modules"][p]["trained"]
+        a0 = ctx.initial_adapter[p]["A"]
+        assert init["a_norm"] == float(torch.linalg.norm(a0.double()))
+        assert trained["a_norm"] == pytest.approx(2 * init["a_norm"], rel=1e-12)
+        assert init["b_norm"] == 0.0 and init["b_out_k90"] == 0 and init["a_grad_k90"] == 0
+        # the run leaves the trained weights in place
+        assert torch.equal(m.lora_A[ADAPTER].weight, 2 * a0)
+    # layer 0's input does not depend on any adapter: its rank space at init is the trained one halved
+    p0 = "blocks.0.attn.v_proj"
+    init, trained = r["modules"][p0]["init"], r["modules"][p0]["trained"]
+    assert init["a_out_frobenius"] == pytest.approx(trained["a_out_frobenius"] / 2, rel=1e-6)
+    assert init["a_out_k90"] == trained["a_out_k90"]
+    assert init["a_out_energy"] == pytest.approx(trained["a_out_energy"], rel=1e-6)
+    # the initial rank space gets its own t-SNE, and the reading says which A the init control used
+    assert np.asarray(r["tsne"]["init"][p0]["coords"]).shape == (r["sample"]["n_clips"], 2)
+    assert "reconstructed from the run's seed" in lora_internals.reading(r)
+
+
+def test_init_falls_back_to_the_trained_a(ctx_and_result):
+    _, r = ctx_and_result
+    assert r["init_a_source"] == lora_internals.INIT_FALLBACK == "trained A (initial weights unavailable)"
+    assert "init" not in r["tsne"]
+    for p in r["module_order"]:
+        assert r["modules"][p]["init"]["a_norm"] == r["modules"][p]["trained"]["a_norm"]
+    assert "initial weights were unavailable" in lora_internals.reading(r)
+
+
+def test_verdict_compares_against_the_reconstructed_init(reconstructed, ctx_and_result):
+    from loralens.analysis.verdicts import forward_alignment_backward_differentiation
+
+    _, r = reconstructed
+    v = forward_alignment_backward_differentiation({"lora_internals": json.loads(json.dumps(r))})
+    for p in r["module_order"]:
+        fwd = v["numbers"]["modules"][p]["forward"]
+        assert fwd["b_out_vs_init"].startswith("skipped: reference output has no energy")
+        cmp = fwd["a_out_vs_init"]
+        assert cmp == {"trained": r["modules"][p]["trained"]["a_out_k90"], "init": r["modules"][p]["init"]["a_out_k90"],
+                       "smaller": cmp["trained"] < cmp["init"]}
+    _, fallback = ctx_and_result
+    v = forward_alignment_backward_differentiation({"lora_internals": json.loads(json.dumps(fallback))})
+    for p in fallback["module_order"]:
+        assert v["numbers"]["modules"][p]["forward"]["a_out_vs_init"] == "skipped: reference keeps the trained A"
+
+
+def test_mismatched_initial_adapter_is_refused():
+    from loralens.errors import ConfigError
+
+    ctx = tiny_context(train=False, frozen=False)
+    mods = lora_modules(ctx.adapted.encoder)
+    before = {p: m.lora_A[ADAPTER].weight.clone() for p, m in mods.items()}
+    ctx.initial_adapter = {p: {"A": torch.zeros(3, m.lora_A[ADAPTER].weight.shape[1]),
+                               "B": torch.zeros(m.lora_B[ADAPTER].weight.shape[0], 3)} for p, m in mods.items()}
+    with pytest.raises(ConfigError, match="initial adapter of blocks.0.attn.v_proj"):
+        lora_internals.run(ctx)
+    ctx.initial_adapter = {"blocks.0.attn.v_proj": ctx.initial_adapter["blocks.0.attn.v_proj"]}
+    with pytest.raises(ConfigError, match="initial adapter modules"):
+        lora_internals.run(ctx)
+    assert all(torch.equal(m.lora_A[ADAPTER].weight, before[p]) for p, m in mods.items())

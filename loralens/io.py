@@ -91,3 +91,22 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise RunFolderError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:
         raise RunFolderError(f"{path}: not valid JSON ({e})", "delete it and re-run the stage that writes it") from None
+
+
+def read_yaml_mapping(path: str | os.PathLike[str], doc: str = "the documentation") -> dict[str, Any]:
+    """The top-level mapping of a YAML file (empty file = {}); ConfigError naming the file when it is missing,
+    not valid YAML, or not a mapping. `doc` names where an example is (for the hint)."""
+    import yaml
+
+    from loralens.errors import ConfigError
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})", "check indentation and quoting") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of field: value", f"see {doc} for an example")
+    return data

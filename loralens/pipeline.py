@@ -157,18 +157,10 @@ def load_run_config(path: str | Path | None = None, overrides: dict[str, Any] | 
     Raises ConfigError naming every invalid field (`train.epochs`, `ranks.0`, ...) and the file."""
     from loralens.training.config import _set_dotted
 
-    base: dict[str, Any] = {}
+    from loralens.io import read_yaml_mapping
+
+    base: dict[str, Any] = {} if path is None else read_yaml_mapping(path, "docs/pipeline.md")
     source = str(path) if path is not None else "run configuration"
-    if path is not None:
-        path = Path(path)
-        try:
-            base = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})", "check indentation and quoting") from None
-        if not isinstance(base, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping", "see docs/pipeline.md for an example")
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(base, key, value)

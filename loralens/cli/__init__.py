@@ -37,10 +37,11 @@ def _register() -> None:
 _register()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point. Errors on bad input are printed without a traceback; exit code 2."""
+def run_command(command: click.Command, argv: list[str] | None, prog_name: str) -> int:
+    """Run a click command on `argv` and return its exit code: errors on bad input (LoralensError) are printed
+    without a traceback and give 2; click's usage errors their own code; Ctrl-C 130."""
     try:
-        cli.main(args=argv, prog_name="loralens", standalone_mode=False)
+        result = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except LoralensError as e:
         click.echo(f"error: {e}", err=True)
         return 2
@@ -50,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as e:
         e.show()
         return e.exit_code
-    return 0
+    return result if isinstance(result, int) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point (`loralens ...`)."""
+    return run_command(cli, argv, "loralens")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import click
 
-from loralens.errors import LoralensError
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -110,15 +109,9 @@ def train(config_file: Path | None, dry_run: bool, **flags) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`loralens train` as a function of its arguments (returns the exit code; errors printed, exit 2)."""
-    try:
-        train.main(args=argv, prog_name="loralens train", standalone_mode=False)
-    except LoralensError as e:
-        click.echo(f"error: {e}", err=True)
-        return 2
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
-    return 0
+    from loralens.cli import run_command
+
+    return run_command(train, argv, "loralens train")
 
 
 if __name__ == "__main__":

@@ -157,20 +157,10 @@ def make_config(base: Mapping[str, Any] | None = None, overrides: Mapping[str, A
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
     """Read a YAML training config (or start from the defaults when `path` is None) and apply `overrides`."""
-    base: dict = {}
-    src = "configuration"
-    if path is not None:
-        path = Path(path)
-        src = str(path)
-        try:
-            base = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})", "check indentation and quoting") from None
-        if not isinstance(base, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of field: value",
-                              "see docs/training.md for an example")
+    from loralens.io import read_yaml_mapping
+
+    base: dict = {} if path is None else read_yaml_mapping(path, "docs/training.md")
+    src = "configuration" if path is None else str(path)
     return make_config(base, overrides, source=src)
 
 

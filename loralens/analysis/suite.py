@@ -7,6 +7,7 @@ Each analysis module registers one `Analysis`. The driver times each, records pe
 from __future__ import annotations
 
 import importlib
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -88,10 +89,41 @@ def resolve(names: Iterable[str] | None) -> list[Analysis]:
     return [registry[n] for n in registry if n in names]
 
 
-def _peak_rss_mib() -> float:
+def _process_peak_rss_mib() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class PeakRSS:
+    """Peak resident memory of this process (MiB) while the `with` block runs, sampled every `interval` s by a
+    background thread (the process-wide high-water mark cannot be reset, so it cannot tell one analysis' peak)."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self._interval = interval
+        self._stop = threading.Event()
+        self.peak_mib = 0.0
+
+    def _sample(self) -> None:
+        self.peak_mib = max(self.peak_mib, self._process.memory_info().rss / 2**20)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._sample()
+
+    def __enter__(self) -> "PeakRSS":
+        self._sample()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
 
 
 def run_analysis(analysis: Analysis, ctx: AnalysisContext, out_dir: Path, *, key: str = "", force: bool = False) -> dict:
@@ -105,9 +137,8 @@ def run_analysis(analysis: Analysis, ctx: AnalysisContext, out_dir: Path, *, key
             return old
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    rss_before = _peak_rss_mib()
     t0 = time.perf_counter()
-    with torch.enable_grad() if analysis.needs_grad else torch.no_grad():
+    with PeakRSS() as rss, torch.enable_grad() if analysis.needs_grad else torch.no_grad():
         result = analysis.run(ctx)
     wall = time.perf_counter() - t0
     meta = {
@@ -116,8 +147,8 @@ def run_analysis(analysis: Analysis, ctx: AnalysisContext, out_dir: Path, *, key
         "fold": ctx.fold,
         "key": key,
         "wall_time_s": round(wall, 3),
-        "peak_rss_mib": round(_peak_rss_mib(), 1),
-        "peak_rss_before_mib": round(rss_before, 1),
+        "peak_rss_mib": round(rss.peak_mib, 1),  # this analysis' own peak (sampled)
+        "process_peak_rss_mib": round(_process_peak_rss_mib(), 1),  # high-water mark since the process started
         "n_test_clips": ctx.test.n_clips,
         "seed": ctx.seed,
         "n_boot": ctx.n_boot,

@@ -81,3 +81,20 @@ def test_unknown_analysis_names_valid_ones(fake_registry):
 
     with pytest.raises(ConfigError, match="unknown analysis"):
         suite.resolve(["nope"])
+
+
+def test_peak_rss_sees_memory_allocated_inside_the_block():
+    import numpy as np
+
+    from loralens.analysis.suite import PeakRSS
+
+    with PeakRSS(interval=0.01) as before:
+        pass
+    with PeakRSS(interval=0.01) as during:
+        block = np.ones(200 * 2**20 // 8)  # 200 MiB, touched
+        block[::512] += 1
+        import time
+
+        time.sleep(0.1)
+        del block
+    assert during.peak_mib > before.peak_mib + 150

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from pydantic import ValidationError
@@ -20,8 +22,9 @@ from loralens.data.clips import Clip
 from loralens.errors import ConfigError, RunFolderError
 from loralens.io import read_json
 from loralens.models.classifier import EmotionClassifier
+from loralens.models.lora import ADAPTER, lora_modules
 from loralens.training.config import TrainConfig, config_hash
-from loralens.training.crossval import Prepared, make_accelerator, mask_padding_for, prepare
+from loralens.training.crossval import Prepared, build_classifier, make_accelerator, mask_padding_for, prepare
 from loralens.training.run_folder import RunFolder
 
 
@@ -82,6 +85,51 @@ def load_fold_classifier(run_dir: str | Path, fold: int, prep: Prepared,
     clf.head.load_state_dict(load_file(str(folder.head)))
     clf.requires_grad_(False)
     return clf.eval()
+
+
+@contextlib.contextmanager
+def _global_rng_kept() -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's (CPU and CUDA) global random states on exit: `build_classifier`
+    reseeds them, and loading a context must not change what later code draws."""
+    py, np_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(np_state)
+
+
+def initial_adapter(cfg: TrainConfig, prep: Prepared) -> dict[str, dict[str, torch.Tensor]] | None:
+    """The LoRA weights every fold of a `lora` run started from (None for other methods), keyed by hook prefix
+    (`blocks.{l}.attn.v_proj`): {"A": `[r, d_in]`, "B": `[d_out, r]`}, CPU tensors.
+
+    Training builds each fold's classifier with `build_classifier(cfg, ...)`, which seeds every generator with
+    `cfg.seed` before the head is made and the adapters are injected, so the same call reproduces peft's
+    initialisation exactly (A kaiming-uniform with a = sqrt(5), B = 0), given the same peft version. The global
+    random states are left as they were.
+    """
+    if cfg.method != "lora":
+        return None
+    with _global_rng_kept():
+        clf = build_classifier(cfg, prep.whisper_encoder, len(prep.labels))
+    return {p: {"A": m.lora_A[ADAPTER].weight.detach().cpu().clone(),
+                "B": m.lora_B[ADAPTER].weight.detach().cpu().clone()}
+            for p, m in lora_modules(clf.encoder).items()}
+
+
+def _check_initial_matches(initial: dict[str, dict[str, torch.Tensor]], adapted: EmotionClassifier,
+                           run_dir: str | Path) -> None:
+    """The reconstructed initial adapter must have the trained adapter's modules and shapes."""
+    trained = {p: (tuple(m.lora_A[ADAPTER].weight.shape), tuple(m.lora_B[ADAPTER].weight.shape))
+               for p, m in lora_modules(adapted.encoder).items()}
+    rebuilt = {p: (tuple(w["A"].shape), tuple(w["B"].shape)) for p, w in initial.items()}
+    if rebuilt != trained:
+        raise RunFolderError(
+            f"{run_dir}: the adapter rebuilt from config.yaml ({rebuilt}) does not match the saved one ({trained})",
+            "the run was trained with other LoRA settings or another loralens version; retrain it",
+        )
 
 
 def _fold_test_ids(run: RunFolder, fold: int) -> list[str] | None:
@@ -154,6 +202,9 @@ def context_from_runs(
         raise RunFolderError(f"{run_dir}: fold {fold} does not exist (the run has folds 0..{len(prep.folds) - 1})",
                              "pick a fold index in that range")
     adapted = load_fold_classifier(run_dir, fold, prep, cfg)
+    initial = initial_adapter(cfg, prep)
+    if initial is not None:
+        _check_initial_matches(initial, adapted, run_dir)
     frozen = None
     if baseline_dir is not None:
         base_cfg = read_run_config(baseline_dir)
@@ -185,4 +236,5 @@ def context_from_runs(
         n_boot=n_boot,
         device=dev,
         options=options or {},
+        initial_adapter=initial,
     )

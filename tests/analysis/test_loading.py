@@ -1,6 +1,7 @@
 """Building the analysis context from run folders (the tiny run of tests/test_pipeline.py): the trained weights are
 the saved ones, the loaded models reproduce the fold's saved test predictions, batches are sorted by length and
-class-balanced caps hold; runs that do not fit together are refused."""
+class-balanced caps hold; runs that do not fit together are refused; the initial adapter rebuilt from the run's seed
+is the one training started from."""
 
 from __future__ import annotations
 
@@ -122,3 +123,68 @@ def test_device_resolution(ctx):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def _adapter_file_by_prefix(path) -> dict[str, dict[str, torch.Tensor]]:
+    """A saved peft adapter's weights keyed like `lora_modules`: {prefix: {"A": ..., "B": ...}}."""
+    from loralens.models.lora import hook_prefix
+
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for name, value in load_file(str(path)).items():
+        module, kind = name.removeprefix("base_model.model.").rsplit(".lora_", 1)
+        out.setdefault(hook_prefix(module), {})[kind.removesuffix(".weight")] = value
+    return out
+
+
+def test_initial_adapter_is_peft_init_and_close_to_the_trained_one(run, ctx):
+    import math
+
+    initial = ctx.initial_adapter
+    trained = _adapter_file_by_prefix(run / "train" / "lora_r4" / "fold_0" / "adapter" / "adapter_model.safetensors")
+    assert set(initial) == set(trained) == {"blocks.0.attn.v_proj", "blocks.1.attn.v_proj"}
+    for p, w in initial.items():
+        a0, a1 = w["A"], trained[p]["A"]
+        assert a0.shape == a1.shape and a0.shape[0] == 4 and w["B"].shape == trained[p]["B"].shape
+        assert torch.count_nonzero(w["B"]) == 0 and torch.count_nonzero(trained[p]["B"]) > 0
+        # kaiming-uniform with a = sqrt(5): U(-1/sqrt(d_in), 1/sqrt(d_in))
+        bound = 1 / math.sqrt(a0.shape[1])
+        assert float(a0.abs().max()) <= bound and float(a0.abs().max()) > 0.9 * bound
+        # one epoch of a few AdamW steps moves A a little, and only a little
+        rel = float(torch.linalg.norm(a1 - a0) / torch.linalg.norm(a0))
+        assert 0 < rel < 0.05, rel  # 0.0103 measured
+
+
+def test_initial_adapter_is_what_training_started_from(run, tmp_path, monkeypatch):
+    """run_fold's own classifier, saved right after it was built (before any optimiser step), equals the
+    reconstruction bit for bit; reconstructing leaves the global random generators as they were."""
+    import random
+
+    import numpy as np
+
+    from loralens.analysis.loading import initial_adapter
+    from loralens.training import crossval
+    from loralens.training.loop import FitResult
+
+    cfg = read_run_config(run / "train" / "lora_r4")
+    prep = crossval.prepare(cfg, crossval.make_accelerator("fp32"), write=False)
+
+    def save_then_stop(model, *args, **kwargs):
+        model.save_adapter(tmp_path / "adapter_at_start")
+        return FitResult(-1, {}, 0, False, 0, interrupted=True)
+
+    monkeypatch.setattr(crossval, "fit", save_then_stop)
+    fresh = cfg.model_copy(update={"run_dir": tmp_path / "fresh"})
+    assert crossval.run_fold(fresh, prep, 0, crossval.make_accelerator("fp32"), echo=lambda s: None) is None
+    at_start = _adapter_file_by_prefix(tmp_path / "adapter_at_start" / "adapter_model.safetensors")
+
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(())))
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)
+    rebuilt = initial_adapter(cfg, prep)
+    assert (random.random(), float(np.random.rand()), float(torch.rand(()))) == expected
+    assert set(rebuilt) == set(at_start)
+    for p, w in rebuilt.items():
+        assert torch.equal(w["A"], at_start[p]["A"]) and torch.equal(w["B"], at_start[p]["B"])
+    assert initial_adapter(cfg.model_copy(update={"method": "frozen"}), prep) is None
+    other_seed = initial_adapter(cfg.model_copy(update={"seed": cfg.seed + 1}), prep)
+    assert not any(torch.equal(w["A"], other_seed[p]["A"]) for p, w in rebuilt.items())

@@ -153,7 +153,7 @@ def reconstructed():
     return ctx, lora_internals.run(ctx)
 
 
-def test_init_uses_the_reconstructed_initial_a(reconstructed):
+def test_init_uses_the_reconstructed_initial_a(reconstructed, tmp_path):
     ctx, r = reconstructed
     assert r["init_a_source"] == lora_internals.INIT_RECONSTRUCTED == "reconstructed peft initialisation"
     for p, m in lora_modules(ctx.adapted.encoder).items():
@@ -173,6 +173,9 @@ def test_init_uses_the_reconstructed_initial_a(reconstructed):
     # the initial rank space gets its own t-SNE, and the reading says which A the init control used
     assert np.asarray(r["tsne"]["init"][p0]["coords"]).shape == (r["sample"]["n_clips"], 2)
     assert "reconstructed from the run's seed" in lora_internals.reading(r)
+    paths = lora_internals.plot(r, tmp_path)
+    tsne_png = tmp_path / "lora_internals_tsne.png"
+    assert tsne_png in paths and matplotlib.image.imread(tsne_png).ndim == 3
 
 
 def test_init_falls_back_to_the_trained_a(ctx_and_result):

@@ -161,7 +161,12 @@ def analyze_run(
     module = _verdicts_module()
     if module is None:
         return results
-    v = module.verdicts(results)
+    # Verdicts draw on every complete result of this fold under the same key, not only those run now: running
+    # one analysis again (e.g. --analyses lora_internals --force) must not lose the others' evidence.
+    from loralens.analysis.suite import available
+
+    evidence = {n: r for n in available() if (r := _complete(out_dir, n, key)) is not None}
+    v = module.verdicts({**evidence, **results})
     atomic_write_json(out_dir / "verdicts.json", v)
     results["verdicts"] = v
     return results

@@ -23,8 +23,9 @@ third of the layers).
 module, with k90 = the number of singular components holding 90 % of the energy of the frame-level matrix:
   - forward alignment: the trained adapter's A outputs and B outputs each have a smaller k90 than the `random`
     control (Gaussian A and B of matched norms) and than `init` where init is informative (its output has energy,
-    k90 > 0, and its A differs from the trained A; the lora_internals `init` variant keeps the trained A and sets
-    B = 0, so for it neither comparison is informative and both are skipped);
+    k90 > 0, and its A differs from the trained A). lora_internals' `init` is peft's reconstructed initialisation
+    (initial A, B = 0): its B output has no energy, so only the A comparison is made; in the fallback (initial
+    weights unavailable, `init` keeps the trained A) both are skipped;
   - backward differentiation: the loss gradients reaching B's output spread over more components than B's forward
     output: b_grad_k90 > b_out_k90 (both also reported as fractions of the rank r; b_grad is not confined to B's
     r-dimensional column space, b_out is).

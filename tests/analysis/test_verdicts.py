@@ -100,7 +100,7 @@ def test_forward_backward_supported():
     m = v["numbers"]["modules"]["blocks.0.attn.v_proj"]
     assert m["forward"]["a_out_vs_random"] == {"trained": 3.0, "random": 7.0, "smaller": True}
     assert m["forward"]["b_out_vs_init"].startswith("skipped")  # init B = 0: no energy
-    assert m["forward"]["a_out_vs_init"].startswith("skipped")  # init keeps the trained A
+    assert m["forward"]["a_out_vs_init"].startswith("skipped")  # this result's init keeps the trained A (the fallback)
     assert m["b_out_k90_over_rank"] == 0.25 and m["b_grad_k90_over_rank"] == 2.5
     assert v["numbers"]["forward_fraction"] == 1.0 and v["numbers"]["backward_fraction"] == 1.0
 

@@ -91,3 +91,18 @@ def test_bad_arguments_exit_2(run, tmp_path, capsys):
     assert main(["analyze", str(tmp_path)]) == 2
     assert "config.yaml: not found" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
+
+
+def test_rerunning_one_analysis_keeps_the_others_evidence_in_the_verdicts(run, tmp_path):
+    """Verdicts use every complete result of the fold, not only the analyses run in this call."""
+    import shutil
+
+    out = tmp_path / "analysis"
+    shutil.copytree(run / "analysis" / "lora_r4" / "fold_0", out)
+    full = read_json(out / "verdicts.json")
+    assert main(["analyze", str(run / "train" / "lora_r4"), "--baseline", str(run / "train" / "frozen"),
+                 "--analyses", "weight_analysis", "--force", "--out", str(out), *SETTINGS]) == 0
+    again = read_json(out / "verdicts.json")
+    for claim in ("delayed_specialization", "forward_alignment_backward_differentiation"):
+        assert again[claim]["supported"] == full[claim]["supported"]
+        assert again[claim]["numbers"] == full[claim]["numbers"]

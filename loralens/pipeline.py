@@ -9,6 +9,8 @@ Output folder:
     <out>/folds.json                       the folds every variant trains on
     <out>/train/<variant>/                 a training run folder per variant (see loralens.training.run_folder)
     <out>/analysis/<variant>/fold_<k>/     analysis results (see loralens.analysis.suite) and verdicts.json
+    <out>/analysis/<variant>/aggregate/    results and verdicts aggregated over the complete folds
+                                           (see loralens.analysis.aggregate)
     <out>/report.html                      the self-contained report
 
 Every stage is skipped when its results are complete (training folds by config hash, analyses by their key), so
@@ -388,6 +390,7 @@ def run_pipeline(cfg: RunConfig, *, echo: Callable[[str], None] = print, dry_run
                 train(tcfg, echo=echo)
 
     if to_analyse:
+        from loralens.analysis.aggregate import aggregate_run
         from loralens.analysis.api import analysis_complete, analysis_errors, analyze_run
         from loralens.analysis.suite import available
 
@@ -412,6 +415,9 @@ def run_pipeline(cfg: RunConfig, *, echo: Callable[[str], None] = print, dry_run
                     errors = analysis_errors(kw["out_dir"], (n for n in names or available() if n not in results))
                     if errors:
                         st["error"] = "; ".join(f"{n}: {e}" for n, e in errors.items())
+            # Cheap (JSON only), so always recomputed: every complete fold of the variant, also earlier runs' folds.
+            if any((out / "analysis" / name / f"fold_{k}").is_dir() for k in to_analyse):
+                aggregate_run(out, name)
 
     if not cfg.report:
         return out

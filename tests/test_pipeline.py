@@ -149,6 +149,45 @@ def test_every_stage_writes_its_outputs(run):
     assert any(line.startswith("report: ") for line in lines)
 
 
+def _aggregate_leaves(node: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], dict]]:
+    if isinstance(node, dict) and "per_fold" in node:
+        return [(path, node)]
+    return [leaf for k, v in (node.items() if isinstance(node, dict) else []) for leaf in _aggregate_leaves(v, path + (k,))]
+
+
+def test_aggregate_of_one_fold_equals_that_fold(run):
+    from loralens.analysis.suite import available
+
+    out, _, _ = run
+    variant = out / "analysis" / "lora_r4"
+    agg = variant / "aggregate"
+    assert sorted(p.stem for p in agg.glob("*.json")) == sorted([*available(), "verdicts"])
+    n_curves = 0
+    for name in available():
+        doc = read_json(agg / f"{name}.json")
+        assert doc["analysis"] == name and doc["folds"] == [0] and doc["n_folds"] == 1
+        result = read_json(variant / "fold_0" / name / "result.json")
+        for path, leaf in _aggregate_leaves(doc["curves"]):
+            value = result
+            for key in path:
+                value = value[key]
+            if isinstance(value, dict):  # a curve
+                n_curves += 1
+                want = [None if v is None or v != v else v for v in value["value"]]
+                assert leaf["mean"] == want and leaf["per_fold"] == [want] and leaf["n_folds"] == 1, (name, path)
+                assert leaf["std"] == [None] * len(want)
+            else:
+                assert leaf["mean"] == (None if value != value else value) and leaf["std"] is None, (name, path)
+    assert n_curves >= 20
+    lens = read_json(agg / "logit_lens.json")["curves"]["adapted"]["agreement"]
+    assert len(lens["mean"]) == 2  # the tiny encoder's 2 layers
+    verdicts = read_json(agg / "verdicts.json")
+    fold_verdicts = read_json(variant / "fold_0" / "verdicts.json")
+    claim = verdicts["claims"]["delayed_specialization"]
+    assert verdicts["folds"] == [0] and claim["supported"] == [fold_verdicts["delayed_specialization"]["supported"]]
+    assert claim["n_supported"] == (1 if claim["supported"] == [True] else 0)
+
+
 def test_rerun_trains_and_analyses_nothing(run, tmp_path, tmp_path_factory, monkeypatch):
     out = copy_run(run[0], tmp_path / "out")
     metrics = mtimes(out, "train/*/fold_*/metrics.json")

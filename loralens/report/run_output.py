@@ -5,6 +5,7 @@ Layout read (see `loralens.pipeline`):
     <out>/run.yaml, stages.json, environment.json (optional), folds.json, data/summary.json
     <out>/train/<variant>/config.yaml, summary.json, fold_<k>/metrics.json, fold_<k>/figures/*.png
     <out>/analysis/<variant>/fold_<k>/<analysis>/result.json (+ figures), .../fold_<k>/verdicts.json
+    <out>/analysis/<variant>/aggregate/<analysis>.json, verdicts.json (over folds; loralens.analysis.aggregate)
 
 Anything absent is None or empty here (the report shows it as "not run"); a file that is present but cannot be
 parsed raises `RunFolderError` naming it. No tensor or model is ever loaded.
@@ -177,6 +178,23 @@ class AnalysedFold:
 
 
 @dataclass
+class AggregatedVariant:
+    """`analysis/<variant>/aggregate/`: analysis name -> its aggregate over folds (`{"analysis", "folds",
+    "n_folds", "curves"}`) and the verdicts summary (`{"folds", "n_folds", "claims"}`), as
+    `loralens.analysis.aggregate.aggregate_run` writes them."""
+
+    variant: str
+    root: Path
+    analyses: dict[str, dict[str, Any]]
+    verdicts: dict[str, Any] | None
+
+    def n_folds(self, name: str) -> int:
+        """Folds aggregated for analysis `name` (0 when absent)."""
+        n = (self.analyses.get(name) or {}).get("n_folds")
+        return n if isinstance(n, int) else 0
+
+
+@dataclass
 class RunOutput:
     """Everything the report shows, read from an output folder."""
 
@@ -188,6 +206,7 @@ class RunOutput:
     folds: dict[str, Any] | None
     variants: list[Variant]
     analysed: list[AnalysedFold]
+    aggregates: dict[str, AggregatedVariant] = field(default_factory=dict)
 
     @property
     def synthetic(self) -> bool:
@@ -287,6 +306,20 @@ def read_analysed_fold(root: Path, variant: str, fold: int) -> AnalysedFold:
     return AnalysedFold(variant, fold, root, analyses, read_json_object(root / "verdicts.json"))
 
 
+AGGREGATE_DIR = "aggregate"
+
+
+def read_aggregate(root: Path, variant: str) -> AggregatedVariant | None:
+    """`analysis/<variant>/aggregate/` (None when absent): every `<analysis>.json` and `verdicts.json`."""
+    if not root.is_dir():
+        return None
+    analyses = {}
+    for path in sorted(root.glob("*.json"), key=lambda p: natural_key(p.name)):
+        if path.stem != "verdicts":
+            analyses[path.stem] = read_json_object(path)
+    return AggregatedVariant(variant, root, analyses, read_json_object(root / "verdicts.json"))
+
+
 def read_run_output(out_dir: str | Path) -> RunOutput:
     """Read the output folder of `loralens run`. Raises RunFolderError when `out_dir` is not a folder or holds
     none of the run's files, or when a file present is malformed (naming it)."""
@@ -307,10 +340,14 @@ def read_run_output(out_dir: str | Path) -> RunOutput:
         names = sorted((p.name for p in train_root.iterdir() if p.is_dir()), key=_variant_order)
         variants = [read_variant(train_root / n) for n in names]
     analysed = []
+    aggregates: dict[str, AggregatedVariant] = {}
     analysis_root = root / "analysis"
     if analysis_root.is_dir():
         for vdir in sorted((p for p in analysis_root.iterdir() if p.is_dir()), key=lambda p: _variant_order(p.name)):
             for k, fold_root in _fold_dirs(vdir):
                 analysed.append(read_analysed_fold(fold_root, vdir.name, k))
+            agg = read_aggregate(vdir / AGGREGATE_DIR, vdir.name)
+            if agg is not None:
+                aggregates[vdir.name] = agg
     return RunOutput(root, config, stages, environment, read_json_object(root / "data" / "summary.json"),
-                     read_json_object(root / "folds.json"), variants, analysed)
+                     read_json_object(root / "folds.json"), variants, analysed, aggregates)

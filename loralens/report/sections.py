@@ -103,6 +103,20 @@ CLAIMS: dict[str, tuple[str, str]] = {
     ),
 }
 
+#: Curves shown aggregated over folds (path in the analysis result, row label) and what their columns index.
+AGGREGATE_CURVES: dict[str, tuple[str, tuple[tuple[tuple[str, ...], str], ...]]] = {
+    "layer_contribution": ("layer", ((("difference", "total_rel"), "difference (adapted \u2212 frozen), total_rel"),)),
+    "logit_lens": ("layer", ((("adapted", "agreement"), "adapted, agreement with final"),
+                             (("adapted", "uar"), "adapted, UAR"))),
+    "erasure": ("erased layer", ((("single", "delta_uar"), "single layer erased, \u0394 UAR"),)),
+    "probing": ("hidden state (0 = embeddings)", ((("emotion", "adapted", "uar"), "emotion probe, adapted, UAR"),
+                                                  (("emotion", "frozen", "uar"), "emotion probe, frozen, UAR"))),
+    "similarity": ("hidden state (0 = embeddings)", ((("diagonal", "linear_debiased"),
+                                                      "diagonal linear CKA (debiased)"),)),
+    "patching": ("patched layer", ((("frozen_to_adapted", "recovered_logit_diff"),
+                                    "frozen \u2192 adapted, recovered logit difference"),)),
+}
+
 
 # ------------------------------------------------------------------------------------------------ helpers
 def _pct(value: Any) -> float | None:
@@ -530,6 +544,56 @@ def _ablation_tables(run: RunOutput, labels: Sequence[str]) -> list[Table]:
     return tables
 
 
+def _aggregate_leaf(curves: Any, path: Sequence[str]) -> Mapping[str, Any] | None:
+    for key in path:
+        if not isinstance(curves, Mapping):
+            return None
+        curves = curves.get(key)
+    return curves if isinstance(curves, Mapping) and isinstance(curves.get("mean"), list) else None
+
+
+def _aggregate_cell(mean: Any, std: Any, n: int) -> Cell:
+    if not isinstance(mean, (int, float)):
+        return None
+    return MeanStd(float(mean), float(std) if isinstance(std, (int, float)) else math.nan, n=n)
+
+
+def aggregate_tables(run: RunOutput, name: str, short_title: str) -> list[Table]:
+    """Per variant whose `aggregate/<name>.json` covers at least two folds: the key curves of `AGGREGATE_CURVES`
+    (rows) per layer (columns) as mean \u00b1 sample std over folds. Nothing for one fold."""
+    if name not in AGGREGATE_CURVES:
+        return []
+    axis, wanted = AGGREGATE_CURVES[name]
+    tables = []
+    for variant, agg in run.aggregates.items():
+        n = agg.n_folds(name)
+        if n < 2:
+            continue
+        doc = agg.analyses[name]
+        leaves = [(label, leaf) for path, label in wanted
+                  if (leaf := _aggregate_leaf(doc.get("curves"), path)) is not None]
+        if not leaves:
+            continue
+        width = max(len(leaf["mean"]) for _, leaf in leaves)
+        rows: list[list[Cell]] = []
+        for label, leaf in leaves:
+            std = leaf.get("std") if isinstance(leaf.get("std"), list) else []
+            per_fold = [p for p in leaf.get("per_fold") or [] if isinstance(p, list)]
+            # folds with a value at layer i (the tooltip's count): a fold's null is left out of that cell
+            counts = [sum(i < len(p) and isinstance(p[i], (int, float)) for p in per_fold) if per_fold
+                      else int(leaf.get("n_folds") or n) for i in range(len(leaf["mean"]))]
+            cells = [_aggregate_cell(m, std[i] if i < len(std) else None, counts[i])
+                     for i, m in enumerate(leaf["mean"])]
+            rows.append([label, *cells, *[None] * (width - len(cells))])
+        folds = ", ".join(str(k) for k in doc.get("folds") or [])
+        tables.append(Table(["curve", *(str(i) for i in range(width))], rows,
+                            caption=f"{short_title}, {variant}: aggregated over {n} folds ({folds}); "
+                                    f"columns: {axis}",
+                            notes="Mean \u00b1 sample standard deviation (ddof = 1) over folds of each fold's "
+                                  "point estimate; folds where a value is missing are left out of that cell."))
+    return tables
+
+
 def _analysis_title(name: str, results: Sequence[AnalysisResult]) -> str:
     for r in results:
         if r.meta.get("title"):
@@ -577,6 +641,7 @@ def analysis_sections(run: RunOutput) -> list[Section]:
                              f"{r.result['last_layer_max_abs_logit_diff']} (must be 0).")
         tables = [Table(["variant", "fold", "test clips", "bootstrap resamples", "wall time", "peak RSS (MiB)",
                          "figures"], rows, digits=1, caption=f"{title[len('Analysis: '):]}: runs shown")]
+        tables += aggregate_tables(run, name, title[len('Analysis: '):])
         figures = []
         by_stem: dict[str, list[tuple[AnalysedFold, Path]]] = {}
         for a, r in complete:
@@ -627,6 +692,34 @@ def _claims(verdicts: Mapping[str, Any]) -> dict[str, Any]:
     return claims
 
 
+def _verdicts_over_folds(run: RunOutput, claim_names: Sequence[str]) -> tuple[list[str], Table] | None:
+    """"Supported in k of N folds" per claim and variant whose aggregate/verdicts.json covers at least two folds."""
+    rows: list[list[Cell]] = []
+    paragraphs = []
+    for variant, agg in run.aggregates.items():
+        v = agg.verdicts or {}
+        n = v.get("n_folds")
+        claims = v.get("claims")
+        if not isinstance(n, int) or n < 2 or not isinstance(claims, Mapping):
+            continue
+        for claim in claim_names:
+            c = claims.get(claim)
+            if not isinstance(c, Mapping):
+                continue
+            name = CLAIMS.get(claim, (claim.replace("_", " ").capitalize(), ""))[0]
+            k = int(c.get("n_supported") or 0)
+            against = int(c.get("n_not_supported") or 0)
+            undecided = int(c.get("n_undecided") or 0)
+            text = f"supported in {k} of {n} folds"
+            rows.append([name, variant, ", ".join(str(f) for f in v.get("folds") or []), text, against, undecided])
+            paragraphs.append(f"{name}, {variant}: {text} (not supported in {against}, not enough data in "
+                              f"{undecided}).")
+    if not rows:
+        return None
+    return paragraphs, Table(["claim", "variant", "folds", "over folds", "not supported", "not enough data"], rows,
+                             caption="Verdicts over folds: in how many analysed folds each claim is supported")
+
+
 def verdict_section(run: RunOutput) -> Section:
     """The two claims: a verdict per analysed variant and fold, the statement, and every number and threshold
     of the verdict side by side."""
@@ -667,6 +760,10 @@ def verdict_section(run: RunOutput) -> Section:
                                 caption=f"{name}: thresholds first, then the measured numbers", digits=3))
     tables.insert(0, Table(["claim", "variant", "fold", "verdict", "statement"], summary_rows,
                            caption="Verdicts (supported / not supported / not enough data)"))
+    over_folds = _verdicts_over_folds(run, claim_names)
+    if over_folds is not None:
+        paragraphs[:0] = over_folds[0]
+        tables.insert(0, over_folds[1])
     notes.append("A verdict is 'not enough data' when an analysis it needs did not run or its interval is too wide "
                  "to decide; the thresholds are fixed in loralens.analysis.verdicts before looking at the data.")
     return Section(title, paragraphs=paragraphs, tables=tables, notes=notes)

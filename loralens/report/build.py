@@ -9,8 +9,9 @@ writes one HTML file with every figure embedded as a data URI. Sections:
 3. Results: UAR / WAR / macro-F1 mean ± std per variant with parameters, time and memory; ablation; per class;
    per fold; bar chart
 4. Confusion matrices (summed over folds, one per variant)
-5. One section per analysis, in suite order, every analysed variant and fold side by side
-6. Verdicts on the paper's two claims
+5. One section per analysis, in suite order, every analysed variant and fold side by side; with >= 2 analysed
+   folds, key curves aggregated over folds (mean ± std per layer, from analysis/<variant>/aggregate/)
+6. Verdicts on the paper's two claims (and "supported in k of N folds" with >= 2 analysed folds)
 7. Reproducibility: stage wall times, environment, seed, configuration
 
 Anything not run shows as a note; a malformed file raises RunFolderError naming it.

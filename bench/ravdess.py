@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from loralens.io import atomic_write_json, atomic_write_text
+from loralens.io import atomic_write_json, atomic_write_text, read_yaml_mapping
 from loralens.training.config import make_config
 from loralens.training.crossval import train
 from loralens.training.metrics import mean_std
@@ -37,14 +37,37 @@ def fold_rows(run_dir: Path) -> list[dict]:
     return rows
 
 
-def summarise(name: str, rows: list[dict]) -> dict:
-    out = {"variant": name, "folds": rows, "n_folds": len(rows)}
+def settings(run_dir: Path) -> dict:
+    """The recipe a variant was trained with (its config snapshot), so each row of the table says how it was made."""
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        return {}
+    cfg = read_yaml_mapping(path)
+    keep = ("method", "window", "epochs", "batch_size", "lr_encoder", "lr_head", "patience", "head")
+    out = {k: cfg.get(k) for k in keep}
+    if cfg.get("method") == "lora":
+        out["lora"] = cfg.get("lora")
+    return out
+
+
+def summarise(name: str, rows: list[dict], recipe: dict | None = None) -> dict:
+    out = {"variant": name, "settings": recipe or {}, "folds": rows, "n_folds": len(rows)}
     for key in ("uar", "war", "macro_f1"):
         out[key] = mean_std([r[key] for r in rows]) if rows else None
     out["wall_time_s"] = sum(r["wall_time_s"] for r in rows)
     out["peak_rss_mib"] = max((r["peak_rss_mib"] or 0) for r in rows) if rows else None
     out["trainable_params"] = rows[0]["trainable_params"] if rows else None
     return out
+
+
+def recipe_text(recipe: dict) -> str:
+    """`3 ep, lr 3e-4 / head 1e-3` from a variant's settings (the encoder lr only where the encoder trains)."""
+    if not recipe:
+        return "–"
+    text = f"{recipe['epochs']} ep"
+    if recipe.get("method") != "frozen":
+        text += f", lr {recipe['lr_encoder']:g}"
+    return text + f", head lr {recipe['lr_head']:g}"
 
 
 def pm(d: dict | None) -> str:
@@ -59,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", type=Path, default=Path("../shared/data/ravdess"))
     ap.add_argument("--out", type=Path, default=Path("runs/bench-ravdess"))
     ap.add_argument("--model", default="base")
-    ap.add_argument("--methods", default="lora,frozen,full", help="among lora, frozen, frozen-wls, full")
+    ap.add_argument("--methods", default="lora,frozen,full",
+                    help="among lora, frozen, full, each optionally with -wls or -wls-ln (e.g. frozen-wls-ln)")
     ap.add_argument("--folds", default="0,1,2,3,4,5", help="fold indices to run")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -76,18 +100,20 @@ def main(argv: list[str] | None = None) -> int:
               "feature_cache": str(args.out / "feature_cache")}
     variants = []
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
-        if method == "frozen-wls":  # frozen encoder, head on a learned softmax-weighted sum of all layers (SUPERB)
-            variants.append(("frozen-wls-trim", {**common, "method": "frozen", "window": "trim",
-                                                 "head": {"weighted_layer_sum": True}}, folds))
-            continue
-        variants.append((f"{method}-trim", {**common, "method": method, "window": "trim"}, folds))
+        # `<method>` or `<method>-wls` (head on a learned softmax-weighted sum of all layers, SUPERB) or
+        # `<method>-wls-ln` (the same, each layer's pooled vector normalised first)
+        base_method, _, head_kind = method.partition("-")
+        if base_method not in ("lora", "frozen", "full") or head_kind not in ("", "wls", "wls-ln"):
+            ap.error(f"unknown method {method!r}: use lora, frozen or full, optionally with -wls or -wls-ln")
+        head = {"weighted_layer_sum": bool(head_kind), "layer_norm": head_kind == "wls-ln"}
+        variants.append((f"{method}-trim", {**common, "method": base_method, "window": "trim", "head": head}, folds))
     if args.full_window_fold >= 0:
         variants.append(("lora-full-window", {**common, "method": "lora", "window": "full"}, [args.full_window_fold]))
 
     for name, base, fold_list in variants:
         run_dir = args.out / name
         cached = args.out / "frozen-trim" / "encoder_cache"
-        if name == "frozen-wls-trim" and cached.is_dir() and not (run_dir / "encoder_cache").exists():
+        if name.startswith("frozen-wls") and cached.is_dir() and not (run_dir / "encoder_cache").exists():
             # same encoder, window and clips: the cached per-layer pooled outputs are the same; reuse them
             shutil.copytree(cached, run_dir / "encoder_cache")
         for k in fold_list:
@@ -96,19 +122,22 @@ def main(argv: list[str] | None = None) -> int:
             train(cfg)
             print(f"[{name}] fold {k}: {time.perf_counter() - t0:.0f} s", flush=True)
     # The table covers every variant trained so far under --out (earlier invocations included).
-    known = ["lora-trim", "frozen-trim", "frozen-wls-trim", "full-trim", "lora-full-window"]
-    results = [summarise(n, fold_rows(args.out / n)) for n in known if (args.out / n).is_dir()]
+    known = ["lora-trim", "lora-wls-ln-trim", "frozen-trim", "frozen-wls-trim", "frozen-wls-ln-trim", "full-trim",
+             "lora-full-window"]
+    results = [summarise(n, fold_rows(args.out / n), settings(args.out / n)) for n in known if (args.out / n).is_dir()]
 
-    lines = ["| variant | folds | UAR | WAR | macro-F1 | trainable params | train time (s, all folds) | peak RSS (MiB) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | recipe | folds | UAR | WAR | macro-F1 | trainable params | train time (s, all folds) "
+             "| peak RSS (MiB) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r['variant']} | {r['n_folds']} | {pm(r['uar'])} | {pm(r['war'])} | {pm(r['macro_f1'])} | "
-                     f"{r['trainable_params']:,} | {r['wall_time_s']:.0f} | {r['peak_rss_mib']:.0f} |"
-                     if r["n_folds"] else f"| {r['variant']} | 0 | – | – | – | – | – | – |")
+        lines.append(f"| {r['variant']} | {recipe_text(r['settings'])} | {r['n_folds']} | {pm(r['uar'])} | "
+                     f"{pm(r['war'])} | {pm(r['macro_f1'])} | {r['trainable_params']:,} | {r['wall_time_s']:.0f} | "
+                     f"{r['peak_rss_mib']:.0f} |"
+                     if r["n_folds"] else f"| {r['variant']} | {recipe_text(r['settings'])} | 0 | – | – | – | – | – | – |")
     table = "\n".join(lines)
     print(table)
-    doc = {"benchmark": "ravdess", "model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
-           "lr_encoder": args.lr_encoder,
+    # each variant's own recipe is in its "settings"; these are the arguments of the invocation that wrote the file
+    doc = {"benchmark": "ravdess", "model": args.model,
+           "last_invocation": {"epochs": args.epochs, "batch_size": args.batch_size, "lr_encoder": args.lr_encoder},
            "machine": {"platform": platform.platform(), "python": sys.version.split()[0]},
            "command": "python bench/ravdess.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "results": results}

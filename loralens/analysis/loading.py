@@ -73,7 +73,7 @@ def load_fold_classifier(run_dir: str | Path, fold: int, prep: Prepared,
         copy.deepcopy(prep.whisper_encoder),
         len(prep.labels),
         proj_size=cfg.head.projector_dim,
-        use_weighted_layer_sum=cfg.head.weighted_layer_sum,
+        use_weighted_layer_sum=cfg.head.weighted_layer_sum, normalize_layers=cfg.head.layer_norm,
         mask_padding=mask_padding_for(cfg),
     )
     if cfg.method == "lora":

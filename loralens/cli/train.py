@@ -46,6 +46,8 @@ def _ints(value: str | None) -> list[int] | None:
 @click.option("--lora-layers", help="Comma-separated encoder layers to adapt (default all).")
 @click.option("--projector-dim", type=int, help="Projector width of the head (default 256).")
 @click.option("--weighted-layer-sum/--last-layer", default=None, help="Learned weighted sum of all hidden states.")
+@click.option("--layer-norm/--no-layer-norm", default=None,
+              help="With --weighted-layer-sum: normalise each layer's pooled vector before weighting.")
 @click.option("--window", type=click.Choice(["full", "trim"]), help="full: 30-s windows (paper); trim: longest clip.")
 @click.option("--mask-padding/--no-mask-padding", default=None, help="Mask padded frames in attention (default: trim only).")
 @click.option("--batch-size", type=int, help="Global batch (all processes together).")
@@ -86,6 +88,7 @@ def train(config_file: Path | None, dry_run: bool, **flags) -> None:
         "lora.r": flags["lora_r"], "lora.alpha": flags["lora_alpha"], "lora.dropout": flags["lora_dropout"],
         "lora.target_modules": _csv(flags["lora_targets"]), "lora.layers": _ints(flags["lora_layers"]),
         "head.projector_dim": flags["projector_dim"], "head.weighted_layer_sum": flags["weighted_layer_sum"],
+        "head.layer_norm": flags["layer_norm"],
         "window": flags["window"], "mask_padding": flags["mask_padding"],
         "batch_size": flags["batch_size"], "eval_batch_size": flags["eval_batch_size"], "grad_accum": flags["grad_accum"],
         "epochs": flags["epochs"], "lr_head": flags["lr_head"], "lr_encoder": flags["lr_encoder"],

@@ -68,6 +68,7 @@ class EmotionClassifier(nn.Module):
     encoder: a transformers `WhisperEncoder` (kept as is: its modules are the parameter containers).
     n_classes: number of emotion classes. proj_size: projector width (256 as transformers).
     use_weighted_layer_sum: learned softmax weighting of all hidden states before pooling (SUPERB style).
+    normalize_layers: with the weighted sum, LayerNorm (no parameters) of each layer's pooled vector first.
     mask_padding: default of the runner's padding mask (True for trimmed batches; the paper's `full` window
         setting is mask_padding=False, with Whisper attending to its 30-s padding).
     """
@@ -79,6 +80,7 @@ class EmotionClassifier(nn.Module):
         *,
         proj_size: int = 256,
         use_weighted_layer_sum: bool = False,
+        normalize_layers: bool = False,
         mask_padding: bool = True,
     ) -> None:
         super().__init__()
@@ -90,6 +92,7 @@ class EmotionClassifier(nn.Module):
             proj_size=proj_size,
             use_weighted_layer_sum=use_weighted_layer_sum,
             n_hidden_states=self.runner.n_layers + 1,
+            normalize_layers=normalize_layers,
         )
         self.gradient_checkpointing = False
         self.method: str | None = None

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from loralens.errors import ConfigError
 
@@ -38,7 +39,11 @@ class ClassificationHead(nn.Module):
 
     d_model: encoder width. n_classes: number of emotions. proj_size: projector width (transformers'
     `classifier_proj_size`, 256). use_weighted_layer_sum: learn softmax weights over all `n_hidden_states`
-    hidden states (embeddings + each layer, as transformers / SUPERB), initialised uniform.
+    hidden states (embeddings + each layer, as transformers / SUPERB), initialised uniform. normalize_layers: with
+    the weighted sum, give each hidden state's pooled vector zero mean and unit variance over its `d_model` features
+    (a LayerNorm without parameters) before weighting. Whisper's hidden states differ in offset and scale (only the
+    last one has passed the encoder's final LayerNorm), and their unnormalised sum is a poor input for the projector;
+    off by default, so that the head stays the function of transformers' `WhisperForAudioClassification`.
     """
 
     def __init__(
@@ -49,11 +54,19 @@ class ClassificationHead(nn.Module):
         proj_size: int = 256,
         use_weighted_layer_sum: bool = False,
         n_hidden_states: int | None = None,
+        normalize_layers: bool = False,
     ) -> None:
         super().__init__()
         if n_classes < 2:
             raise ConfigError(f"n_classes={n_classes}: a classifier needs at least 2 classes")
+        if normalize_layers and not use_weighted_layer_sum:
+            raise ConfigError(
+                "normalize_layers applies to the weighted layer sum only",
+                hint="set use_weighted_layer_sum=True, or drop normalize_layers (the last hidden state is already "
+                "normalised by the encoder's final LayerNorm)",
+            )
         self.use_weighted_layer_sum = use_weighted_layer_sum
+        self.normalize_layers = normalize_layers
         if use_weighted_layer_sum:
             if not n_hidden_states or n_hidden_states < 1:
                 raise ConfigError("use_weighted_layer_sum needs n_hidden_states (encoder layers + 1)")
@@ -79,12 +92,21 @@ class ClassificationHead(nn.Module):
                     f"weighted layer sum needs {self.layer_weights.numel()} hidden states, got {got}",
                     hint="pass RunnerOutput.hidden_states of a full run",
                 )
-            pooled = torch.stack([masked_mean(h, lengths) for h in hidden], dim=1)  # [batch, layers, d]
-            weights = torch.softmax(self.layer_weights, dim=-1)
-            return (pooled * weights.view(1, -1, 1)).sum(dim=1)
+            return self.combine_layers(torch.stack([masked_mean(h, lengths) for h in hidden], dim=1))
         if not isinstance(hidden, Tensor):
             hidden = hidden[-1]
         return masked_mean(hidden, lengths)
+
+    def combine_layers(self, pooled: Tensor) -> Tensor:
+        """`[batch, n_hidden_states, d_model]` per-layer pooled vectors -> `[batch, d_model]`: the softmax-weighted
+        sum (each vector normalised first with `normalize_layers`), or the last layer's vector without the weighted
+        sum."""
+        if not self.use_weighted_layer_sum:
+            return pooled[:, -1]
+        if self.normalize_layers:
+            pooled = F.layer_norm(pooled, (pooled.shape[-1],))
+        weights = torch.softmax(self.layer_weights, dim=-1)
+        return (pooled * weights.view(1, -1, 1)).sum(dim=1)
 
     def forward(self, hidden: Tensor | Sequence[Tensor], lengths: Tensor | None = None) -> Tensor:
         """Logits `[batch, n_classes]` from hidden states (see `pool`) and valid lengths `[batch]` (frames)."""

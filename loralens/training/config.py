@@ -49,10 +49,19 @@ class LoraConfig(_Strict):
 
 class HeadConfig(_Strict):
     """Classification head: masked mean pooling, optional learned weighted sum of the hidden states (embeddings and
-    every layer), a projector of `projector_dim` units, a linear classifier."""
+    every layer), a projector of `projector_dim` units, a linear classifier. `layer_norm` (with the weighted sum
+    only): normalise each layer's pooled vector (LayerNorm without parameters) before weighting."""
 
     projector_dim: int = Field(256, ge=1)
     weighted_layer_sum: bool = False
+    layer_norm: bool = False
+
+    @model_validator(mode="after")
+    def _layer_norm_needs_sum(self) -> "HeadConfig":
+        if self.layer_norm and not self.weighted_layer_sum:
+            raise ValueError("head.layer_norm applies to the weighted layer sum only: set head.weighted_layer_sum "
+                             "too, or drop head.layer_norm")
+        return self
 
 
 class TrainConfig(_Strict):
@@ -107,11 +116,17 @@ class TrainConfig(_Strict):
 # Fields that do not change what a fold learns: where things live, how fast, which folds run now.
 _NOT_HASHED = {"corpus_root", "fold", "feature_cache", "num_workers", "run_dir", "checkpoint_every", "log_every",
                "eval_batch_size", "folds_file"}
+# Fields added after runs existed: hashed only when they differ from this value (the behaviour before they existed),
+# so that folds trained earlier stay complete under the new code.
+_HASHED_WHEN_SET = {("head", "layer_norm"): False}
 
 
 def config_hash(cfg: TrainConfig) -> str:
     """sha256 (16 hex digits) of the result-changing fields of `cfg`."""
     d = cfg.model_dump(mode="json", exclude=_NOT_HASHED)
+    for (section, key), before in _HASHED_WHEN_SET.items():
+        if d[section][key] == before:
+            del d[section][key]
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -165,7 +165,8 @@ def build_classifier(cfg: TrainConfig, encoder: torch.nn.Module, n_classes: int)
 
     set_seed(cfg.seed)
     clf = EmotionClassifier(copy.deepcopy(encoder), n_classes, proj_size=cfg.head.projector_dim,
-                            use_weighted_layer_sum=cfg.head.weighted_layer_sum, mask_padding=mask_padding_for(cfg))
+                            use_weighted_layer_sum=cfg.head.weighted_layer_sum, normalize_layers=cfg.head.layer_norm,
+                            mask_padding=mask_padding_for(cfg))
     lora = cfg.lora.to_settings() if cfg.method == "lora" else None
     clf.prepare_for(cfg.method, lora, gradient_checkpointing=cfg.gradient_checkpointing)
     return clf

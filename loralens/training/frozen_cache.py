@@ -34,12 +34,7 @@ class PooledHead(nn.Module):
         self.head = head
 
     def forward(self, pooled: Tensor, _lengths: Tensor | None = None) -> Tensor:
-        if self.head.use_weighted_layer_sum:
-            weights = torch.softmax(self.head.layer_weights, dim=-1)
-            x = (pooled * weights.view(1, -1, 1)).sum(dim=1)
-        else:
-            x = pooled[:, -1]
-        return self.head.classify(x)
+        return self.head.classify(self.head.combine_layers(pooled))
 
 
 @torch.no_grad()

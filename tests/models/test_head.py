@@ -49,6 +49,30 @@ def test_weighted_layer_sum_known_answer():
         head.pool(h0, None)
 
 
+def test_normalized_layers_known_answer_and_invariance():
+    head = ClassificationHead(2, 3, proj_size=4, use_weighted_layer_sum=True, n_hidden_states=2, normalize_layers=True)
+    with torch.no_grad():
+        head.layer_weights.copy_(torch.tensor([0.0, torch.log(torch.tensor(3.0))]))  # softmax = [0.25, 0.75]
+    # pooled layer vectors [2, 4] and [1, 9]: each becomes [-1, 1] after a LayerNorm over 2 features (up to eps)
+    h0 = torch.tensor([[[2.0, 4.0]]])
+    h1 = torch.tensor([[[1.0, 9.0]]])
+    torch.testing.assert_close(head.pool([h0, h1]), torch.tensor([[-1.0, 1.0]]), atol=1e-4, rtol=0)
+    # invariance: each layer shifted and scaled by its own constants changes nothing
+    torch.manual_seed(0)
+    big = ClassificationHead(64, 4, use_weighted_layer_sum=True, n_hidden_states=3, normalize_layers=True)
+    hidden = [torch.randn(2, 9, 64) for _ in range(3)]
+    moved = [7.0 * hidden[0] + 3.0, 0.5 * hidden[1] - 5.0, hidden[2]]  # scales well above LayerNorm eps
+    torch.testing.assert_close(big(hidden), big(moved), atol=1e-4, rtol=1e-4)
+    plain = ClassificationHead(64, 4, use_weighted_layer_sum=True, n_hidden_states=3)
+    plain.load_state_dict(big.state_dict())  # no extra parameters: the same state dict serves both
+    assert not torch.allclose(plain(hidden), plain(moved), atol=1e-2)
+
+
+def test_normalized_layers_needs_weighted_sum():
+    with pytest.raises(ConfigError, match="weighted layer sum"):
+        ClassificationHead(8, 3, normalize_layers=True)
+
+
 @pytest.mark.parametrize("weighted", [False, True])
 def test_head_matches_whisper_for_audio_classification(weighted):
     config = tiny_whisper_config(num_labels=5, use_weighted_layer_sum=weighted, classifier_proj_size=32)

@@ -57,3 +57,16 @@ def test_snapshot_round_trip_and_hash(tmp_path: Path):
     assert config_hash(make_config({"epochs": 3, "method": "frozen", "run_dir": "elsewhere", "fold": 2})) == config_hash(cfg)
     assert config_hash(make_config({"epochs": 3, "method": "frozen", "lr_head": 0.5})) != config_hash(cfg)
     assert yaml.safe_load(p.read_text())["lora"]["r"] == 32
+
+
+def test_head_layer_norm_hashing_and_validation():
+    # a snapshot written before head.layer_norm existed keeps its hash (its folds stay complete); setting it changes it
+    old = make_config({"epochs": 3, "method": "frozen", "head": {"weighted_layer_sum": True}})
+    d = old.model_dump(mode="json")
+    del d["head"]["layer_norm"]
+    assert config_hash(TrainConfig(**d)) == config_hash(old)
+    assert config_hash(old) == "5934506179f99f7b"  # computed by the code before the field was added
+    new = make_config({"epochs": 3, "method": "frozen", "head": {"weighted_layer_sum": True, "layer_norm": True}})
+    assert config_hash(new) != config_hash(old)
+    with pytest.raises(ConfigError, match="weighted_layer_sum"):
+        make_config({"head": {"layer_norm": True}})

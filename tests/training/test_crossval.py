@@ -109,14 +109,15 @@ def test_dry_run_prints_plan_and_writes_nothing(tiny_model_dir, synthetic_root, 
     assert "fold1" in out and "trainable" in out and "to run" in out
 
 
-@pytest.mark.parametrize("weighted", [False, True])
-def test_pooled_head_equals_classifier(tiny_whisper, weighted):
+@pytest.mark.parametrize("weighted,normalized", [(False, False), (True, False), (True, True)])
+def test_pooled_head_equals_classifier(tiny_whisper, weighted, normalized):
     """The frozen shortcut: PooledHead on cached per-layer means gives the classifier's logits."""
     from loralens.models.classifier import EmotionClassifier
     from loralens.training.frozen_cache import PooledHead, pool_layers
 
     torch.manual_seed(0)
-    clf = EmotionClassifier(tiny_whisper.model.encoder, 3, proj_size=8, use_weighted_layer_sum=weighted).eval()
+    clf = EmotionClassifier(tiny_whisper.model.encoder, 3, proj_size=8, use_weighted_layer_sum=weighted,
+                            normalize_layers=normalized).eval()
     if weighted:
         with torch.no_grad():
             clf.head.layer_weights.copy_(torch.tensor([0.3, -1.0, 2.0]))

@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr-encoder", type=float, default=1e-4, help="learning rate of the adapters / encoder")
     ap.add_argument("--full-window-fold", type=int, default=0, help="fold of the LoRA run with 30-s windows (-1: none)")
+    ap.add_argument("--suffix", default="", help="appended to the variant names (their run folders), e.g. -e10 for "
+                    "a second recipe of the same method")
     ap.add_argument("--json", type=Path, default=Path("bench/results/ravdess.json"))
     ap.add_argument("--markdown", type=Path, default=Path("bench/results/ravdess.md"))
     args = ap.parse_args(argv)
@@ -106,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         if base_method not in ("lora", "frozen", "full") or head_kind not in ("", "wls", "wls-ln"):
             ap.error(f"unknown method {method!r}: use lora, frozen or full, optionally with -wls or -wls-ln")
         head = {"weighted_layer_sum": bool(head_kind), "layer_norm": head_kind == "wls-ln"}
-        variants.append((f"{method}-trim", {**common, "method": base_method, "window": "trim", "head": head}, folds))
+        variants.append((f"{method}-trim{args.suffix}", {**common, "method": base_method, "window": "trim", "head": head}, folds))
     if args.full_window_fold >= 0:
-        variants.append(("lora-full-window", {**common, "method": "lora", "window": "full"}, [args.full_window_fold]))
+        variants.append((f"lora-full-window{args.suffix}", {**common, "method": "lora", "window": "full"}, [args.full_window_fold]))
 
     for name, base, fold_list in variants:
         run_dir = args.out / name
@@ -122,9 +124,10 @@ def main(argv: list[str] | None = None) -> int:
             train(cfg)
             print(f"[{name}] fold {k}: {time.perf_counter() - t0:.0f} s", flush=True)
     # The table covers every variant trained so far under --out (earlier invocations included).
-    known = ["lora-trim", "lora-wls-ln-trim", "frozen-trim", "frozen-wls-trim", "frozen-wls-ln-trim", "full-trim",
-             "lora-full-window"]
-    results = [summarise(n, fold_rows(args.out / n), settings(args.out / n)) for n in known if (args.out / n).is_dir()]
+    order = {"lora": 0, "frozen": 1, "full": 2}
+    known = sorted((p.name for p in args.out.iterdir() if (p / "config.yaml").exists()),
+                   key=lambda n: (order.get(n.split("-")[0], 9), "full-window" in n, n))
+    results = [summarise(n, fold_rows(args.out / n), settings(args.out / n)) for n in known]
 
     lines = ["| variant | recipe | folds | UAR | WAR | macro-F1 | trainable params | train time (s, all folds) "
              "| peak RSS (MiB) |", "|---|---|---|---|---|---|---|---|---|"]

@@ -60,6 +60,17 @@ def summarise(name: str, rows: list[dict], recipe: dict | None = None) -> dict:
     return out
 
 
+def paired_difference(rows: list[dict], reference: list[dict]) -> dict | None:
+    """Test-UAR differences `rows - reference` on the folds both have: mean ± std (ddof 1), counts of folds better and
+    worse; None without a common fold."""
+    ref = {r["fold"]: r["uar"] for r in reference}
+    diffs = [r["uar"] - ref[r["fold"]] for r in rows if r["fold"] in ref]
+    if not diffs:
+        return None
+    return {**mean_std(diffs), "folds": [r["fold"] for r in rows if r["fold"] in ref],
+            "better": sum(d > 0 for d in diffs), "worse": sum(d < 0 for d in diffs)}
+
+
 def recipe_text(recipe: dict) -> str:
     """`3 ep, lr 3e-4 / head 1e-3` from a variant's settings (the encoder lr only where the encoder trains)."""
     if not recipe:
@@ -136,6 +147,20 @@ def main(argv: list[str] | None = None) -> int:
                      f"{pm(r['war'])} | {pm(r['macro_f1'])} | {r['trainable_params']:,} | {r['wall_time_s']:.0f} | "
                      f"{r['peak_rss_mib']:.0f} |"
                      if r["n_folds"] else f"| {r['variant']} | {recipe_text(r['settings'])} | 0 | – | – | – | – | – | – |")
+    # Speakers differ far more between folds than methods do: compare each variant with the frozen baseline fold by
+    # fold (paired differences on the same test speakers), not only by the means.
+    reference = next((r for r in results if r["variant"] == "frozen-trim"), None)
+    if reference is not None:
+        lines += ["", "Paired with frozen-trim on the same folds (test UAR difference, mean ± std over those folds):", "",
+                  "| variant | folds | ΔUAR vs frozen-trim | folds better / worse |", "|---|---|---|---|"]
+        for r in results:
+            r["vs_frozen"] = paired_difference(r["folds"], reference["folds"])
+            if r is reference or r["vs_frozen"] is None:
+                continue
+            d = r["vs_frozen"]
+            lines.append(f"| {r['variant']} | {d['n']} | {d['mean']:+.3f} ± {d['std']:.3f} | "
+                         f"{d['better']} / {d['worse']} |" if d["std"] is not None else
+                         f"| {r['variant']} | {d['n']} | {d['mean']:+.3f} | {d['better']} / {d['worse']} |")
     table = "\n".join(lines)
     print(table)
     # each variant's own recipe is in its "settings"; these are the arguments of the invocation that wrote the file

@@ -263,16 +263,19 @@ def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict
     if pooled is not None and accelerator.device.type == "cpu":
         # the head alone is far too small for intra-op threads: on a busy CPU they made a RAVDESS fold 25x slower
         torch.set_num_threads(1)
+    t_fit = time.perf_counter()
     try:
         result = fit(model, splits["train"], splits["validation"], settings, accelerator, folder.root, prep.labels,
                      desc=f"fold {k}", stop_after_steps=stop_after_steps)
     finally:
         torch.set_num_threads(threads)
+    t_fit_end = time.perf_counter()
     if result.interrupted:
         return None
     eval_bs = cfg.eval_batch_size or cfg.batch_size
     test, pred = evaluate(model, splits["test"], accelerator, prep.labels, eval_bs, cfg.num_workers, desc="test")
-    wall = time.perf_counter() - t0
+    # a resumed fold counts the training time of its earlier sessions too (kept in the checkpoints)
+    wall = (t_fit - t0) + result.train_time_s + (time.perf_counter() - t_fit_end)
     metrics = {
         "fold": k, "name": fold.name, "config_hash": h, "method": cfg.method, "model": cfg.model,
         "labels": prep.labels,

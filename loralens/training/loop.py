@@ -89,6 +89,7 @@ class FitResult:
     steps: int
     history: list[dict] = field(default_factory=list)
     interrupted: bool = False
+    train_time_s: float = 0.0  # seconds in `fit`, summed over the sessions of a resumed fit
 
 
 # ------------------------------------------------------------------------------------------ batch order
@@ -358,7 +359,7 @@ def fit(
             if stop_after_steps is not None and progress["step"] >= stop_after_steps:
                 bar.close()
                 return FitResult(progress["best_epoch"], progress["best_validation"] or {}, epoch, False,
-                                 progress["step"], progress["history"], interrupted=True)
+                                 progress["step"], progress["history"], interrupted=True, train_time_s=elapsed())
         bar.close()
         # epoch end: validation, model selection, early stopping, checkpoint
         train_loss = progress["epoch_loss"][0] / max(progress["epoch_loss"][1], 1)
@@ -390,5 +391,5 @@ def fit(
     store.load_best(unwrapped)
     return FitResult(best_epoch=progress["best_epoch"], best_validation=progress["best_validation"] or {},
                      epochs_trained=progress["epoch"], stopped_early=progress["stopped_early"], steps=progress["step"],
-                     history=progress["history"])
+                     history=progress["history"], train_time_s=elapsed())
 

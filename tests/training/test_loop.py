@@ -116,9 +116,13 @@ def test_resume_after_interruption_is_exact(accelerator, tmp_path):
     random.seed(1)
     np.random.seed(1)
     resumed = StandIn()
-    fit(resumed, train, val, settings, accelerator, tmp_path / "b", LABELS)
+    rr = fit(resumed, train, val, settings, accelerator, tmp_path / "b", LABELS)
     for (n, p), (_, q) in zip(whole.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(p, q), n
+    # training time counts both sessions: at least the elapsed time of the last log line, which carries the first
+    # session's time from the checkpoint
+    times = [json.loads(line)["time"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert r.train_time_s > 0 and rr.train_time_s >= max(times) > 0
     assert strip_times(tmp_path / "a" / "log.jsonl") == strip_times(tmp_path / "b" / "log.jsonl")
 
 

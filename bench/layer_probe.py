@@ -24,6 +24,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from loralens.data.corpora.ravdess import parse_name
 from loralens.io import atomic_write_json, read_json
 from loralens.training.metrics import mean_std
 
@@ -44,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     row = {clip: n for n, clip in enumerate(ids)}
     folds = read_json(args.run / "folds.json")
     labels = folds["labels"]
-    # RAVDESS file names carry the emotion as their third field (01 = neutral ... 08 = surprised)
-    y = np.array([int(clip.split("/")[-1].split("-")[2]) - 1 for clip in ids])
+    y = np.array([labels.index(parse_name(Path(clip).name).emotion) for clip in ids])
 
     per_fold = []
     for fold in folds["folds"]:

@@ -64,10 +64,11 @@ def paired_difference(rows: list[dict], reference: list[dict]) -> dict | None:
     """Test-UAR differences `rows - reference` on the folds both have: mean ± std (ddof 1), counts of folds better and
     worse; None without a common fold."""
     ref = {r["fold"]: r["uar"] for r in reference}
-    diffs = [r["uar"] - ref[r["fold"]] for r in rows if r["fold"] in ref]
-    if not diffs:
+    common = [r for r in rows if r["fold"] in ref]
+    if not common:
         return None
-    return {**mean_std(diffs), "folds": [r["fold"] for r in rows if r["fold"] in ref],
+    diffs = [r["uar"] - ref[r["fold"]] for r in common]
+    return {**mean_std(diffs), "folds": [r["fold"] for r in common],
             "better": sum(d > 0 for d in diffs), "worse": sum(d < 0 for d in diffs)}
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from loralens.io import atomic_write_json, read_json
+from loralens.training.metrics import mean_std as metrics_mean_std
 
 #: Keys never aggregated: run facts and prose.
 SKIPPED_KEYS: frozenset[str] = frozenset({"meta", "reading"})
@@ -53,15 +54,9 @@ def _is_curve(d: Any) -> bool:
 
 def mean_std(values: Sequence[float | int | None]) -> tuple[float | None, float | None, int]:
     """Mean over the non-null values (None when all are null), their sample std (ddof=1; None with fewer than two)
-    and their count."""
-    xs = [x for x in (_number(v) for v in values) if x is not None]
-    n = len(xs)
-    if n == 0:
-        return None, None, 0
-    mean = math.fsum(xs) / n
-    if n < 2:
-        return mean, None, n
-    return mean, math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1)), n
+    and their count: `loralens.training.metrics.mean_std` as a tuple, after checking every value is a number."""
+    m = metrics_mean_std([_number(v) for v in values])
+    return m["mean"], m["std"], m["n"]
 
 
 def _curve(curves: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from loralens.analysis.aggregate import AGGREGATE_DIR
 from loralens.errors import RunFolderError
 from loralens.io import read_json
 
@@ -304,9 +305,6 @@ def read_analysed_fold(root: Path, variant: str, fold: int) -> AnalysedFold:
     for sub in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name)):
         analyses[sub.name] = read_analysis(sub, variant, fold)
     return AnalysedFold(variant, fold, root, analyses, read_json_object(root / "verdicts.json"))
-
-
-AGGREGATE_DIR = "aggregate"
 
 
 def read_aggregate(root: Path, variant: str) -> AggregatedVariant | None:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from loralens.analysis.passes import SharedPasses
 from loralens.data.batching import Batch
 from loralens.errors import ConfigError
 from loralens.models.classifier import EmotionClassifier
@@ -63,6 +64,8 @@ class AnalysisContext:
     options: per-analysis options, `options[analysis_name][key]`.
     initial_adapter: the adapted run's LoRA weights before training (peft's initialisation, rebuilt from the run's
     seed), `{hook prefix: {"A": [r, d_in], "B": [d_out, r]}}`; None when unknown or not a LoRA run.
+    passes: the shared forward passes (`loralens.analysis.passes`): what each analysis reads from a (model, split)
+    is computed once for all of them.
     """
 
     adapted: EmotionClassifier
@@ -76,6 +79,17 @@ class AnalysisContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     initial_adapter: dict[str, dict[str, Tensor]] | None = None
+    passes: SharedPasses = field(default_factory=SharedPasses)
+
+    def observed(self, observer: str, model: str, split: str = "test", analysis: str = "") -> Any:
+        """The result of observer `observer` (see `loralens.analysis.passes`) on `model` ("adapted" or "frozen")
+        over `split` ("test" or "train"), from the shared pass of that model and split."""
+        if model not in ("adapted", "frozen") or split not in ("test", "train"):
+            raise ConfigError(f"observed({observer!r}, {model!r}, {split!r}): model is adapted or frozen, split test "
+                              "or train")
+        clf = self.adapted if model == "adapted" else self.require_frozen(analysis or observer)
+        data = self.test if split == "test" else self.require_train(analysis or observer)
+        return self.passes.get(observer, clf, model, data.batches, split, self.device, data.n_clips)
 
     def option(self, analysis: str, key: str, default: Any) -> Any:
         return self.options.get(analysis, {}).get(key, default)

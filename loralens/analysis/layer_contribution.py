@@ -28,7 +28,9 @@ from torch import Tensor
 
 from loralens.analysis.bootstrap import bootstrap_ci, resample_indices
 from loralens.analysis.context import AnalysisContext, SplitData
+from loralens.analysis.passes import register_observer, run_pass
 from loralens.analysis.suite import Analysis, register
+from loralens.data.batching import Batch
 from loralens.models.classifier import EmotionClassifier
 from loralens.models.runner import ATTN_OUT, MLP_OUT, RESID_PRE
 
@@ -145,18 +147,21 @@ def valid_mask(mel_lengths: Tensor | None, batch: int, frames: int, device: torc
     return torch.arange(frames, device=device)[None, :] < lengths[:, None], lengths
 
 
-@torch.no_grad()
-def contribution_per_clip(clf: EmotionClassifier, split: SplitData, device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
-    """Per-clip means over valid frames of each quantity of `QUANTITIES`, plus `resid_norm` (||resid_pre||):
-    name -> `[n_clips, n_layers]` float64.
+class ContributionObserver:
+    """Observer "contribution" of a shared pass: per-clip means over valid frames of each quantity of `QUANTITIES`,
+    plus `resid_norm`; result name -> `[n_clips, n_layers]` float64.
 
     Statistics are taken while the encoder runs (pass-through edits observe resid_pre, attn_out and mlp_out and
     return them unchanged), so only one layer's activations are held at a time."""
-    n_layers = clf.runner.n_layers
-    per_batch: dict[str, list[np.ndarray]] = {q: [] for q in (*QUANTITIES, "resid_norm")}
-    for batch in split:
-        mel = batch.mel_lengths.to(device)
-        values = {q: np.zeros((len(batch), n_layers)) for q in per_batch}
+
+    def __init__(self, clf: EmotionClassifier) -> None:
+        self.n_layers = clf.runner.n_layers
+        self.per_batch: dict[str, list[np.ndarray]] = {q: [] for q in (*QUANTITIES, "resid_norm")}
+        self._values: dict[str, np.ndarray] = {}
+
+    def edits(self, batch: Batch) -> dict[str, Any]:
+        mel = batch.mel_lengths
+        values = self._values = {q: np.zeros((len(batch.ids), self.n_layers)) for q in self.per_batch}
         stash: dict[str, Tensor] = {}
 
         def keep(key: str):
@@ -178,14 +183,27 @@ def contribution_per_clip(clf: EmotionClassifier, split: SplitData, device: torc
             return observe
 
         edits = {}
-        for l in range(n_layers):
+        for l in range(self.n_layers):
             edits[f"blocks.{l}.{RESID_PRE}"] = keep("r")
             edits[f"blocks.{l}.{ATTN_OUT}"] = keep("a")
             edits[f"blocks.{l}.{MLP_OUT}"] = reduce(l)
-        clf.runner(batch.features.to(device), mel, edits=edits)
-        for q, v in values.items():
-            per_batch[q].append(v)
-    return {q: np.concatenate(v) for q, v in per_batch.items()}
+        return edits
+
+    def update(self, batch: Batch, out: Any) -> None:
+        for q, v in self._values.items():
+            self.per_batch[q].append(v)
+
+    def result(self) -> dict[str, np.ndarray]:
+        return {q: np.concatenate(v) for q, v in self.per_batch.items()}
+
+
+register_observer("contribution", ContributionObserver)
+
+
+def contribution_per_clip(clf: EmotionClassifier, split: SplitData, device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
+    """Per-clip means over valid frames of each quantity of `QUANTITIES`, plus `resid_norm` (||resid_pre||):
+    name -> `[n_clips, n_layers]` float64 (a pass with `ContributionObserver` alone)."""
+    return run_pass(clf, split.batches, {"contribution": ContributionObserver(clf)}, device)["contribution"]
 
 
 def frame_stats(r: Tensor, a: Tensor, m: Tensor) -> dict[str, Tensor]:
@@ -204,9 +222,9 @@ def frame_stats(r: Tensor, a: Tensor, m: Tensor) -> dict[str, Tensor]:
 def run(ctx: AnalysisContext) -> dict[str, Any]:
     n_layers = ctx.n_layers
     result: dict[str, Any] = {"layers": list(range(n_layers)), "n_layers": n_layers, "n_clips": ctx.test.n_clips}
-    per_clip = {"adapted": contribution_per_clip(ctx.adapted, ctx.test, ctx.device)}
+    per_clip = {"adapted": ctx.observed("contribution", "adapted", "test", NAME)}
     if ctx.frozen is not None:
-        per_clip["frozen"] = contribution_per_clip(ctx.frozen, ctx.test, ctx.device)
+        per_clip["frozen"] = ctx.observed("contribution", "frozen", "test", NAME)
         per_clip["difference"] = {q: per_clip["adapted"][q] - per_clip["frozen"][q] for q in per_clip["adapted"]}
     for model, values in per_clip.items():
         result[model] = {q: mean_curve(v, ctx.n_boot, ctx.seed) for q, v in values.items()}
@@ -287,5 +305,6 @@ register(
         run=run,
         plot=plot,
         reading=reading,
+        observes=("contribution",),
     )
 )

@@ -53,7 +53,9 @@ from loralens.analysis.bootstrap import resample_indices
 from loralens.analysis.context import AnalysisContext, SplitData
 from loralens.analysis.divergence import kl_divergence, top1_agreement
 from loralens.analysis.layer_contribution import depth_fraction, valid_mask, layer_ticks, mean_curve, plot_curves, uar_boot, uar_curve
+from loralens.analysis.passes import register_observer, run_pass
 from loralens.analysis.suite import Analysis, register
+from loralens.data.batching import Batch
 from loralens.errors import ConfigError
 from loralens.models.classifier import EmotionClassifier
 from loralens.models.runner import RESID_POST
@@ -90,19 +92,25 @@ def check_lens_head(clf: EmotionClassifier) -> None:
         )
 
 
-@torch.no_grad()
-def lens_readout(clf: EmotionClassifier, split: SplitData, device: torch.device | str = "cpu") -> LensReadout:
-    """Run `clf` on every batch of `split`, reading each layer's resid_post out through the final LN and head.
+class LensObserver:
+    """Observer "lens" of a shared pass: each layer's resid_post read out through the final LN and the head
+    (`LensReadout`). The read-out is taken while the encoder runs (a pass-through edit at each resid_post), so one
+    layer's activations are held at a time; the last layer's is computed from the very tensor the model then
+    normalises. Raises ConfigError for a weighted-layer-sum head (`check_lens_head`)."""
 
-    The read-out is taken while the encoder runs (a pass-through edit at each resid_post), so one layer's
-    activations are held at a time; the last layer's is computed from the very tensor the model then normalises."""
-    check_lens_head(clf)
-    n_layers = clf.runner.n_layers
-    finals, lenses, pooleds, labels = [], [], [], []
-    max_diff = 0.0
-    for batch in split:
-        mel = batch.mel_lengths.to(device)
-        layer_pooled: list[Tensor] = []
+    def __init__(self, clf: EmotionClassifier) -> None:
+        check_lens_head(clf)
+        self.clf = clf
+        self.finals: list[Tensor] = []
+        self.lenses: list[Tensor] = []
+        self.pooleds: list[Tensor] = []
+        self.labels: list[Tensor] = []
+        self.max_diff = 0.0
+        self._layer_pooled: list[Tensor] = []
+
+    def edits(self, batch: Batch) -> dict[str, Any]:
+        clf, mel = self.clf, batch.mel_lengths
+        layer_pooled = self._layer_pooled = []
 
         def observe(t: Tensor) -> Tensor:
             _, lengths = valid_mask(mel, t.shape[0], t.shape[1], t.device)
@@ -111,21 +119,34 @@ def lens_readout(clf: EmotionClassifier, split: SplitData, device: torch.device 
             layer_pooled.append(clf.head.pool(clf.encoder.layer_norm(t), lengths))
             return t
 
-        out = clf.run(batch.features.to(device), mel, edits={f"blocks.{l}.{RESID_POST}": observe for l in range(n_layers)})
-        layer_logits = [clf.head.classify(p) for p in layer_pooled]
-        max_diff = max(max_diff, float((layer_logits[-1] - out.logits).abs().max()))
-        finals.append(out.logits.float().cpu())
-        lenses.append(torch.stack(layer_logits, dim=1).float().cpu())
-        pooleds.append(torch.stack(layer_pooled, dim=1).float().cpu())
+        return {f"blocks.{l}.{RESID_POST}": observe for l in range(clf.runner.n_layers)}
+
+    def update(self, batch: Batch, out: Any) -> None:
+        layer_logits = [self.clf.head.classify(p) for p in self._layer_pooled]
+        self.max_diff = max(self.max_diff, float((layer_logits[-1] - out.logits).abs().max()))
+        self.finals.append(out.logits.float().cpu())
+        self.lenses.append(torch.stack(layer_logits, dim=1).float().cpu())
+        self.pooleds.append(torch.stack(self._layer_pooled, dim=1).float().cpu())
         if batch.labels is not None:
-            labels.append(batch.labels.long().cpu())
-    return LensReadout(
-        final_logits=torch.cat(finals),
-        lens_logits=torch.cat(lenses),
-        pooled=torch.cat(pooleds),
-        labels=torch.cat(labels) if len(labels) == len(finals) else torch.empty(0, dtype=torch.long),
-        last_layer_max_abs_diff=max_diff,
-    )
+            self.labels.append(batch.labels.long().cpu())
+
+    def result(self) -> LensReadout:
+        return LensReadout(
+            final_logits=torch.cat(self.finals),
+            lens_logits=torch.cat(self.lenses),
+            pooled=torch.cat(self.pooleds),
+            labels=torch.cat(self.labels) if len(self.labels) == len(self.finals) else torch.empty(0, dtype=torch.long),
+            last_layer_max_abs_diff=self.max_diff,
+        )
+
+
+register_observer("lens", LensObserver)
+
+
+def lens_readout(clf: EmotionClassifier, split: SplitData, device: torch.device | str = "cpu") -> LensReadout:
+    """Run `clf` on every batch of `split`, reading each layer's resid_post out through the final LN and head
+    (a pass with `LensObserver` alone)."""
+    return run_pass(clf, split.batches, {"lens": LensObserver(clf)}, device)["lens"]
 
 
 # ----------------------------------------------------------------------------- tuned lens
@@ -316,7 +337,7 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
         models["frozen"] = ctx.frozen
     diffs = {}
     for key, clf in models.items():
-        test = lens_readout(clf, ctx.test, ctx.device)
+        test = ctx.observed("lens", key, "test", NAME)
         diffs[key] = test.last_layer_max_abs_diff
         result[key] = lens_curves(test.final_logits, test.lens_logits, test.labels, n_classes, ctx.n_boot, ctx.seed)
         result[key]["final_uar"] = _final_uar(test, n_classes, ctx.n_boot, ctx.seed)
@@ -325,7 +346,7 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
             result[tuned_key] = None
             result["tuned_skipped"] = "no training split in the context: the tuned lens is fitted on it"
             continue
-        lens = fit_tuned_lens(clf, lens_readout(clf, ctx.train, ctx.device), grid, ctx.seed, objective=objective)
+        lens = fit_tuned_lens(clf, ctx.observed("lens", key, "train", NAME), grid, ctx.seed, objective=objective)
         tuned_logits = lens.logits(test)
         result[tuned_key] = lens_curves(test.final_logits, tuned_logits, test.labels, n_classes, ctx.n_boot, ctx.seed)
         result[tuned_key]["l2"] = lens.l2
@@ -413,5 +434,6 @@ register(
         run=run,
         plot=plot,
         reading=reading,
+        observes=("lens", "lens@train"),
     )
 )

@@ -26,6 +26,7 @@ from sklearn.model_selection import GroupKFold
 
 from loralens.analysis.bootstrap import resample_indices
 from loralens.analysis.context import AnalysisContext, SplitData
+from loralens.analysis.passes import PooledHiddenObserver, run_pass
 from loralens.analysis.probes import fit_probe, within_speaker_folds
 from loralens.analysis.streaming import AnalysisInputError, masked_mean
 from loralens.analysis.suite import Analysis, register
@@ -36,21 +37,10 @@ ALPHA = 0.05
 
 
 # ----------------------------------------------------------------------------- shared helpers
-@torch.no_grad()
 def pooled_hidden_states(model: EmotionClassifier, split: SplitData, device: torch.device) -> list[np.ndarray]:
     """Each hidden state pooled over each clip's valid frames: L + 1 arrays `[n_clips, d_model]` float32 (clip
     order of `split`). Index 0 is the embeddings, L the final-normed encoder output."""
-    per_layer: list[list[np.ndarray]] = []
-    for batch in split:
-        b = batch.to(device)
-        out = model.runner(b.features, b.mel_lengths)
-        if not per_layer:
-            per_layer = [[] for _ in out.hidden_states]
-        for l, h in enumerate(out.hidden_states):
-            per_layer[l].append(masked_mean(h, out.lengths).float().cpu().numpy())
-    if not per_layer:
-        raise AnalysisInputError("the split has no batches", hint="give the analysis at least one batch of clips")
-    return [np.concatenate(chunks) for chunks in per_layer]
+    return run_pass(model, split.batches, {"pooled_hidden": PooledHiddenObserver(model)}, device)["pooled_hidden"].per_layer
 
 
 def uar_counts(y: np.ndarray, correct: np.ndarray, counts: np.ndarray, n_classes: int) -> np.ndarray:
@@ -160,8 +150,8 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
     }
     feats = {}
     for label, model in (("adapted", ctx.adapted), ("frozen", frozen)):
-        x_tr = pooled_hidden_states(model, train, ctx.device)
-        x_te = pooled_hidden_states(model, ctx.test, ctx.device)
+        x_tr = ctx.observed("pooled_hidden", label, "train", NAME).per_layer
+        x_te = ctx.observed("pooled_hidden", label, "test", NAME).per_layer
         feats[label] = x_tr, x_te
         points, cs = [], []
         for l in range(len(x_tr)):
@@ -279,4 +269,5 @@ def reading(result: dict[str, Any]) -> str:
     return text
 
 
-register(Analysis(NAME, "Linear probes per hidden state", run, plot, reading, needs_frozen=True, needs_train=True))
+register(Analysis(NAME, "Linear probes per hidden state", run, plot, reading, needs_frozen=True, needs_train=True,
+                  observes=("pooled_hidden", "pooled_hidden@train")))

@@ -40,6 +40,7 @@ from loralens.analysis.cka import (
 )
 from loralens.analysis.context import AnalysisContext
 from loralens.analysis.spectra import components_for_energy, effective_rank, feature_spectrum
+from loralens.analysis.passes import batches_with_progress
 from loralens.analysis.streaming import AnalysisInputError, CovarianceAccumulator, masked_mean
 from loralens.analysis.suite import Analysis, register
 
@@ -111,19 +112,30 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
                                                   "frozen": [[] for _ in range(n_hidden)]}
     gen = torch.Generator().manual_seed(ctx.seed)
     n_frames = 0
-    for batch in ctx.test:
-        b = batch.to(ctx.device)
-        out_a = ctx.adapted.runner(b.features, b.mel_lengths)
-        out_f = frozen.runner(b.features, b.mel_lengths)
-        pa = [masked_mean(h, out_a.lengths).double() for h in out_a.hidden_states]
-        pf = [masked_mean(h, out_f.lengths).double() for h in out_f.hidden_states]
+
+    def feed(pa: list[torch.Tensor], pf: list[torch.Tensor]) -> None:
         lin.update(pa, pf)
         for l in range(n_hidden):
             cov["adapted"][l].update(pa[l])
             cov["frozen"][l].update(pf[l])
             pooled["adapted"][l].append(pa[l].cpu().numpy())
             pooled["frozen"][l].append(pf[l].cpu().numpy())
-        if lin_frames is not None:
+
+    if lin_frames is None:
+        # pooled hidden states only: read them from the shared pass, batch by batch as the pass saw them
+        shared_a = ctx.observed("pooled_hidden", "adapted", "test", NAME)
+        shared_f = ctx.observed("pooled_hidden", "frozen", "test", NAME)
+        for xa_b, xf_b in zip(shared_a.batches(), shared_f.batches()):
+            feed([torch.from_numpy(x).to(ctx.device).double() for x in xa_b],
+                 [torch.from_numpy(x).to(ctx.device).double() for x in xf_b])
+    else:
+        # frame-level CKA samples frames of the full hidden states: a pass of its own
+        for batch in batches_with_progress(ctx.test, ctx.test.n_clips, "similarity: frames"):
+            b = batch.to(ctx.device)
+            out_a = ctx.adapted.runner(b.features, b.mel_lengths)
+            out_f = frozen.runner(b.features, b.mel_lengths)
+            feed([masked_mean(h, out_a.lengths).double() for h in out_a.hidden_states],
+                 [masked_mean(h, out_f.lengths).double() for h in out_f.hidden_states])
             rows, cols = _sample_frames(out_a.hidden_states[0], out_a.lengths.cpu(), k_frames, gen)
             rows, cols = rows.to(ctx.device), cols.to(ctx.device)
             lin_frames.update([h[rows, cols].double() for h in out_a.hidden_states],
@@ -275,4 +287,4 @@ def reading(result: dict[str, Any]) -> str:
 
 
 register(Analysis(NAME, "Representational similarity (CKA) of adapted and frozen", run, plot, reading,
-                  needs_frozen=True))
+                  needs_frozen=True, observes=("pooled_hidden",)))

@@ -27,7 +27,9 @@ class Analysis:
     """name: CLI / folder name. title: for the report. run: context -> JSON-serialisable dict.
     plot: (result, out_dir) -> written figure paths (PNG + SVG). reading: result -> a short plain-language reading.
     needs_frozen / needs_train: uses the frozen baseline / the training split. needs_lora: only applies to a
-    LoRA-adapted model. needs_grad: runs with autograd enabled (gradients of hook points); others run under no_grad."""
+    LoRA-adapted model. needs_grad: runs with autograd enabled (gradients of hook points); others run under no_grad.
+    observes: the observers of the shared passes it reads, as `name` (test split) or `name@train`
+    (`loralens.analysis.passes`): the suite runs them together, one pass per model and split for all analyses."""
 
     name: str
     title: str
@@ -38,6 +40,7 @@ class Analysis:
     needs_train: bool = False
     needs_lora: bool = False
     needs_grad: bool = False
+    observes: tuple[str, ...] = ()
 
 
 ANALYSES: dict[str, Analysis] = {}
@@ -131,15 +134,18 @@ def run_analysis(analysis: Analysis, ctx: AnalysisContext, out_dir: Path, *, key
     (a hash of what the result depends on) is there. Returns the result dict (with its `meta`)."""
     out_dir = Path(out_dir)
     result_path = out_dir / "result.json"
-    if result_path.exists() and not force:
-        old = read_json(result_path)
-        if old.get("meta", {}).get("key") == key:
-            return old
+    if not force and _complete(out_dir, key):
+        return read_json(result_path)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
+    passes = getattr(ctx, "passes", None)
+    passes_before = len(passes.passes_run) if passes is not None else 0
     with PeakRSS() as rss, torch.enable_grad() if analysis.needs_grad else torch.no_grad():
         result = analysis.run(ctx)
+    # a shared pass is computed inside the first analysis that reads it: its time and memory count there
+    shared = [{"model": m, "split": s, "observers": list(o)}
+              for m, s, o in (passes.passes_run[passes_before:] if passes is not None else [])]
     wall = time.perf_counter() - t0
     meta = {
         "analysis": analysis.name,
@@ -152,6 +158,7 @@ def run_analysis(analysis: Analysis, ctx: AnalysisContext, out_dir: Path, *, key
         "n_test_clips": ctx.test.n_clips,
         "seed": ctx.seed,
         "n_boot": ctx.n_boot,
+        "shared_passes_run": shared,
     }
     if torch.cuda.is_available():
         meta["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
@@ -180,7 +187,28 @@ def run_suite(
     `progress` and go on with the others (the report shows it as failed); False re-raises at once.
     """
     results = {}
-    for analysis in resolve(names):
+    chosen = resolve(names)
+    passes = getattr(ctx, "passes", None)  # a bare context (tests, custom drivers) may have no shared passes
+    if passes is not None:
+        # the shared passes run the observers of every analysis still to compute, once per (model, split)
+        passes.wanted = tuple(dict.fromkeys(o for a in chosen if force or not _complete(Path(out_root) / a.name, key)
+                                            for o in a.observes))
+    try:
+        _run_each(ctx, chosen, out_root, results, key=key, force=force, progress=progress, keep_going=keep_going)
+    finally:
+        if passes is not None:
+            passes.clear()  # the pooled activations are not kept past the suite
+    return results
+
+
+def _complete(folder: Path, key: str) -> bool:
+    path = folder / "result.json"
+    return path.exists() and read_json(path).get("meta", {}).get("key") == key
+
+
+def _run_each(ctx: AnalysisContext, chosen: list[Analysis], out_root: Path, results: dict[str, dict], *, key: str,
+              force: bool, progress: Callable[[str], None] | None, keep_going: bool) -> None:
+    for analysis in chosen:
         if analysis.needs_frozen:
             ctx.require_frozen(analysis.name)
         if analysis.needs_train:
@@ -201,4 +229,3 @@ def run_suite(
             continue
         if error_path.exists():
             error_path.unlink()
-    return results

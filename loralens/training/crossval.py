@@ -29,6 +29,7 @@ from loralens.training.checkpoint import save_safetensors
 from loralens.training.config import TrainConfig, config_hash
 from loralens.training.loop import LoopSettings, Split, epoch_batches, evaluate, fit, kept_batches, step_groups
 from loralens.training.metrics import aggregate_folds
+from loralens.training.precision import PrecisionChoice, resolve_precision
 from loralens.training.run_folder import FoldFolder, RunFolder
 
 
@@ -37,18 +38,40 @@ def default_feature_cache() -> Path:
     return Path(os.environ.get("LORALENS_CACHE", "~/.cache/loralens")).expanduser() / "features"
 
 
-def make_accelerator(precision: str = "auto"):
-    """An `accelerate.Accelerator` with bf16 autocast for precision "bf16", and for "auto" on a CUDA device that
-    supports it; fp32 otherwise. Under `accelerate launch` it picks up the launcher's processes."""
+def make_accelerator(precision: "str | PrecisionChoice" = "auto"):
+    """An `accelerate.Accelerator` with bf16 autocast when `precision` (a config value, resolved by
+    `resolve_precision`, or an already resolved `PrecisionChoice`) comes out as bf16, fp32 otherwise.
+    Under `accelerate launch` it picks up the launcher's processes."""
     from accelerate import Accelerator
 
-    mp = "no"
-    if precision == "bf16":
-        mp = "bf16"
-    elif precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        mp = "bf16"
+    from accelerate.state import AcceleratorState
+
+    choice = precision if isinstance(precision, PrecisionChoice) else resolve_precision(precision)
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision", choice.accelerate_mixed_precision) != choice.accelerate_mixed_precision:
+        # accelerate keeps one process-wide state and refuses a second Accelerator with another precision; `loralens
+        # run` trains (maybe bf16) and then analyses (fp32) in one process. Only the precision part is dropped; the
+        # process group (PartialState) stays.
+        AcceleratorState._reset_state(reset_partial_state=False)
     # cpu=True without CUDA: under a multi-process launcher this selects gloo (MULTI_CPU) instead of a GPU backend
-    return Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
+    return Accelerator(mixed_precision=choice.accelerate_mixed_precision, cpu=not torch.cuda.is_available())
+
+
+def run_precision(requested: str, run: RunFolder) -> PrecisionChoice:
+    """The precision of a run in `run`: what its `precision.json` recorded when it started (so a resumed run
+    computes as it began, even on other hardware), else `requested` resolved for this machine. A run folder
+    started before precision was recorded (fold folders but no `precision.json`) resolved `auto` to fp32 on a
+    CPU, and keeps it."""
+    if run.precision.exists():
+        saved = read_json(run.precision)
+        if saved.get("requested") == requested and saved.get("resolved") in ("fp32", "bf16"):
+            return PrecisionChoice(requested, saved["resolved"], saved.get("reason", "") + " (recorded when the run "
+                                   "started)")
+    choice = resolve_precision(requested)
+    if (requested == "auto" and choice.mode == "bf16" and not torch.cuda.is_available() and not run.precision.exists()
+            and run.fold_indices()):
+        return PrecisionChoice(requested, "fp32", "auto: fp32, as this run folder was started (before bf16 on CPUs)")
+    return choice
 
 
 def peak_memory(device: torch.device | None = None) -> dict[str, float | None]:
@@ -287,6 +310,7 @@ def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict
         "trainable_params": counts.trainable, "total_params": counts.total,
         "wall_time_s": round(wall, 2), "processes": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision,
+        "precision": read_json(RunFolder(cfg.run_dir).precision) if RunFolder(cfg.run_dir).precision.exists() else None,
         "peak_memory": peak_memory(device),
     }
     if accelerator.is_main_process:
@@ -372,11 +396,20 @@ def train(cfg: TrainConfig, *, dry_run: bool = False, echo: Callable[[str], None
           accelerator=None, stop_after_steps: int | None = None) -> dict:
     """Run the cross-validation of `cfg` (all folds, or `cfg.fold`) into `cfg.run_dir`; return the summary
     (`summary.json`'s content). dry_run: return (and print) the plan instead of training."""
-    accelerator = accelerator or make_accelerator(cfg.precision)
     run = RunFolder(cfg.run_dir)
+    if accelerator is None:
+        choice = run_precision(cfg.precision, run)
+        accelerator = make_accelerator(choice)
+    else:
+        choice = PrecisionChoice(cfg.precision, "bf16" if accelerator.mixed_precision == "bf16" else "fp32",
+                                 "the accelerator given by the caller")
     main = accelerator.is_main_process
+    if main:
+        echo(f"precision: {choice.mode} ({choice.reason})")
     if not dry_run and main:
         run.claim(cfg)
+        if not run.precision.exists():
+            atomic_write_json(run.precision, choice.to_dict())
     accelerator.wait_for_everyone()
     prep = prepare(cfg, accelerator, write=not dry_run)
     if dry_run:
@@ -422,6 +455,7 @@ def _frozen_outputs(cfg: TrainConfig, prep: Prepared, accelerator, clips: list[C
 
     clf = build_classifier(cfg, prep.whisper_encoder, len(prep.labels))
     split = _feature_split(clips, prep, cfg.window)
-    key = cache_key(clf, window=cfg.window, feature_key=prep.feature_cache.settings_key, ids=split.ids)
+    key = cache_key(clf, window=cfg.window, feature_key=prep.feature_cache.settings_key, ids=split.ids,
+                    precision=accelerator.mixed_precision)
     return pooled_outputs(clf, split, RunFolder(cfg.run_dir).encoder_cache, key, accelerator,
                           batch_size=cfg.eval_batch_size or cfg.batch_size, num_workers=cfg.num_workers)

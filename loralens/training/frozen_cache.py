@@ -54,7 +54,9 @@ def encoder_fingerprint(encoder: nn.Module) -> str:
     return h.hexdigest()
 
 
-def cache_key(classifier, *, window: str, feature_key: str, ids: Sequence[str]) -> str:
+def cache_key(classifier, *, window: str, feature_key: str, ids: Sequence[str], precision: str = "no") -> str:
+    """Name of the cached pooled outputs: encoder weights, padding mask, window, feature settings, clips, and the
+    autocast precision ("no" or "bf16"; named in the key only when not "no", so fp32 caches keep their names)."""
     material = {
         "encoder": encoder_fingerprint(classifier.encoder),
         "mask_padding": classifier.runner.mask_padding,
@@ -62,6 +64,8 @@ def cache_key(classifier, *, window: str, feature_key: str, ids: Sequence[str]) 
         "features": feature_key,
         "ids": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
     }
+    if precision != "no":
+        material["precision"] = precision
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:20]
 
 

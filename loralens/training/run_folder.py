@@ -61,6 +61,11 @@ class RunFolder:
     def encoder_cache(self) -> Path:
         return self.root / "encoder_cache"
 
+    @property
+    def precision(self) -> Path:
+        """`precision.json`: what `precision` resolved to when the run started (kept for every later session)."""
+        return self.root / "precision.json"
+
     def fold(self, index: int) -> "FoldFolder":
         return FoldFolder(self.root / f"fold_{index}")
 

@@ -21,6 +21,7 @@ from loralens.data.features import (
     FeatureSettings,
     compute_features,
     file_sha256,
+    prefix_samples,
 )
 from loralens.errors import ConfigError
 
@@ -109,6 +110,49 @@ def test_clip_longer_than_30s_is_cut_with_a_warning():
     assert torch.equal(feats.full(), extractor_output(audio))
     # no frame is padding here; the recorded value is the one padding would take
     assert feats.pad_value == pytest.approx(max(float(feats.mel.max()) - 2.0, -1.5), abs=1e-6)
+
+
+def _noise(seconds: float, amp: float = 0.3, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (amp * rng.standard_normal(int(round(seconds * SR)))).astype(np.float32)
+
+
+@pytest.mark.parametrize("name, audio", [
+    ("0.1 s", tone(0.1)),
+    ("29.9 s", tone(29.9, freq=220.0)),
+    ("exactly 30 s", tone(30.0, freq=330.0)),
+    ("silence", np.zeros(3 * SR, np.float32)),
+    ("clipped", np.clip(_noise(2.0, amp=3.0), -1.0, 1.0)),
+    ("loud, beyond +-1", _noise(1.5, amp=4.0)),
+    ("a click then silence", np.concatenate([np.ones(5, np.float32), np.zeros(SR, np.float32)])),
+])
+def test_short_window_features_equal_the_30s_window(name, audio):
+    """compute_features runs the extractor on a shortened window (prefix_samples); every kept frame and the
+    padding value must equal the 30-s extractor output. The per-clip floor max(log_spec, max - 8) would
+    differ if the maximum over the short window differed from the maximum over 30 s."""
+    settings = FeatureSettings()
+    feats = compute_features(audio, settings)
+    ref = extractor_output(audio)
+    assert prefix_samples(settings, audio.size) <= settings.max_samples
+    assert float((feats.full() - ref).abs().max()) <= 1e-5, name
+    assert torch.equal(feats.full(), ref), name  # in practice the same bits: same STFT frames, same maximum
+    assert feats.n_frames == settings.valid_frames(audio.size)
+
+
+def test_prefix_window_is_long_enough_and_no_longer():
+    settings = FeatureSettings()
+    for n in (1, 159, 160, 161, 16000, 58_000, 478_400, 479_000, 480_000, 500_000):
+        length = prefix_samples(settings, n)
+        covered = settings.covered_frames(n)
+        assert length % settings.hop_length == 0 or length == settings.max_samples
+        if length < settings.max_samples:
+            # the last kept frame's window ends n_fft//2 + hop before the reflect padding's region
+            assert (covered - 1) * settings.hop_length + settings.n_fft // 2 < length - settings.n_fft // 2
+            # and at least one frame past the kept ones sees only silence
+            assert length // settings.hop_length > covered
+            assert length <= (covered + 4) * settings.hop_length + settings.n_fft
+        else:
+            assert (covered + 2) * settings.hop_length + settings.n_fft > settings.max_samples - settings.hop_length
 
 
 def test_settings_from_extractor_and_invalid_ones():

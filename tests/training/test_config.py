@@ -61,12 +61,30 @@ def test_snapshot_round_trip_and_hash(tmp_path: Path):
 
 def test_head_layer_norm_hashing_and_validation():
     # a snapshot written before head.layer_norm existed keeps its hash (its folds stay complete); setting it changes it
-    old = make_config({"epochs": 3, "method": "frozen", "head": {"weighted_layer_sum": True}})
+    # (snapshots name every field; this one was written when `full` was the default window)
+    old = make_config({"epochs": 3, "method": "frozen", "head": {"weighted_layer_sum": True}, "window": "full"})
     d = old.model_dump(mode="json")
     del d["head"]["layer_norm"]
     assert config_hash(TrainConfig(**d)) == config_hash(old)
     assert config_hash(old) == "5934506179f99f7b"  # computed by the code before the field was added
-    new = make_config({"epochs": 3, "method": "frozen", "head": {"weighted_layer_sum": True, "layer_norm": True}})
+    new = make_config({"epochs": 3, "method": "frozen", "head": {"weighted_layer_sum": True, "layer_norm": True},
+                       "window": "full"})
     assert config_hash(new) != config_hash(old)
     with pytest.raises(ConfigError, match="weighted_layer_sum"):
         make_config({"head": {"layer_norm": True}})
+
+
+def test_trim_is_the_default_window_and_named_windows_keep_their_hash(tmp_path):
+    assert TrainConfig().window == "trim"
+    # a run folder's snapshot names its window (config_to_yaml writes every field): its hash does not depend on
+    # the default; these two were computed before the default changed from full to trim
+    full = make_config({"epochs": 3, "method": "frozen", "window": "full"})
+    p = tmp_path / "config.yaml"
+    p.write_text(config_to_yaml(full))
+    assert yaml.safe_load(p.read_text())["window"] == "full"
+    assert config_hash(load_config(p)) == config_hash(full) == "2e07defc926ce561"
+    assert config_hash(make_config({"epochs": 3, "method": "frozen", "window": "trim"})) == "5d70b49833c2841a"
+    assert config_hash(make_config({"epochs": 3, "method": "frozen", "window": "full"})) != config_hash(
+        make_config({"epochs": 3, "method": "frozen"}))
+    assert config_hash(make_config({"epochs": 3, "method": "frozen"})) == config_hash(
+        make_config({"epochs": 3, "method": "frozen", "window": "trim"}))

@@ -60,6 +60,9 @@ class AnalysisSettings(_Strict):
     train_per_class: int | None = Field(None, ge=1, description="cap on training clips for lenses/probes")
     n_boot: int = Field(1000, ge=10)
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where analyses run (auto: CUDA if available)")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="fp32, or bf16 autocast for the analyses' forward passes (faster where the hardware has "
+        "bf16 units; docs/performance.md gives its deviation from fp32)")
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("folds")
@@ -407,7 +410,7 @@ def run_pipeline(cfg: RunConfig, *, echo: Callable[[str], None] = print, dry_run
                     fold=k, baseline_dir=baseline.run_dir if baseline else None, names=names,
                     out_dir=out / "analysis" / name / f"fold_{k}", batch_size=a.batch_size,
                     test_per_class=a.test_per_class, train_per_class=a.train_per_class, n_boot=a.n_boot,
-                    seed=tcfg.seed, options=a.options)
+                    seed=tcfg.seed, options=a.options, precision=a.precision)
                 with log.stage(f"analysis:{name}:fold_{k}", complete=analysis_complete(tcfg.run_dir, **kw)) as st:
                     echo(f"== analysing {name}, fold {k}")
                     results = analyze_run(tcfg.run_dir, device=a.device, echo=echo, **kw)

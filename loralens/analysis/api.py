@@ -39,9 +39,12 @@ def analysis_key(run_dir: Path, baseline_dir: Path | None, fold: int, settings: 
 
 
 def _settings(batch_size: int, test_per_class: int | None, train_per_class: int | None, n_boot: int, seed: int,
-              options: dict | None) -> dict[str, Any]:
-    return {"batch_size": batch_size, "test_per_class": test_per_class, "train_per_class": train_per_class,
-            "n_boot": n_boot, "seed": seed, "options": options or {}}
+              options: dict | None, precision: str = "fp32") -> dict[str, Any]:
+    out = {"batch_size": batch_size, "test_per_class": test_per_class, "train_per_class": train_per_class,
+           "n_boot": n_boot, "seed": seed, "options": options or {}}
+    if precision != "fp32":  # in the key only when set, so results computed before the option keep their keys
+        out["precision"] = precision
+    return out
 
 
 # Analyses of the LoRA factors themselves, which a full fine-tune or frozen model does not have.
@@ -91,7 +94,7 @@ def analysis_complete(
     run_dir: str | Path, *, fold: int = 0, baseline_dir: str | Path | None = None,
     names: Iterable[str] | None = None, out_dir: str | Path | None = None, batch_size: int = 16,
     test_per_class: int | None = None, train_per_class: int | None = None, n_boot: int = 1000, seed: int = 0,
-    options: dict | None = None,
+    options: dict | None = None, precision: str = "fp32",
 ) -> bool:
     """True when `analyze_run` with these arguments has nothing to compute (every result there, same key)."""
     run_dir = Path(run_dir)
@@ -99,7 +102,7 @@ def analysis_complete(
     out_dir = Path(out_dir) if out_dir else run_dir / "analysis" / f"fold_{fold}"
     selected, _ = _select(names, baseline_dir, read_run_config(run_dir).method)
     key = analysis_key(run_dir, baseline_dir, fold,
-                       _settings(batch_size, test_per_class, train_per_class, n_boot, seed, options))
+                       _settings(batch_size, test_per_class, train_per_class, n_boot, seed, options, precision))
     return all(_complete(out_dir, a.name, key) is not None for a in selected)
 
 
@@ -127,6 +130,7 @@ def analyze_run(
     force: bool = False,
     options: dict | None = None,
     device: str | None = None,
+    precision: str = "fp32",
     echo: Callable[[str], None] = print,
 ) -> dict[str, dict]:
     """Run the analyses `names` (all that apply when None) on fold `fold` of `run_dir` against `baseline_dir`.
@@ -137,6 +141,8 @@ def analyze_run(
     all are there) unless `force`. An analysis that fails is recorded in `<out_dir>/<analysis>/error.json` (see
     `analysis_errors`) and left out of the returned results; the others go on. device: where the models run
     (None = CUDA when available; results do not depend on it, beyond float rounding, and it is not in the key).
+    precision: "fp32" (default) or "bf16" (forward passes under bf16 autocast; docs/performance.md has the
+    deviation from fp32 on the curves the verdicts read); part of the key when bf16.
     Returns analysis name -> result (and "verdicts").
     """
     run_dir = Path(run_dir)
@@ -146,7 +152,7 @@ def analyze_run(
     if skipped:
         echo(f"left out (no baseline, or not LoRA): {', '.join(skipped)}")
     key = analysis_key(run_dir, baseline_dir, fold,
-                       _settings(batch_size, test_per_class, train_per_class, n_boot, seed, options))
+                       _settings(batch_size, test_per_class, train_per_class, n_boot, seed, options, precision))
     done = {} if force else {a.name: r for a in selected if (r := _complete(out_dir, a.name, key)) is not None}
     pending = [a.name for a in selected if a.name not in done]
     if done:
@@ -155,6 +161,7 @@ def analyze_run(
         ctx = context_from_runs(run_dir, fold, baseline_dir, batch_size=batch_size, test_per_class=test_per_class,
                                 train_per_class=train_per_class, seed=seed, n_boot=n_boot, options=options,
                                 device=device)
+        ctx.precision = precision
         done.update(run_suite(ctx, out_dir, pending, key=key, force=force,
                               progress=lambda n: echo(f"analysis {n} ...")))
     results = {a.name: done[a.name] for a in selected if a.name in done}

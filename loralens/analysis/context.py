@@ -64,6 +64,8 @@ class AnalysisContext:
     options: per-analysis options, `options[analysis_name][key]`.
     initial_adapter: the adapted run's LoRA weights before training (peft's initialisation, rebuilt from the run's
     seed), `{hook prefix: {"A": [r, d_in], "B": [d_out, r]}}`; None when unknown or not a LoRA run.
+    precision: "fp32" (default) or "bf16": the analyses' forward passes under bf16 autocast (statistics are still
+    accumulated in float64 where they were).
     passes: the shared forward passes (`loralens.analysis.passes`): what each analysis reads from a (model, split)
     is computed once for all of them.
     """
@@ -80,6 +82,17 @@ class AnalysisContext:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     initial_adapter: dict[str, dict[str, Tensor]] | None = None
     passes: SharedPasses = field(default_factory=SharedPasses)
+    precision: str = "fp32"
+
+    def autocast(self):
+        """The numeric context analyses run in: bf16 autocast when `precision` is "bf16", else nothing (fp32)."""
+        import contextlib
+
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        if self.precision != "fp32":
+            raise ConfigError(f"analysis precision {self.precision!r} is not fp32 or bf16", "use --precision fp32")
+        return contextlib.nullcontext()
 
     def observed(self, observer: str, model: str, split: str = "test", analysis: str = "") -> Any:
         """The result of observer `observer` (see `loralens.analysis.passes`) on `model` ("adapted" or "frozen")

@@ -27,6 +27,7 @@ from torch import Tensor
 from loralens.analysis.bootstrap import bootstrap_ci, resample_indices
 from loralens.analysis.context import AnalysisContext, SplitData
 from loralens.analysis.layer_contribution import layer_ticks, mean_curve, plot_curves, uar_boot, uar_curve
+from loralens.analysis.passes import batches_with_progress
 from loralens.analysis.suite import Analysis, register
 from loralens.models.classifier import EmotionClassifier
 from loralens.models.runner import RESID_PRE
@@ -48,15 +49,16 @@ class ErasureLogits:
 
 @torch.no_grad()
 def erasure_logits(clf: EmotionClassifier, split: SplitData, device: torch.device | str = "cpu", *,
-                   cached: bool | None = None) -> ErasureLogits:
+                   cached: bool | None = None, desc: str | None = None) -> ErasureLogits:
     """Logits of the intact model and of every single / prefix erasure. cached: restart from the captured residual
-    stream (default, unless the head reads every layer); False runs each configuration from scratch."""
+    stream (default, unless the head reads every layer); False runs each configuration from scratch. desc: name of
+    a progress bar over clips (None: no bar)."""
     n_layers = clf.runner.n_layers
     if cached is None:
         cached = not clf.head.use_weighted_layer_sum
     names = [f"blocks.{l}.{RESID_PRE}" for l in range(n_layers)]
     base, single, prefix, labels = [], [], [], []
-    for batch in split:
+    for batch in batches_with_progress(split, split.n_clips, desc):
         feats, mel = batch.features.to(device), batch.mel_lengths.to(device)
         out = clf.run(feats, mel, capture=names if cached else ())
         s, p = [], []
@@ -130,9 +132,9 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
         "definition": "single[l]: layer l skipped (resid_post = resid_pre); prefix[k-1]: layers 0..k-1 skipped; "
         "deltas are erased minus intact, paired per clip",
     }
-    result.update(erasure_curves(erasure_logits(ctx.adapted, ctx.test, ctx.device), n_classes, ctx.n_boot, ctx.seed))
+    result.update(erasure_curves(erasure_logits(ctx.adapted, ctx.test, ctx.device, desc="erasure: adapted"), n_classes, ctx.n_boot, ctx.seed))
     if ctx.frozen is not None and ctx.option(NAME, "include_frozen", True):
-        result["frozen"] = erasure_curves(erasure_logits(ctx.frozen, ctx.test, ctx.device), n_classes, ctx.n_boot, ctx.seed)
+        result["frozen"] = erasure_curves(erasure_logits(ctx.frozen, ctx.test, ctx.device, desc="erasure: frozen"), n_classes, ctx.n_boot, ctx.seed)
     return result
 
 

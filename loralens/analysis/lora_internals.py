@@ -44,6 +44,7 @@ import torch.nn.functional as F
 
 from loralens.analysis.cka import LinearCKAAccumulator
 from loralens.analysis.context import AnalysisContext
+from loralens.analysis.passes import batches_with_progress
 from loralens.analysis.spectra import components_for_energy, energy, singular_values_from_gram
 from loralens.analysis.streaming import AnalysisInputError, CovarianceAccumulator, masked_mean, valid_frames
 from loralens.analysis.suite import Analysis, register
@@ -134,7 +135,7 @@ def _collect(ctx: AnalysisContext, batches: list[Batch], prefixes: list[str], ra
                "backward": LinearCKAAccumulator(ranks[p], d_outs[p])} for p in prefixes}
     pooled: dict[str, list[np.ndarray]] = {p: [] for p in prefixes}
     total_loss = 0.0
-    for batch in batches:
+    for batch in batches_with_progress(batches, sum(len(b.ids) for b in batches), "lora_internals: gradients"):
         b = batch.to(ctx.device)
         out = ctx.adapted.run(b.features, b.mel_lengths, grad_capture=names)
         loss = F.cross_entropy(out.logits.float(), b.labels, reduction="sum")

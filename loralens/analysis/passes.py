@@ -154,10 +154,13 @@ class SharedPasses:
     first pass over a (model, split): the suite sets it to what the analyses it will run read. An observer asked for
     later and not yet run gets a pass of its own.
     progress: show a progress bar over clips for each pass.
+    enabled: False runs a pass for every request and keeps nothing (each analysis on its own, as before passes were
+    shared: for comparisons and benchmarks).
     """
 
     wanted: tuple[str, ...] = ()
     progress: bool = True
+    enabled: bool = True
     results: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     passes_run: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
 
@@ -167,6 +170,11 @@ class SharedPasses:
         ("test", "train"; its `batches`), running a pass when it is not there yet."""
         if observer not in OBSERVERS:
             raise ConfigError(f"no observer named {observer!r}", f"registered: {sorted(OBSERVERS)}")
+        if not self.enabled:
+            desc = f"{model} model, {split} clips ({observer})" if self.progress else None
+            self.passes_run.append((model, split, (observer,)))
+            return run_pass(clf, batches, {observer: OBSERVERS[observer](clf)}, device, n_clips=n_clips,
+                            desc=desc)[observer]
         key = (model, split)
         done = self.results.setdefault(key, {})
         if observer not in done:

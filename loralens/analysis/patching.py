@@ -41,6 +41,7 @@ from loralens.analysis.bootstrap import resample_indices
 from loralens.analysis.capture import patch_from
 from loralens.analysis.context import AnalysisContext, SplitData
 from loralens.analysis.layer_contribution import curve_from_boot, depth_fraction, layer_ticks, mean_curve, plot_curves, uar_boot, uar_curve
+from loralens.analysis.passes import batches_with_progress
 from loralens.analysis.suite import Analysis, register
 from loralens.errors import ConfigError
 from loralens.models.classifier import EmotionClassifier
@@ -80,14 +81,14 @@ def _read(head_clf: EmotionClassifier, hidden: Tensor, lengths: Tensor) -> Tenso
 
 @torch.no_grad()
 def patching_logits(source: EmotionClassifier, dest: EmotionClassifier, split: SplitData,
-                    device: torch.device | str = "cpu") -> PatchLogits:
+                    device: torch.device | str = "cpu", desc: str | None = None) -> PatchLogits:
     """Clean, corrupted and per-layer patched logits (see the module docstring); the destination restarts from the
     patched residual (`start_at=(l, resid)` with layer l skipped), so each layer costs only the layers after it."""
     _check_heads(source, dest)
     n_layers = source.runner.n_layers
     names = [f"blocks.{l}.{RESID_POST}" for l in range(n_layers)]
     clean, corrupt, patched, labels = [], [], [], []
-    for batch in split:
+    for batch in batches_with_progress(split, split.n_clips, desc):
         feats, mel = batch.features.to(device), batch.mel_lengths.to(device)
         src = source.run(feats, mel, capture=names)
         lengths = src.encoder.lengths
@@ -188,7 +189,7 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
         "LD = logit of the true class minus the mean of the others",
     }
     for key, (src, dst) in DIRECTIONS.items():
-        logits = patching_logits(models[src], models[dst], ctx.test, ctx.device)
+        logits = patching_logits(models[src], models[dst], ctx.test, ctx.device, desc=f"patching: {src} into {dst}")
         result[key] = direction_result(logits, n_classes, ctx.n_boot, ctx.seed)
     return result
 

@@ -6,6 +6,7 @@ Each analysis module registers one `Analysis`. The driver times each, records pe
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import threading
 import time
@@ -141,7 +142,8 @@ def run_analysis(analysis: Analysis, ctx: AnalysisContext, out_dir: Path, *, key
     t0 = time.perf_counter()
     passes = getattr(ctx, "passes", None)
     passes_before = len(passes.passes_run) if passes is not None else 0
-    with PeakRSS() as rss, torch.enable_grad() if analysis.needs_grad else torch.no_grad():
+    autocast = ctx.autocast() if hasattr(ctx, "autocast") else contextlib.nullcontext()
+    with PeakRSS() as rss, torch.enable_grad() if analysis.needs_grad else torch.no_grad(), autocast:
         result = analysis.run(ctx)
     # a shared pass is computed inside the first analysis that reads it: its time and memory count there
     shared = [{"model": m, "split": s, "observers": list(o)}
@@ -158,6 +160,7 @@ def run_analysis(analysis: Analysis, ctx: AnalysisContext, out_dir: Path, *, key
         "n_test_clips": ctx.test.n_clips,
         "seed": ctx.seed,
         "n_boot": ctx.n_boot,
+        "precision": getattr(ctx, "precision", "fp32"),
         "shared_passes_run": shared,
     }
     if torch.cuda.is_available():

@@ -32,10 +32,12 @@ def _names(value: str | None) -> list[str] | None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the models run (auto: CUDA when available).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="bf16: forward passes under bf16 autocast (faster on CPUs with AMX/AVX512-BF16 and on GPUs).")
 @click.option("--force", is_flag=True, help="Recompute results that are already complete.")
 def analyze(run_dir: Path, baseline_dir: Path | None, fold: int, analyses: str | None, list_only: bool,
             out_dir: Path | None, batch_size: int, test_per_class: int | None, train_per_class: int | None,
-            n_boot: int, seed: int, device: str, force: bool) -> None:
+            n_boot: int, seed: int, device: str, precision: str, force: bool) -> None:
     """Run the analysis suite on fold FOLD of the trained run RUN_DIR; results under RUN_DIR/analysis/."""
     from loralens.analysis.api import analysis_errors, analyze_run
     from loralens.analysis.suite import available
@@ -48,7 +50,7 @@ def analyze(run_dir: Path, baseline_dir: Path | None, fold: int, analyses: str |
     results = analyze_run(
         run_dir, fold=fold, baseline_dir=baseline_dir, names=_names(analyses), out_dir=out_dir,
         batch_size=batch_size, test_per_class=test_per_class, train_per_class=train_per_class,
-        n_boot=n_boot, seed=seed, force=force, device=device, echo=click.echo,
+        n_boot=n_boot, seed=seed, force=force, device=device, precision=precision, echo=click.echo,
     )
     for name, r in results.items():
         if name != "verdicts":

@@ -51,7 +51,10 @@ def _targets(value: str | None) -> list[list[str]] | None:
 @click.option("--test-per-class", type=int, help="Class-balanced cap on analysed test clips.")
 @click.option("--train-per-class", type=int, help="Class-balanced cap on training clips fitting lenses and probes.")
 @click.option("--n-boot", type=int, help="Bootstrap resamples [1000].")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]))
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
+              help="Training precision [auto: bf16 on CPUs with AMX/AVX512-BF16 and bf16 GPUs, else fp32].")
+@click.option("--analysis-precision", type=click.Choice(["fp32", "bf16"]),
+              help="Precision of the analyses' forward passes [fp32].")
 @click.option("--no-report", is_flag=True, help="Skip building report.html.")
 @click.option("--dry-run", is_flag=True, help="Print the plan of every variant without training.")
 def run(config_file: Path | None, out: Path | None, corpus: str | None, corpus_root: Path | None,
@@ -59,7 +62,8 @@ def run(config_file: Path | None, out: Path | None, corpus: str | None, corpus_r
         fold: int | None, epochs: int | None, seed: int | None, batch_size: int | None, lr_encoder: float | None,
         method: str | None, ranks: str | None, targets: str | None, seeds: str | None, full: bool | None,
         baseline: bool | None, analyses: str | None, analysis_folds: str | None, test_per_class: int | None,
-        train_per_class: int | None, n_boot: int | None, precision: str | None, no_report: bool, dry_run: bool) -> None:
+        train_per_class: int | None, n_boot: int | None, precision: str | None, analysis_precision: str | None,
+        no_report: bool, dry_run: bool) -> None:
     """Train the adapted model and its frozen baseline on the same folds, analyse them, write the report."""
     from loralens.pipeline import failed_stages, load_run_config, run_pipeline
 
@@ -77,6 +81,7 @@ def run(config_file: Path | None, out: Path | None, corpus: str | None, corpus_r
         "analysis.names": [n.strip() for n in analyses.split(",")] if analyses else None,
         "analysis.folds": a_folds, "analysis.test_per_class": test_per_class,
         "analysis.train_per_class": train_per_class, "analysis.n_boot": n_boot,
+        "analysis.precision": analysis_precision,
         "report": False if no_report else None,
     }
     cfg = load_run_config(config_file, overrides)

@@ -62,7 +62,8 @@ def _ints(value: str | None) -> list[int] | None:
 @click.option("--grad-clip", type=float, help="Max gradient norm; 0 = no clipping.")
 @click.option("--patience", type=int, help="Early stopping patience in epochs on validation UAR; 0 = off.")
 @click.option("--seed", type=int)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]))
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
+              help="[auto: bf16 on CPUs with AMX/AVX512-BF16 and bf16 GPUs, else fp32; printed and saved in the run].")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None)
 @click.option("--num-workers", type=int, help="DataLoader worker processes.")
 @click.option("--feature-cache", type=click.Path(file_okay=False, path_type=Path), help="Feature cache folder.")

@@ -131,3 +131,15 @@ def test_two_observers_may_not_edit_one_point_and_names_are_checked():
     assert wanted_on(["lens", "lens@train", "contribution"], "train") == ["lens"]
     assert wanted_on(["lens", "lens@train", "contribution"], "test") == ["lens", "contribution"]
     assert {"contribution", "lens", "pooled_hidden"} <= set(passes.OBSERVERS)
+
+
+def test_disabled_passes_run_each_request_alone_with_the_same_numbers(tmp_path):
+    ctx = tiny_context(n_boot=20)
+    ctx.passes = SharedPasses(enabled=False)
+    counts = _count_runs(ctx)
+    alone = _results(ctx, tmp_path / "alone", ["layer_contribution", "similarity"])
+    # contribution (test) and pooled hidden states (test, once for similarity) per model: two passes each
+    assert counts == {"adapted": 2 * len(ctx.test.batches), "frozen": 2 * len(ctx.test.batches)}
+    shared = _results(tiny_context(n_boot=20), tmp_path / "shared", ["layer_contribution", "similarity"])
+    for name in alone:
+        _assert_close(shared[name], alone[name], name)

@@ -262,10 +262,8 @@ def test_separable_by_acoustics_but_not_by_duration(measured):
         assert accuracy([single]) < 0.9  # no single cue gives the class away
 
 
-def test_generation_is_fast(tmp_path):
-    import time
-
-    t0 = time.perf_counter()
+def test_generation_of_a_small_corpus_writes_every_clip(tmp_path):
+    # (this test used to assert < 0.25 s per clip of wall time, which fails on a loaded machine: tests never assert
+    # on wall time. ~0.03 s per clip on one core, docs/synthetic.md.)
     generate_corpus(tmp_path, n_speakers=2, clips_per_class_per_speaker=3)
-    per_clip = (time.perf_counter() - t0) / 24
-    assert per_clip < 0.25  # ~0.03 s per clip measured on one core; 200 clips in seconds
+    assert len(list(tmp_path.rglob("*.wav")) + list(tmp_path.rglob("*.flac"))) == 24

@@ -452,8 +452,12 @@ def _claim(name: str, criteria: list[dict[str, Any]], thresholds: dict, numbers:
     outcome = combine([c["outcome"] for c in criteria])
     if reason is None and outcome == NOT_ENOUGH:
         reason = "; ".join(c["reading"] for c in criteria if c["outcome"] == NOT_ENOUGH) or "no criteria"
-    parts = [f"{c['criterion']} {c['outcome']} (value {c['value_text'] or 'n/a'}, band {c['band_text'] or 'n/a'})"
-             for c in criteria]
+    def margin(c: Mapping[str, Any]) -> str:
+        return "n/a" if c.get("margin") is None else f"{c['margin']:+.3f}"
+
+    parts = [f"{c['criterion']} {c['outcome']} (value {c['value_text'] or 'n/a'}, threshold "
+             f"{c['threshold_text'] or 'n/a'}, margin {margin(c)}, band {c['band_text'] or 'n/a'})"
+             if c["outcome"] != NOT_ENOUGH else f"{c['criterion']} {c['outcome']}" for c in criteria]
     head = outcome[0].upper() + outcome[1:]
     statement = f"{head}: " + ("; ".join(parts) if parts else reason or "") + "."
     return {"claim": name, "outcome": outcome,

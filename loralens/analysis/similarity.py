@@ -200,8 +200,8 @@ def _matrix(values: list[list[float | None]]) -> np.ndarray:
 
 
 def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
-    """Four CKA heat maps (rows: adapted hidden state, columns: frozen hidden state), the diagonals with bands,
-    and the singular spectra of the pooled representations."""
+    """Four CKA heat maps (rows: adapted hidden state, columns: frozen hidden state), the diagonals with their
+    jackknife bands and the verdict's departure threshold, and the singular spectra of the pooled representations."""
     from loralens.report.figures import new_figure, report_style, save_figure
 
     out_dir = Path(out_dir)
@@ -236,6 +236,7 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
             cur = result["diagonal"][est]
             ax.plot(hs, cur["value"], marker="o", ms=3, color=f"C{k}", label=titles[est])
             ax.fill_between(hs, cur["low"], cur["high"], color=f"C{k}", alpha=0.15, lw=0)
+        ax.axhline(0.9, color="0.5", lw=0.8, ls="--", label="departure threshold of the verdict (debiased linear)")
         ax.set_xlabel("hidden state (0 = embeddings, L = encoder output)")
         ax.set_ylabel("CKA(adapted, frozen), same hidden state")
         ax.set_xticks(hs)

@@ -10,8 +10,8 @@ Each analysis writes one result per fold (`<out>/analysis/<variant>/fold_<k>/<an
   is the sample std (ddof=1) over the non-null folds, null when fewer than two. `meta`, `reading`, strings,
   booleans, plain lists and matrices are left out.
 - `aggregate_run(out_dir, variant)` writes `<out>/analysis/<variant>/aggregate/<analysis>.json` for every analysis
-  with at least one complete fold, and `aggregate/verdicts.json`: per claim, `supported` per fold and how many
-  folds support it.
+  with at least one complete fold, and `aggregate/verdicts.json`: per claim, the outcome per fold and how many
+  folds support it, do not support it, are inconclusive, lack data.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from loralens.analysis.verdicts import INCONCLUSIVE, NOT_ENOUGH, NOT_SUPPORTED, OUTCOMES, SUPPORTED
 from loralens.io import atomic_write_json, read_json
 from loralens.training.metrics import mean_std as metrics_mean_std
 
@@ -119,10 +120,23 @@ def _claims(verdicts: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return {str(k): v for k, v in source.items() if isinstance(v, Mapping) and "supported" in v}
 
 
+def _outcome(v: Mapping[str, Any] | None) -> str | None:
+    """A fold's outcome for a claim: its `outcome` (verdicts.py), else derived from `supported` (older files:
+    True / False / None = not enough data); None when the fold has no verdict for the claim."""
+    if v is None:
+        return None
+    outcome = v.get("outcome")
+    if isinstance(outcome, str) and outcome in OUTCOMES:
+        return outcome
+    s = v.get("supported")
+    return SUPPORTED if s is True else NOT_SUPPORTED if s is False else NOT_ENOUGH
+
+
 def aggregate_verdicts(per_fold: Sequence[tuple[int, Mapping[str, Any]]]) -> dict[str, Any]:
-    """Summary of per-fold verdicts ((fold, verdicts.json) pairs): per claim, `supported` per fold (True / False /
-    None = not enough data; None too where the fold has no verdict for the claim), `statements` per fold, and the
-    counts `n_supported`, `n_not_supported`, `n_undecided` out of `n_folds`."""
+    """Summary of per-fold verdicts ((fold, verdicts.json) pairs): per claim, `outcome` per fold ("supported",
+    "not supported", "inconclusive", "not enough data"; None where the fold has no verdict for the claim),
+    `supported` per fold (True / False / None), `statements` per fold, and the counts `n_supported`,
+    `n_not_supported`, `n_inconclusive`, `n_undecided` (not enough data or no verdict) out of `n_folds`."""
     folds = [k for k, _ in per_fold]
     claims: dict[str, Any] = {}
     names: list[str] = []
@@ -130,14 +144,15 @@ def aggregate_verdicts(per_fold: Sequence[tuple[int, Mapping[str, Any]]]) -> dic
         names += [c for c in _claims(v) if c not in names]
     for claim in names:
         got = [_claims(v).get(claim) for _, v in per_fold]
-        supported = [None if g is None else g.get("supported") for g in got]
-        supported = [s if isinstance(s, bool) else None for s in supported]
+        outcomes = [_outcome(g) for g in got]
         claims[claim] = {
-            "supported": supported,
+            "outcome": outcomes,
+            "supported": [True if o == SUPPORTED else False if o == NOT_SUPPORTED else None for o in outcomes],
             "statements": [None if g is None else g.get("statement") for g in got],
-            "n_supported": sum(s is True for s in supported),
-            "n_not_supported": sum(s is False for s in supported),
-            "n_undecided": sum(s is None for s in supported),
+            "n_supported": outcomes.count(SUPPORTED),
+            "n_not_supported": outcomes.count(NOT_SUPPORTED),
+            "n_inconclusive": outcomes.count(INCONCLUSIVE),
+            "n_undecided": sum(o in (NOT_ENOUGH, None) for o in outcomes),
             "n_folds": len(folds),
         }
     return {"folds": folds, "n_folds": len(folds), "claims": claims}

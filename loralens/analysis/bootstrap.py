@@ -1,9 +1,17 @@
-"""Percentile bootstrap confidence intervals over clips (Efron & Tibshirani 1993, ch. 13).
+"""Confidence intervals over clips: percentile bootstrap (Efron & Tibshirani 1993, ch. 13) and the
+delete-a-group jackknife (ch. 11; Shao & Tu 1995, sec. 2.3).
 
-Resampling is of examples (clips) with replacement, all resamples drawn at once as an index matrix
+Bootstrap: resampling is of examples (clips) with replacement, all resamples drawn at once as an index matrix
 `[n_boot, n]` from `numpy.random.default_rng(seed)`, so results are deterministic for a seed.
 The CI is the (alpha/2, 1 - alpha/2) percentiles of the bootstrap distribution; the estimate is the
-statistic of the full sample.
+statistic of the full sample. Right for statistics that are averages of per-clip terms (means, UAR).
+
+Jackknife (`jackknife_ci`): for statistics over PAIRS of clips (kernel statistics: HSIC, CKA). A bootstrap
+resample repeats clips, and a repeated clip pairs with its own copy, which is identical in both
+representations: every kernel estimator is pulled towards 1, the debiased one most (the band then misses its
+own estimate). The jackknife only ever evaluates the statistic on distinct clips (the sample minus one group),
+so no clip meets its own copy. Interval: estimate +- t_{G-1, 1-alpha/2} * se with the jackknife standard error
+se^2 = (G - 1) / G * sum_g (theta_(g) - mean theta_(.))^2 over G groups.
 """
 
 from __future__ import annotations
@@ -27,6 +35,17 @@ class BootstrapCI(NamedTuple):
     estimate: Estimate
     low: Estimate
     high: Estimate
+
+
+class JackknifeCI(NamedTuple):
+    """A jackknife estimate with its t interval and standard error; floats for a scalar, arrays `[L]` for a curve.
+    `groups` is the number of groups deleted in turn (n for delete-one)."""
+
+    estimate: Estimate
+    low: Estimate
+    high: Estimate
+    se: Estimate
+    groups: int
 
 
 def resample_indices(n: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
@@ -110,3 +129,51 @@ def bootstrap_ci_indices(
     low, high = _percentiles(boot, alpha)
     est: Estimate = float(estimate) if estimate.ndim == 0 else estimate
     return BootstrapCI(est, low, high)
+
+
+def jackknife_groups(n: int, groups: int | None = None, seed: int = 0) -> list[np.ndarray]:
+    """A seeded random partition of range(n) into min(groups, n) near-equal groups (delete-one when groups is None
+    or >= n); each group sorted."""
+    if n < 2:
+        raise AnalysisInputError(f"the jackknife needs n >= 2 examples, got {n}")
+    g = n if groups is None else max(2, min(int(groups), n))
+    if g == n:
+        return [np.array([i]) for i in range(n)]
+    order = np.random.default_rng(seed).permutation(n)
+    return [np.sort(part) for part in np.array_split(order, g)]
+
+
+def jackknife_ci(
+    fn: Callable[[np.ndarray], float | np.ndarray],
+    n: int,
+    groups: int | None = None,
+    alpha: float = 0.05,
+    seed: int = 0,
+    estimate: float | np.ndarray | None = None,
+) -> JackknifeCI:
+    """Delete-a-group jackknife t interval of any statistic of a set of n examples, `fn(indices) -> float or [L]`.
+
+    The n examples are split at random (seeded) into `groups` near-equal groups (all n, i.e. delete-one, when
+    None); `fn` is evaluated on the sample minus each group in turn (always distinct examples, never a
+    duplicate). The interval is centred on `estimate` (default `fn(arange(n))`): estimate +- t * se, t the
+    (1 - alpha/2) quantile of Student's t with G - 1 degrees of freedom. Leave-outs where `fn` is not finite are
+    dropped (per column); with fewer than two finite ones the interval is NaN."""
+    from scipy.stats import t as student_t
+
+    _check_alpha(alpha)
+    parts = jackknife_groups(n, groups, seed)
+    everything = np.arange(n)
+    leave = np.stack([np.asarray(fn(np.setdiff1d(everything, part, assume_unique=True)), dtype=np.float64)
+                      for part in parts])  # [G] or [G, L]
+    est = np.asarray(fn(everything) if estimate is None else estimate, dtype=np.float64)
+    finite = np.isfinite(leave)
+    g = finite.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(g > 0, np.where(finite, leave, 0.0).sum(axis=0) / np.maximum(g, 1), np.nan)
+        dev = np.where(finite, leave - mean, 0.0)
+        se = np.where(g >= 2, np.sqrt((g - 1) / np.maximum(g, 1) * (dev**2).sum(axis=0)), np.nan)
+        q = np.where(g >= 2, student_t.ppf(1 - alpha / 2, np.maximum(g - 1, 1)), np.nan)
+    low, high = est - q * se, est + q * se
+    if est.ndim == 0:
+        return JackknifeCI(float(est), float(low), float(high), float(se), len(parts))
+    return JackknifeCI(est, low, high, se, len(parts))

@@ -115,14 +115,17 @@ def depth_fraction(layer: int, n_layers: int) -> float:
 
 
 def plot_curves(ax: Any, series: dict[str, dict[str, list[float]]], x: Sequence[float] | None = None,
-                colors: dict[str, str] | None = None, legend: bool = True) -> None:
+                colors: dict[str, str] | None = None, legend: bool = True,
+                styles: dict[str, dict[str, Any]] | None = None) -> None:
     """Draw curves (`{"value","low","high"}`) with shaded CI bands on `ax`, one line per `series` entry (label ->
-    curve), with a legend when `legend` and more than one series; the caller sets the axis labels."""
+    curve), in order (later ones on top), with a legend when `legend` and more than one series; `styles`: label ->
+    extra `ax.plot` keywords (line style, marker...); the caller sets the axis labels."""
     for i, (label, c) in enumerate(series.items()):
         v = np.array([np.nan if a is None else a for a in c["value"]], dtype=float)
         xs = np.arange(len(v)) if x is None else np.asarray(x)
         color = (colors or {}).get(label, f"C{i}")
-        ax.plot(xs, v, marker="o", ms=3, lw=1.4, label=label, color=color)
+        ax.plot(xs, v, **{"marker": "o", "ms": 3, "lw": 1.4, "label": label, "color": color,
+                          **(styles or {}).get(label, {})})
         lo = np.array([np.nan if a is None else a for a in c.get("low", [])], dtype=float)
         hi = np.array([np.nan if a is None else a for a in c.get("high", [])], dtype=float)
         if lo.size == v.size and hi.size == v.size:
@@ -263,13 +266,18 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
 
     out_dir = Path(out_dir)
     n = result["n_layers"]
-    models = [m for m in ("adapted", "frozen") if m in result]
+    # frozen first, wide and dashed with open markers; adapted on top, thin and solid: where the curves coincide
+    # (layers LoRA barely changes) both stay visible instead of the adapted one hiding under the frozen one
+    models = [m for m in ("frozen", "adapted") if m in result]
+    colors = {"adapted": "C0", "frozen": "C1"}
+    styles = {"frozen": {"ls": "--", "lw": 2.6, "marker": "o", "ms": 7, "mfc": "none", "alpha": 0.8},
+              "adapted": {"ls": "-", "lw": 1.2, "marker": "o", "ms": 3, "zorder": 3}}
     paths: list[Path] = []
     titles = {"attn": "attention update", "mlp": "MLP update", "total": "attention + MLP"}
     with report_style():
         fig, axes = new_figure(9.6, 3.2, 1, 3, sharey=True)
         for i, (ax, part) in enumerate(zip(axes, ("attn", "mlp", "total"))):
-            plot_curves(ax, {m: result[m][f"{part}_rel"] for m in models}, legend=i == 0)
+            plot_curves(ax, {m: result[m][f"{part}_rel"] for m in models}, legend=i == 0, colors=colors, styles=styles)
             ax.set_title(titles[part])
             ax.set_xlabel("encoder layer")
             layer_ticks(ax, n)
@@ -278,7 +286,7 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
 
         fig, axes = new_figure(9.6, 3.2, 1, 3, sharey=True)
         for i, (ax, part) in enumerate(zip(axes, ("attn", "mlp", "total"))):
-            plot_curves(ax, {m: result[m][f"{part}_cos"] for m in models}, legend=i == 0)
+            plot_curves(ax, {m: result[m][f"{part}_cos"] for m in models}, legend=i == 0, colors=colors, styles=styles)
             ax.axhline(0.0, color="0.5", lw=0.8)
             ax.set_title(titles[part])
             ax.set_xlabel("encoder layer")

@@ -14,6 +14,9 @@ For every adapted module (`blocks.{l}.attn.v_proj`, ...) and on every valid fram
   An all-zero matrix has no energy: its k90 is 0 and its energy curve empty.
 - `cka_ab_forward` = linear CKA(a_out, b_out) over frames and `cka_ab_backward` = CKA(a_grad, b_grad), debiased
   (and `*_biased`); NaN (null in JSON) when one side is identically zero.
+- `b_null`: the null distribution of the B side given these A outputs: for `null_draws` (199) seeded Gaussian B
+  matrices, the k90 of a_out B^T and the biased linear CKA(a_out, a_out B^T), computed exactly from the Gram of
+  a_out (`b_out_from_a`; no extra forward pass). The verdict on claim (ii) ranks the trained B among them.
 - t-SNE (sklearn, exact method up to 1000 clips, `random_state=seed`, PCA init, perplexity min(`perplexity`=30, (n-1)/3)) of the clip-pooled rank
   space (mean of a_out over valid frames) for chosen layers (`tsne_layers`, default first, middle and last adapted
   layer), with the silhouette score of the emotions in the rank space itself (euclidean).
@@ -58,6 +61,8 @@ KINDS = ("a_out", "b_out", "a_grad", "b_grad")
 VARIANTS = ("trained", "init", "random")
 INIT_RECONSTRUCTED = "reconstructed peft initialisation"
 INIT_FALLBACK = "trained A (initial weights unavailable)"
+#: Random B matrices drawn per module for the null distribution of the B side (`b_null`).
+NULL_DRAWS = 199
 
 
 def balanced_sample(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -97,6 +102,41 @@ def _spectrum_stats(acc: CovarianceAccumulator) -> dict[str, Any]:
             out[f"energy{tag}"] = [float(v) for v in energy(s)]
     out["frobenius"] = float(math.sqrt(max(float(torch.trace(graw)), 0.0)))
     return out
+
+
+def b_out_from_a(gram: torch.Tensor, centered: torch.Tensor, b: torch.Tensor) -> tuple[int, float | None]:
+    """k90 of the uncentred frame matrix b_out = a B^T and the biased linear CKA(a_out, b_out) over frames, from
+    the Gram matrices of the A outputs alone: `gram` = A^T A-style uncentred `[r, r]`, `centered` its column-centred
+    version, `b` a B matrix `[d_out, r]` (any scale: both numbers are scale-invariant).
+
+    With M = B^T B: the squared singular values of a B^T are the eigenvalues of G^1/2 M G^1/2, and with C the
+    centred Gram, CKA = tr(C^2 M) / sqrt(tr(C^2) tr(C M C M)). Equals what lora_internals measures on the b_out
+    it captures when `b` is the module's own (scaled) B; (k90, None) when a side has no variance."""
+    m = b.T.double() @ b.double()
+    ev, vec = torch.linalg.eigh((gram.double() + gram.double().T) / 2)
+    root = vec @ torch.diag(ev.clamp_min(0.0).sqrt()) @ vec.T
+    s = singular_values_from_gram(root @ m @ root)
+    k90 = components_for_energy(s, 0.9) if s.size and s[0] > 0 else 0
+    c = centered.double()
+    c2 = c @ c
+    xx, yy = float(torch.trace(c2)), float(torch.trace(c @ m @ c @ m))
+    cka = float(torch.trace(c2 @ m)) / math.sqrt(xx * yy) if xx > 0 and yy > 0 else None
+    return int(k90), cka
+
+
+def random_b_null(acc_a: CovarianceAccumulator, d_out: int, draws: int, seed: int) -> dict[str, Any]:
+    """Null distribution of the B side given the A outputs seen: for `draws` Gaussian B `[d_out, r]` (seeded), the
+    k90 of b_out = a B^T and the biased linear CKA(a_out, b_out) (`b_out_from_a`): what an untrained B of any norm
+    would give on the same rank-space outputs. The verdict on claim (ii) ranks the trained adapter among them."""
+    gc = acc_a.centered_gram()
+    gram = gc + acc_a.count * torch.outer(acc_a.mean, acc_a.mean)
+    gen = torch.Generator().manual_seed(seed)
+    k90s, ckas = [], []
+    for _ in range(draws):
+        k, c = b_out_from_a(gram, gc, torch.randn(d_out, gram.shape[0], generator=gen, dtype=torch.float64))
+        k90s.append(k)
+        ckas.append(c)
+    return {"draws": draws, "b_out_k90": k90s, "cka_ab_forward_biased": ckas}
 
 
 def _nan_to_none(v: float) -> float | None:
@@ -168,6 +208,9 @@ def _collect(ctx: AnalysisContext, batches: list[Batch], prefixes: list[str], ra
             c = cka[p][direction]
             entry[f"cka_ab_{direction}"] = _nan_to_none(c.compute(debiased=True))
             entry[f"cka_ab_{direction}_biased"] = _nan_to_none(c.compute(debiased=False))
+        if acc[p]["a_out"].count > 1:
+            entry["b_null"] = random_b_null(acc[p]["a_out"], d_outs[p], int(ctx.option(NAME, "null_draws", NULL_DRAWS)),
+                                            ctx.seed)
         stats[p] = entry
     return stats, {p: np.concatenate(v) for p, v in pooled.items()}, total_loss
 

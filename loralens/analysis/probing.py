@@ -7,6 +7,8 @@ regression) is fitted, for the adapted and the frozen encoder:
 - emotion: fitted on the fold's training clips (`ctx.train`), scored by UAR on the fold's test clips (`ctx.test`,
   other speakers); percentile-bootstrap CI over test clips. With `options["probing"]["inner_folds"] = k`, also a
   k-fold speaker-grouped CV inside the training split (`cv_uar`: mean and std over the inner folds).
+- `emotion_gap.uar`: adapted - frozen test UAR per hidden state with a paired bootstrap interval (both UARs on the
+  same resamples; the verdict on delayed specialization reads it).
 - shuffled-label control (adapted): the same probe fitted on permuted training labels; must sit at chance.
 - speaker identity (general information retained): speakers of the training split, each speaker's clips split over
   the folds (`within_speaker_folds`), scored by balanced accuracy of the out-of-fold predictions.
@@ -71,6 +73,24 @@ def bootstrap_uar(
     return {"value": est, "low": float(low), "high": float(high), "std": float(boot.std())}
 
 
+def paired_uar_gap(
+    y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_classes: int, n_boot: int, seed: int, alpha: float = ALPHA
+) -> dict[str, float]:
+    """UAR(pred_a) - UAR(pred_b) on the same examples with a paired percentile-bootstrap interval (both UARs on the
+    same resamples, those of `bootstrap_uar` for (n, n_boot, seed)) and its bootstrap standard error. Identical
+    predictions give exactly 0 with a zero-width interval."""
+    y = np.asarray(y, dtype=np.int64)
+    n = y.size
+    counts = np.zeros((n_boot, n))
+    np.add.at(counts, (np.arange(n_boot)[:, None], resample_indices(n, n_boot, seed)), 1.0)
+    ones = np.ones((1, n))
+    ca, cb = y == np.asarray(pred_a), y == np.asarray(pred_b)
+    est = float(uar_counts(y, ca, ones, n_classes)[0] - uar_counts(y, cb, ones, n_classes)[0])
+    boot = uar_counts(y, ca, counts, n_classes) - uar_counts(y, cb, counts, n_classes)
+    low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
+    return {"value": est, "low": float(low), "high": float(high), "std": float(boot.std())}
+
+
 def stack_curve(points: list[dict[str, float]]) -> dict[str, list[float]]:
     """Per-layer dicts {value, low, high, ...} -> one curve dict of lists."""
     return {k: [float(p[k]) for p in points] for k in points[0]}
@@ -80,10 +100,11 @@ def stack_curve(points: list[dict[str, float]]) -> dict[str, list[float]]:
 def _emotion_probe(
     x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray, groups: np.ndarray | None,
     c: Any, n_classes: int, n_boot: int, seed: int, max_iter: int, inner: int,
-) -> tuple[dict[str, float], float]:
+) -> tuple[dict[str, float], float, np.ndarray]:
     probe, c_used = fit_probe(x_tr, y_tr, c, groups=groups, inner_folds=inner, max_iter=max_iter, seed=seed)
-    point = bootstrap_uar(y_te, probe.predict(x_te), n_classes, n_boot, seed)
-    return point, c_used
+    pred = probe.predict(x_te)
+    point = bootstrap_uar(y_te, pred, n_classes, n_boot, seed)
+    return point, c_used, pred
 
 
 def _cv_oof(
@@ -149,18 +170,21 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
         "options": {"c": c, "inner_folds": inner, "speaker_folds": speaker_folds, "shuffled_control": shuffled},
     }
     feats = {}
+    preds: dict[str, list[np.ndarray]] = {}
     for label, model in (("adapted", ctx.adapted), ("frozen", frozen)):
         x_tr = ctx.observed("pooled_hidden", label, "train", NAME).per_layer
         x_te = ctx.observed("pooled_hidden", label, "test", NAME).per_layer
         feats[label] = x_tr, x_te
         points, cs = [], []
+        preds[label] = []
         for l in range(len(x_tr)):
-            p, c_used = _emotion_probe(
+            p, c_used, pred = _emotion_probe(
                 x_tr[l], y_tr, x_te[l], y_te, groups, c, n_classes, ctx.n_boot, ctx.seed, max_iter,
                 int(inner or 3),
             )
             points.append(p)
             cs.append(c_used)
+            preds[label].append(pred)
         entry: dict[str, Any] = {"uar": stack_curve(points), "c": cs}
         if inner:
             if not has_speakers:
@@ -174,6 +198,9 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
             entry["cv_uar"] = stack_curve(cv)
             entry["cv_folds"] = k
         result["emotion"][label] = entry
+    result["emotion_gap"] = {"uar": stack_curve([
+        paired_uar_gap(y_te, pa, pf, n_classes, ctx.n_boot, ctx.seed) for pa, pf in zip(preds["adapted"], preds["frozen"])
+    ])}
 
     if shuffled:
         perm_y = np.random.default_rng(ctx.seed).permutation(y_tr)

@@ -50,6 +50,10 @@ class MeanStd:
 Cell = Union[str, int, float, MeanStd, None]
 
 
+#: Tables with more columns than this are set compact (`table.wide`): smaller type, wrapping headers.
+WIDE_TABLE_COLUMNS = 7
+
+
 @dataclass
 class Table:
     """A table. rows: one sequence of cells per row, as many cells as `columns`. Floats are shown with
@@ -170,6 +174,9 @@ th, td { padding: .32rem .75rem; border-bottom: 1px solid var(--line); text-alig
 thead th { border-bottom: 2px solid #c9ced5; font-weight: 600; white-space: nowrap; }
 td.num, th.num { text-align: right; white-space: nowrap; }
 tbody tr:nth-child(even) { background: #fafbfc; }
+table.wide { font-size: .8rem; }
+table.wide th, table.wide td { padding: .26rem .42rem; }
+table.wide thead th { white-space: normal; min-width: 3.2rem; }
 .table-notes { color: var(--muted); font-size: .82rem; margin: .4rem 0 0; }
 figure { margin: 1.4rem 0 1.8rem; }
 figure img { display: block; max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
@@ -210,7 +217,10 @@ class Report:
             for j in range(len(table.columns))
         ]
         cls = lambda j: ' class="num"' if numeric[j] else ""  # noqa: E731
-        out = ['<div class="table-wrap"><table>']
+        # many columns: smaller type, tighter cells and wrapping headers, so the last columns fit the text column
+        # instead of being cut off behind a horizontal scroll bar
+        wide = len(table.columns) > WIDE_TABLE_COLUMNS
+        out = ['<div class="table-wrap"><table class="wide">' if wide else '<div class="table-wrap"><table>']
         if table.caption:
             out.append(f"<caption>Table {number}. {html.escape(table.caption)}</caption>")
         out.append("<thead><tr>" + "".join(

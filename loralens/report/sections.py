@@ -82,8 +82,10 @@ CI_NOTES: dict[str, str] = {
     "probing": "Emotion-probe UAR is scored on the fold's test clips (speakers unseen by the probe) with a "
                "percentile-bootstrap interval over those clips; the speaker probe is scored out of fold within the "
                "training speakers (within-speaker folds: not speaker independent by design; chance = 1 / speakers).",
-    "similarity": "CKA matrices are full-sample estimates; the diagonal curves carry 95 % percentile-bootstrap "
-                  "bands over test clips (resamples capped at 200, n_boot_diagonal in the result).",
+    "similarity": "CKA matrices are full-sample estimates; the diagonal curves carry 95 % delete-a-group jackknife "
+                  "bands over test clips (no clip is ever paired with its own copy, unlike a bootstrap resample, "
+                  "which pulls kernel estimators up; diagonal_band in the result). Results written before this "
+                  "change carry percentile-bootstrap bands (n_boot_diagonal), biased upwards.",
     "lora_internals": "Energy counts and CKA values are point estimates on a class-balanced sample of test clips; "
                       "read the trained adapter against the init and random controls, not against an interval.",
     "weight_analysis": "Weight statistics are exact properties of the saved adapter: no sampling, no interval.",
@@ -659,6 +661,10 @@ def analysis_sections(run: RunOutput) -> list[Section]:
         seeds = {r.meta.get("seed") for _, r in complete}
         ci = CI_NOTES.get(name, "Intervals, where shown, are percentile-bootstrap intervals over test clips.")
         boot = {r.result.get("n_boot_diagonal", r.meta.get("n_boot")) for _, r in complete} - {None}
+        if name == "similarity" and all(isinstance(r.result.get("diagonal_band"), Mapping) for _, r in complete):
+            groups = sorted({r.result["diagonal_band"].get("groups") for _, r in complete} - {None})
+            ci += f" Here: jackknife over {', '.join(str(g) for g in groups)} groups of clips."
+            boot = set()
         if name in ("weight_analysis", "lora_internals"):
             boot = set()  # no bootstrap in these
         alpha = {r.result.get("alpha") for _, r in complete} - {None}
@@ -671,7 +677,12 @@ def analysis_sections(run: RunOutput) -> list[Section]:
     return sections
 
 
-def _verdict_label(supported: Any) -> str:
+def _verdict_label(v: Mapping[str, Any]) -> str:
+    """The claim's outcome in capitals: `outcome` where verdicts.py wrote one, else from `supported` (older files)."""
+    outcome = v.get("outcome")
+    if isinstance(outcome, str) and outcome:
+        return outcome.upper()
+    supported = v.get("supported")
     if supported is True:
         return "SUPPORTED"
     if supported is False:
@@ -692,6 +703,46 @@ def _claims(verdicts: Mapping[str, Any]) -> dict[str, Any]:
     return claims
 
 
+def _criteria(v: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    c = v.get("criteria")
+    return [x for x in c if isinstance(x, Mapping)] if isinstance(c, list) else []
+
+
+def _deciding(v: Mapping[str, Any]) -> str:
+    """One sentence: which criteria decided the claim's outcome."""
+    crit = _criteria(v)
+    outcome = str(v.get("outcome") or "")
+    names = lambda o: [str(c.get("name") or c.get("criterion")) for c in crit if c.get("outcome") == o]  # noqa: E731
+    if outcome == "supported":
+        return f"All {len(crit)} criteria are met beyond their uncertainty."
+    if outcome == "not supported":
+        return "Fails on: " + "; ".join(names("not supported")) + "."
+    if outcome == "inconclusive":
+        return "Undecided within the uncertainty: " + "; ".join(names("inconclusive")) + "."
+    missing = names("not enough data")
+    return ("Missing inputs for: " + "; ".join(missing) + ".") if missing else str(v.get("reason") or "")
+
+
+def _margin_cell(c: Mapping[str, Any]) -> Cell:
+    m = c.get("margin")
+    return f"{m:+.3f}" if isinstance(m, (int, float)) and math.isfinite(m) else "–"
+
+
+def criteria_table(name: str, label: str, v: Mapping[str, Any]) -> Table:
+    """A claim's criteria as a person reads them: criterion, value, threshold, margin, band, outcome, reading."""
+    rows: list[list[Cell]] = []
+    for c in _criteria(v):
+        rows.append([str(c.get("name") or c.get("criterion")), str(c.get("value_text") or "–"),
+                     str(c.get("threshold_text") or "–"), _margin_cell(c), str(c.get("band_text") or "–"),
+                     str(c.get("outcome") or "").upper(), str(c.get("reading") or "")])
+    return Table(["criterion", "value", "threshold", "margin", "band", "outcome", "reading"], rows,
+                 caption=f"{name}, {label}: {_verdict_label(v)}",
+                 notes="Margin = value minus threshold in the direction that supports the claim; band = the range the "
+                       "value can take within its uncertainty (onsets: earliest possible to earliest certain; module "
+                       "shares: modules decided yes to yes-or-undecided). Outcome per criterion: supported / not "
+                       "supported / inconclusive (the band straddles the threshold). Definitions: docs/claims.md.")
+
+
 def _verdicts_over_folds(run: RunOutput, claim_names: Sequence[str]) -> tuple[list[str], Table] | None:
     """"Supported in k of N folds" per claim and variant whose aggregate/verdicts.json covers at least two folds."""
     rows: list[list[Cell]] = []
@@ -709,20 +760,24 @@ def _verdicts_over_folds(run: RunOutput, claim_names: Sequence[str]) -> tuple[li
             name = CLAIMS.get(claim, (claim.replace("_", " ").capitalize(), ""))[0]
             k = int(c.get("n_supported") or 0)
             against = int(c.get("n_not_supported") or 0)
+            inconclusive = int(c.get("n_inconclusive") or 0)
             undecided = int(c.get("n_undecided") or 0)
             text = f"supported in {k} of {n} folds"
-            rows.append([name, variant, ", ".join(str(f) for f in v.get("folds") or []), text, against, undecided])
-            paragraphs.append(f"{name}, {variant}: {text} (not supported in {against}, not enough data in "
-                              f"{undecided}).")
+            rows.append([name, variant, ", ".join(str(f) for f in v.get("folds") or []), text, against,
+                         inconclusive, undecided])
+            paragraphs.append(f"{name}, {variant}: {text} (not supported in {against}, inconclusive in "
+                              f"{inconclusive}, not enough data in {undecided}).")
     if not rows:
         return None
-    return paragraphs, Table(["claim", "variant", "folds", "over folds", "not supported", "not enough data"], rows,
+    return paragraphs, Table(["claim", "variant", "folds", "over folds", "not supported", "inconclusive",
+                              "not enough data"], rows,
                              caption="Verdicts over folds: in how many analysed folds each claim is supported")
 
 
 def verdict_section(run: RunOutput) -> Section:
-    """The two claims: a verdict per analysed variant and fold, the statement, and every number and threshold
-    of the verdict side by side."""
+    """The two claims: a verdict per analysed variant and fold, and per claim a table of its criteria (value,
+    threshold, margin, band, outcome, reading); verdicts.json files without criteria (older runs) get their
+    numbers listed instead."""
     with_verdicts = [a for a in run.analysed if a.verdicts is not None]
     notes = [f"{a.label}: no verdicts.json (not run)." for a in run.analysed if a.verdicts is None]
     title = "Verdicts on the paper's claims"
@@ -744,28 +799,37 @@ def verdict_section(run: RunOutput) -> Section:
             if not isinstance(v, Mapping):
                 summary_rows.append([name, a.variant, str(a.fold), "NOT RUN", "no verdict recorded for this claim"])
                 continue
-            label = _verdict_label(v.get("supported"))
+            label = _verdict_label(v)
+            if _criteria(v):
+                reading = _deciding(v)
+                summary_rows.append([name, a.variant, str(a.fold), label, reading])
+                paragraphs.append(f"{name}, {a.label}: {label}. {reading}".strip())
+                tables.append(criteria_table(name, a.label, v))
+                continue
             statement = str(v.get("statement") or "")
             summary_rows.append([name, a.variant, str(a.fold), label, statement])
             paragraphs.append(f"{name}, {a.label}: {label}. {statement}".strip())
             columns.append(a.label)
             flat: dict[str, Any] = {}
-            _flatten("", {k: x for k, x in v.items() if k not in ("supported", "statement")}, flat)
+            _flatten("", {k: x for k, x in v.items() if k not in ("supported", "statement", "outcome")}, flat)
             for key, value in flat.items():
                 numbers.setdefault(key, {})[a.label] = value
         if numbers:
             keys = sorted(numbers, key=lambda k: (0 if "threshold" in k.lower() else 1, natural_key(k)))
             rows = [[k] + [_number(numbers[k].get(c)) for c in columns] for k in keys]
             tables.append(Table(["number", *columns], rows,
-                                caption=f"{name}: thresholds first, then the measured numbers", digits=3))
-    tables.insert(0, Table(["claim", "variant", "fold", "verdict", "statement"], summary_rows,
-                           caption="Verdicts (supported / not supported / not enough data)"))
+                                caption=f"{name}: thresholds first, then the measured numbers (older verdicts "
+                                        f"file without criteria)", digits=3))
+    tables.insert(0, Table(["claim", "variant", "fold", "verdict", "why"], summary_rows,
+                           caption="Verdicts (supported / not supported / inconclusive / not enough data)"))
     over_folds = _verdicts_over_folds(run, claim_names)
     if over_folds is not None:
         paragraphs[:0] = over_folds[0]
         tables.insert(0, over_folds[1])
-    notes.append("A verdict is 'not enough data' when an analysis it needs did not run or its interval is too wide "
-                 "to decide; the thresholds are fixed in loralens.analysis.verdicts before looking at the data.")
+    notes.append("Every criterion is decided against its uncertainty band, not its point value: 'inconclusive' "
+                 "when the band straddles the threshold, 'not enough data' when an analysis it needs did not run. "
+                 "The thresholds are fixed in loralens.analysis.verdicts before looking at the data; the rules, "
+                 "their controls and known answers are in docs/claims.md.")
     return Section(title, paragraphs=paragraphs, tables=tables, notes=notes)
 
 

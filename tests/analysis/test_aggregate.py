@@ -85,7 +85,15 @@ def test_aggregate_verdicts_counts():
     assert d["supported"] == [True, True, False] and d["n_supported"] == 2 and d["n_not_supported"] == 1
     f = s["claims"]["fab"]
     assert f["supported"] == [False, None, None] and f["n_supported"] == 0 and f["n_undecided"] == 2
+    assert f["n_inconclusive"] == 0 and f["outcome"] == ["not supported", "not enough data", None]
     assert "thresholds" not in s["claims"]
+    # three outcomes from verdicts.py: inconclusive is counted apart from "not enough data"
+    w = [(k, {"delayed_specialization": {"outcome": o, "supported": None if o == "inconclusive" else o == "supported",
+                                         "statement": o}})
+         for k, o in enumerate(("supported", "inconclusive", "inconclusive", "not supported", "not enough data"))]
+    d = aggregate_verdicts(w)["claims"]["delayed_specialization"]
+    assert (d["n_supported"], d["n_not_supported"], d["n_inconclusive"], d["n_undecided"]) == (1, 1, 2, 1)
+    assert d["supported"] == [True, None, None, False, None]
 
 
 def write_fold(root, k, results, verdicts=None):

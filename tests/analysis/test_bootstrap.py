@@ -78,3 +78,42 @@ def test_bad_inputs() -> None:
         bootstrap_ci(np.array([1.0, np.nan]))
     with pytest.raises(AnalysisInputError, match="unknown statistic"):
         bootstrap_ci(np.ones(3), stat="mode")
+
+
+def test_jackknife_of_the_mean_is_the_t_interval() -> None:
+    """Delete-one jackknife of a mean: se = s / sqrt(n) exactly, interval mean +- t_{n-1} se."""
+    from scipy.stats import t as student_t
+
+    from loralens.analysis.bootstrap import jackknife_ci
+
+    rng = np.random.default_rng(3)
+    v = rng.normal(2.0, 1.5, size=30)
+    ci = jackknife_ci(lambda i: v[i].mean(), 30)
+    se = v.std(ddof=1) / np.sqrt(30)
+    assert ci.groups == 30 and ci.se == pytest.approx(se, rel=1e-10)
+    q = student_t.ppf(0.975, 29)
+    assert (ci.low, ci.high) == pytest.approx((v.mean() - q * se, v.mean() + q * se), rel=1e-10)
+
+
+def test_jackknife_groups_partition_and_curves() -> None:
+    from loralens.analysis.bootstrap import jackknife_ci, jackknife_groups
+
+    parts = jackknife_groups(103, 10, seed=1)
+    assert len(parts) == 10 and sorted(np.concatenate(parts).tolist()) == list(range(103))
+    assert {p.size for p in parts} <= {10, 11}
+    assert [p.tolist() for p in jackknife_groups(103, 10, seed=1)] == [p.tolist() for p in parts]
+    assert len(jackknife_groups(5, 10)) == 5  # delete-one when fewer examples than groups
+    rng = np.random.default_rng(4)
+    curves = rng.normal(size=(40, 3))
+    seen = []
+
+    def fn(i):
+        seen.append(np.unique(i).size == i.size)  # never a duplicate
+        return curves[i].mean(axis=0)
+
+    ci = jackknife_ci(fn, 40, groups=8, seed=2)
+    assert all(seen) and ci.low.shape == (3,) and np.all(ci.low < ci.estimate) and np.all(ci.estimate < ci.high)
+    const = jackknife_ci(lambda i: 1.5, 12)
+    assert const.low == const.high == 1.5 and const.se == 0.0
+    with pytest.raises(AnalysisInputError):
+        jackknife_ci(lambda i: 0.0, 1)

@@ -67,6 +67,25 @@ def test_decodable_labels_and_shuffled_chance(coded_result):
     # speaker pattern is decodable too (within-speaker folds over the 6 training speakers)
     assert min(r["speaker"]["adapted"]["accuracy"]["value"]) > 0.6
     assert r["speaker"]["n_speakers"] == 6
+    # the paired gap: adapted - frozen UAR per hidden state, its band from the same resamples
+    gap = r["emotion_gap"]["uar"]
+    diff = np.subtract(r["emotion"]["adapted"]["uar"]["value"], r["emotion"]["frozen"]["uar"]["value"])
+    assert gap["value"] == pytest.approx(list(diff), abs=1e-12)
+    assert all(lo <= v <= hi for lo, v, hi in zip(gap["low"], gap["value"], gap["high"]))
+
+
+def test_paired_gap_known_answers():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 60)
+    pred = np.where(rng.random(60) < 0.7, y, rng.integers(0, 4, 60))
+    same = probing.paired_uar_gap(y, pred, pred, 4, 300, 0)
+    assert same == {"value": 0.0, "low": 0.0, "high": 0.0, "std": 0.0}  # identical predictions: exactly 0
+    better = np.where(rng.random(60) < 0.5, y, pred)
+    g = probing.paired_uar_gap(y, better, pred, 4, 300, 0)
+    a, b = probing.bootstrap_uar(y, better, 4, 300, 0), probing.bootstrap_uar(y, pred, 4, 300, 0)
+    assert g["value"] == pytest.approx(a["value"] - b["value"])
+    # pairing: the gap's spread is smaller than the two UARs' spreads combined as if independent
+    assert g["std"] < np.hypot(a["std"], b["std"])
 
 
 def test_random_features_near_chance_and_contract(tmp_path):

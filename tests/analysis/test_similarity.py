@@ -25,6 +25,10 @@ def test_identical_models_have_unit_diagonal():
         m = np.array(r[est], dtype=float)
         assert m.shape == (3, 3)
         assert np.allclose(m, m.T, atol=1e-9)  # same model on both sides: symmetric
+        # every leave-out CKA is 1 too: a zero-width jackknife band (no bootstrap duplicates to inflate anything)
+        d = r["diagonal"][est]
+        assert np.allclose(d["low"], 1.0, atol=1e-9) and np.allclose(d["high"], 1.0, atol=1e-9), est
+        assert np.allclose(d["se"], 0.0, atol=1e-9), est
     # spectra of identical models are identical
     assert np.allclose(r["spectra"]["adapted"][1], r["spectra"]["frozen"][1])
 
@@ -45,7 +49,10 @@ def test_streamed_linear_equals_in_memory():
     assert r["diagonal"]["linear_debiased"]["value"][-1] < 0.9999
     for est in similarity.ESTIMATORS:
         d = r["diagonal"][est]
-        assert len(d["low"]) == len(d["high"]) == 3
+        assert len(d["low"]) == len(d["high"]) == len(d["se"]) == 3
+        # the band is centred on the reported value (jackknife t interval), so it always holds it
+        assert all(lo <= v <= hi for lo, v, hi in zip(d["low"], d["value"], d["high"])), est
+    assert r["diagonal_band"]["groups"] == 12 and "jackknife" in r["diagonal_band"]["method"]  # delete-one: 12 clips
     assert r["frames_per_clip"] == 5 and r["n_frames"] == 12 * 5
     assert np.array(r["frames_linear_biased"], dtype=float).shape == (3, 3)
 

@@ -26,10 +26,17 @@ def lens_result(fold: int, agreement: list[float | None], uar: list[float]) -> d
                      "seed": 0, "figures": []}}
 
 
-def verdicts(supported: bool | None) -> dict:
-    """Per-fold verdicts in the flat format loralens.analysis.verdicts writes."""
-    return {"delayed_specialization": {"supported": supported, "statement": "s", "numbers": {}},
-            "forward_alignment_backward_differentiation": {"supported": None, "statement": "n", "numbers": {}},
+def verdicts(outcome: str) -> dict:
+    """Per-fold verdicts in the flat format loralens.analysis.verdicts writes (claim (ii) inconclusive)."""
+    crit = {"criterion": "probe_onset_late", "name": "Probe advantage appears late", "outcome": outcome,
+            "value": 0.8, "value_text": "0.80 (hidden state 4)", "threshold": 0.667, "threshold_text": "depth > 0.67",
+            "margin": 0.133, "band": [0.6, 0.8], "band_text": "[0.60, 0.80]", "reading": "READING-" + outcome}
+    inc = {**crit, "criterion": "forward_alignment", "name": "A and B outputs more aligned than under random B",
+           "outcome": "inconclusive", "reading": "READING-ii"}
+    return {"delayed_specialization": {"outcome": outcome, "supported": {"supported": True, "not supported": False}.get(
+                outcome), "statement": "s", "criteria": [crit], "numbers": {}},
+            "forward_alignment_backward_differentiation": {"outcome": "inconclusive", "supported": None,
+                                                           "statement": "n", "criteria": [inc], "numbers": {}},
             "thresholds": {"agreement_threshold": 0.8}}
 
 
@@ -49,8 +56,8 @@ def two_fold_run(root):
                       lens_result(0, [0.2, 0.6, 1.0], [0.30, 0.40, 0.50]))
     atomic_write_json(base / "fold_1" / "logit_lens" / "result.json",
                       lens_result(1, [0.4, None, 1.0], [0.50, 0.60, 0.70]))
-    atomic_write_json(base / "fold_0" / "verdicts.json", verdicts(True))
-    atomic_write_json(base / "fold_1" / "verdicts.json", verdicts(False))
+    atomic_write_json(base / "fold_0" / "verdicts.json", verdicts("supported"))
+    atomic_write_json(base / "fold_1" / "verdicts.json", verdicts("not supported"))
     for variant in ("lora_r8", "lora_r32"):
         aggregate_run(root, variant)
 
@@ -71,10 +78,19 @@ def test_two_folds_show_mean_std_table_and_verdict_counts(tmp_path):
     assert "Layer Contribution, lora_r8: aggregated" not in page and "lora_r32: aggregated" not in page
     assert page.count('title="mean \u00b1 std over 2 runs"') == 5 and page.count('over 1 runs"') == 1
     text = "".join(parse(page).text)
-    assert "Delayed specialization, lora_r8: supported in 1 of 2 folds (not supported in 1, not enough data in 0)." in text
+    assert ("Delayed specialization, lora_r8: supported in 1 of 2 folds (not supported in 1, inconclusive in 0, not "
+            "enough data in 0).") in text
     verdict_rows = table(page, "Verdicts over folds")
-    assert verdict_rows[1] == ["Delayed specialization", "lora_r8", "0, 1", "supported in 1 of 2 folds", "1", "0"]
-    assert verdict_rows[2][3] == "supported in 0 of 2 folds" and verdict_rows[2][5] == "2"
+    assert verdict_rows[1] == ["Delayed specialization", "lora_r8", "0, 1", "supported in 1 of 2 folds", "1", "0", "0"]
+    assert verdict_rows[2][3] == "supported in 0 of 2 folds" and verdict_rows[2][5] == "2"  # inconclusive in both
+    # per fold and claim: the criteria as a person reads them, not raw keys
+    rows = table(page, "Delayed specialization, lora_r8, fold 1: NOT SUPPORTED</caption>")
+    assert rows[0] == ["criterion", "value", "threshold", "margin", "band", "outcome", "reading"]
+    assert rows[1] == ["Probe advantage appears late", "0.80 (hidden state 4)", "depth &gt; 0.67", "+0.133",
+                       "[0.60, 0.80]", "NOT SUPPORTED", "READING-not supported"]
+    assert "Forward alignment, backward differentiation, lora_r8, fold 0: INCONCLUSIVE. Undecided within the " \
+           "uncertainty: A and B outputs more aligned than under random B." in text
+    assert "numbers.modules" not in text
 
 
 def test_one_fold_changes_nothing(tmp_path):

@@ -286,3 +286,15 @@ def test_reproducibility_table():
     ]
     page = Report("r").add_section(Section("Reproducibility", tables=[table])).render()
     assert "config: lora.targets" in page
+
+
+def test_wide_tables_are_set_compact_so_their_last_columns_fit(tmp_path):
+    from loralens.report.html import WIDE_TABLE_COLUMNS
+
+    narrow = Table([f"c{i}" for i in range(WIDE_TABLE_COLUMNS)], [[1.0] * WIDE_TABLE_COLUMNS], caption="narrow")
+    wide = Table([f"c{i}" for i in range(WIDE_TABLE_COLUMNS + 3)], [[2.0] * (WIDE_TABLE_COLUMNS + 3)],
+                 caption="wide")
+    page = Report("t").add_section(Section("s", tables=[narrow, wide])).write(tmp_path / "r.html").read_text()
+    assert page.count('<table class="wide">') == 1
+    assert page.index('<table class="wide">') > page.index("narrow")
+    assert "table.wide thead th { white-space: normal" in page

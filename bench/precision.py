@@ -3,6 +3,7 @@ cost accuracy? LoRA (r=32, alpha=64, v_proj) on RAVDESS, embedded `base`, `trim`
 docs/results.md (adapter lr 3e-4), trained once per precision on the same folds with the same seed.
 
     python bench/precision.py --root ../shared/data/ravdess --out runs/bench-precision --folds 0,1,2
+    python bench/precision.py --method frozen --folds 0,1,2,3,4,5 --epochs 10   # bf16 encoder outputs, head fp32
 
 Prints per fold test UAR of both, the paired difference (bf16 - fp32, mean ± std over folds), how many test
 predictions differ, and the training wall time of each; writes bench/results/precision.json. Resumable.
@@ -33,23 +34,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--lr-encoder", type=float, default=3e-4)
-    ap.add_argument("--json", type=Path, default=Path("bench/results/precision.json"))
+    ap.add_argument("--method", choices=("lora", "frozen"), default="lora")
+    ap.add_argument("--json", type=Path, default=None, help="default bench/results/precision_<method>.json")
     args = ap.parse_args(argv)
     folds = [int(f) for f in args.folds.split(",") if f.strip()]
     common = {"corpus": "ravdess", "corpus_root": str(args.root), "model": args.model, "folds": "ravdess6",
-              "epochs": args.epochs, "batch_size": 8, "seed": 0, "lr_encoder": args.lr_encoder, "method": "lora",
+              "epochs": args.epochs, "batch_size": 8, "seed": 0, "lr_encoder": args.lr_encoder, "method": args.method,
               "window": "trim", "feature_cache": str(args.out / "feature_cache")}
+    json_path = args.json or Path(f"bench/results/precision_{args.method}.json")
+    run_dirs = {p: args.out / f"{args.method}-{p}" for p in ("fp32", "bf16")}
     for k in folds:
         for precision in ("fp32", "bf16"):
-            cfg = make_config({**common, "precision": precision}, {"run_dir": str(args.out / precision), "fold": k})
+            cfg = make_config({**common, "precision": precision}, {"run_dir": str(run_dirs[precision]), "fold": k})
             t0 = time.perf_counter()
             train(cfg)
             print(f"[{precision}] fold {k}: {time.perf_counter() - t0:.0f} s", flush=True)
-    rows = {p: [r for r in fold_rows(args.out / p) if r["fold"] in folds] for p in ("fp32", "bf16")}
+    rows = {p: [r for r in fold_rows(run_dirs[p]) if r["fold"] in folds] for p in ("fp32", "bf16")}
     differ = {}
     for k in folds:
-        a = json.loads((args.out / "fp32" / f"fold_{k}" / "predictions.json").read_text())
-        b = json.loads((args.out / "bf16" / f"fold_{k}" / "predictions.json").read_text())
+        a = json.loads((run_dirs["fp32"] / f"fold_{k}" / "predictions.json").read_text())
+        b = json.loads((run_dirs["bf16"] / f"fold_{k}" / "predictions.json").read_text())
         assert a["ids"] == b["ids"]
         differ[k] = {"differ": sum(x != y for x, y in zip(a["pred"], b["pred"])), "of": len(a["pred"])}
     result = {
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     diff = result["bf16_minus_fp32"]
     print(f"mean: fp32 {pm(result['fp32']['uar'])}, bf16 {pm(result['bf16']['uar'])}; paired Δ {pm(diff)} "
           f"({diff['better']} better, {diff['worse']} worse)")
-    atomic_write_json(args.json, result)
+    atomic_write_json(json_path, result)
     return 0
 
 

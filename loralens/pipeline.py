@@ -361,12 +361,23 @@ def run_pipeline(cfg: RunConfig, *, echo: Callable[[str], None] = print, dry_run
     out = cfg.out
     variants = check_run_config(cfg)
     if dry_run:
+        check_variant_folders(variants)  # the real run would refuse these folders: so does the plan
         for name, tcfg in variants.items():
             echo(f"== variant {name}")
             if not (out / "folds.json").exists():  # not made yet: plan with the folds the data stage would make
                 tcfg = tcfg.model_copy(update={"folds_file": None})
             train(tcfg, dry_run=True, echo=echo)
         return out
+    from loralens.training.run_folder import RunLock
+
+    with RunLock(out, echo=echo):  # one command at a time in <out>, for the whole run
+        return _run_stages(cfg, variants, echo)
+
+
+def _run_stages(cfg: RunConfig, variants: dict[str, TrainConfig], echo: Callable[[str], None]) -> Path:
+    from loralens.training.crossval import train
+
+    out = cfg.out
     check_variant_folders(variants)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "run.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

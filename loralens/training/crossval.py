@@ -373,9 +373,21 @@ def train(cfg: TrainConfig, *, dry_run: bool = False, echo: Callable[[str], None
     """Run the cross-validation of `cfg` (all folds, or `cfg.fold`) into `cfg.run_dir`; return the summary
     (`summary.json`'s content). dry_run: return (and print) the plan instead of training."""
     accelerator = accelerator or make_accelerator(cfg.precision)
+    if dry_run or not accelerator.is_main_process:
+        return _train(cfg, dry_run=dry_run, echo=echo, accelerator=accelerator, stop_after_steps=stop_after_steps)
+    from loralens.training.run_folder import RunLock
+
+    with RunLock(cfg.run_dir, echo=echo):  # the main process holds the folder for the whole command
+        return _train(cfg, dry_run=dry_run, echo=echo, accelerator=accelerator, stop_after_steps=stop_after_steps)
+
+
+def _train(cfg: TrainConfig, *, dry_run: bool, echo: Callable[[str], None], accelerator,
+           stop_after_steps: int | None) -> dict:
     run = RunFolder(cfg.run_dir)
     main = accelerator.is_main_process
-    if not dry_run and main:
+    if dry_run:
+        run.check_claim(cfg)  # the real run would refuse a folder of other settings: say so now
+    elif main:
         run.claim(cfg)
     accelerator.wait_for_everyone()
     prep = prepare(cfg, accelerator, write=not dry_run)

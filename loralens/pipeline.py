@@ -253,31 +253,40 @@ def prepare_data(cfg: RunConfig, tcfg: TrainConfig, echo: Callable[[str], None])
     from loralens.data.audio import screen_clips
     from loralens.data.clips import Corpus
     from loralens.data.corpora import load_corpus
-    from loralens.data.folds import load_folds, resolve_folds, save_folds
+    from loralens.data.folds import describe_scheme, load_folds, require_sane_folds, resolve_folds, save_folds
     from loralens.data.summary import summarize
 
     out = cfg.out
     if tcfg.corpus_root is None:
         raise ConfigError("no corpus root given",
                           "pass --corpus-root (the corpus folder) or train.corpus_root in the config")
-    corpus = load_corpus(tcfg.corpus, tcfg.corpus_root, tcfg.label_set)
+    corpus = load_corpus(tcfg.corpus, tcfg.corpus_root, tcfg.label_set, label_map=tcfg.label_map,
+                         on_unknown_label=tcfg.on_unknown_label, warn=lambda t: echo(f"warning: {t}"))
     bad_path = out / "data" / "bad_files.json"
     if bad_path.exists():
-        drop = {b["id"] for b in read_json(bad_path).get("files", [])}
+        skipped = read_json(bad_path).get("files", [])
+        drop = {b["id"] for b in skipped}
         good = [c for c in corpus.clips if c.id not in drop]
     else:
-        good, _bad = screen_clips(corpus.clips, tcfg.on_bad_audio, bad_list_path=bad_path)
+        good, bad = screen_clips(corpus.clips, tcfg.on_bad_audio, bad_list_path=bad_path)
+        skipped = [b.__dict__ for b in bad]
+    if skipped:
+        echo(f"warning: left out {len(skipped)} bad audio file(s) (on_bad_audio: skip), listed in {bad_path}: "
+             + "; ".join(f"{b['path']}: {b['reason']}" for b in skipped[:3]) + ("; ..." if len(skipped) > 3 else ""))
     corpus = Corpus(corpus.name, corpus.root, corpus.labels, good)
     folds_path = out / "folds.json"
     if folds_path.exists():
         folds = load_folds(folds_path, corpus)
     else:
         folds, scheme = resolve_folds(tcfg.folds, corpus, k=tcfg.folds_k, seed=tcfg.seed)
+        require_sane_folds(folds, corpus, scheme=scheme, seed=tcfg.seed, echo=echo)
+        echo(f"folds: {len(folds)}, {describe_scheme(corpus, tcfg.folds, k=tcfg.folds_k)}")
         save_folds(folds_path, folds, corpus, scheme=scheme, seed=tcfg.seed)
     summary_path = out / "data" / "summary.json"
     if summary_path.exists():
         return read_json(summary_path)
     summary = summarize(corpus, folds)
+    summary["skipped"] = [{k: b.get(k) for k in ("id", "path", "reason")} for b in skipped]
     atomic_write_json(summary_path, summary)
     echo(f"data: {len(corpus.clips)} clips, {len(corpus.speakers())} speakers, {len(folds)} folds -> {folds_path}")
     return summary

@@ -452,9 +452,32 @@ def _run_stages(cfg: RunConfig, variants: dict[str, TrainConfig], echo: Callable
         raise
     log.record("report", time.perf_counter() - t0, "done")
     # The report shows stages.json as it was when it was built; rebuild once so it includes its own time.
-    path = build_report(out)
-    echo(f"report: {path}")
-    return path
+    return build_report(out)
+
+
+def results_table(out: str | Path) -> str:
+    """A short text table of every trained variant in `out`: test UAR, WAR and macro-F1 in percent, mean ± sample
+    std over the complete folds (from train/<variant>/summary.json)."""
+    rows = []
+    for summary_path in sorted(Path(out).glob("train/*/summary.json")):
+        s = read_json(summary_path)
+        ms = s.get("mean_std") or {}
+
+        def pm(key: str) -> str:
+            d = ms.get(key) or {}
+            if d.get("mean") is None:
+                return "-"
+            return f"{100 * d['mean']:.1f}" + (f" ± {100 * d['std']:.1f}" if d.get("std") is not None else "")
+
+        n = (ms.get("uar") or {}).get("n", 0)
+        rows.append([summary_path.parent.name, pm("uar"), pm("war"), pm("macro_f1"), str(n)])
+    if not rows:
+        return "no trained variant yet"
+    header = ["variant", "test UAR %", "WAR %", "macro-F1 %", "folds"]
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))]
+    lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    return "\n".join(lines)
 
 
 def failed_stages(out: str | Path) -> list[dict[str, Any]]:

@@ -79,7 +79,9 @@ def summary_cmd(corpus_name: str, root: Path, label_set: str | None, label_map: 
 
     With --folds, the fold check too: clips per class in every split, errors for folds that cannot measure a
     class (exit code 1) and warnings for weak validation splits."""
-    from loralens.data.folds import check_fold_classes, describe_scheme, format_fold_check, resolve_folds
+    from loralens.data.folds import (
+        check_fold_classes, describe_scheme, fold_check_hint, format_fold_check, resolve_folds,
+    )
     from loralens.data.summary import format_summary, summarize
     from loralens.io import atomic_write_json
 
@@ -105,7 +107,8 @@ def summary_cmd(corpus_name: str, root: Path, label_set: str | None, label_map: 
             text += f"(folds: {scheme_text}, seed {seed})\n\n" + format_fold_check(check, corpus.labels) + "\n"
         click.echo(text, nl=False)
     if check is not None and check.errors:
-        raise CheckFailed(f"{len(check.errors)} fold error(s): the folds cannot measure every class")
+        raise CheckFailed(f"{len(check.errors)} fold error(s): the folds cannot measure every class\n"
+                          f"  hint: {fold_check_hint(check)}")
 
 
 @data.command("folds", cls=Command, examples=[

@@ -185,10 +185,14 @@ def _test_groups(corpus: Corpus, scheme: str, k: int | None, seed: int) -> list[
         # Deal speakers round-robin, one gender after the other, so every fold gets a similar gender mix.
         genders = _speaker_genders(corpus)
         rng = random.Random(seed)
+        rarity = _class_rarity(corpus)
         order: list[str] = []
         for g in sorted({genders[s] or "" for s in speakers}):
             members = [s for s in speakers if (genders[s] or "") == g]
             rng.shuffle(members)
+            # speakers of a class few speakers recorded are dealt first, so they land in different folds; when
+            # every speaker has every class this is the shuffled order unchanged
+            members.sort(key=lambda s: rarity[s])
             order.extend(members)
         groups = [[] for _ in range(k)]
         for i, s in enumerate(order):
@@ -217,6 +221,23 @@ def _test_groups(corpus: Corpus, scheme: str, k: int | None, seed: int) -> list[
                 seen[s] = session
         return [sorted(by_session[s], key=natural_key) for s in sorted(by_session, key=natural_key)]
     raise FoldError(f"unknown fold scheme {scheme!r}")  # resolve_scheme has already refused it
+
+
+def _class_rarity(corpus: Corpus) -> dict[str, int]:
+    """Per speaker: the number of speakers of its rarest class (small = holds a class few speakers have)."""
+    speakers_of: dict[str, set[str]] = {}
+    labels_of: dict[str, set[str]] = {}
+    for c in corpus.clips:
+        speakers_of.setdefault(c.label, set()).add(c.speaker)
+        labels_of.setdefault(c.speaker, set()).add(c.label)
+    return {s: min(len(speakers_of[lab]) for lab in labs) for s, labs in labels_of.items()}
+
+
+def _classes_of(corpus: Corpus) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for c in corpus.clips:
+        out.setdefault(c.speaker, set()).add(c.label)
+    return out
 
 
 def _speaker_genders(corpus: Corpus) -> dict[str, str | None]:
@@ -284,6 +305,7 @@ def make_folds(
     if k is not None and name != "speaker-kfold":
         raise FoldError(f"k={k} is only used by the speaker-kfold scheme, not {name!r}", "drop k or use speaker-kfold")
     genders = _speaker_genders(corpus)
+    classes_of = _classes_of(corpus)
     all_speakers = sorted(corpus.speakers(), key=natural_key)
     folds: list[Fold] = []
     for i, test_speakers in enumerate(_test_groups(corpus, name, k, seed)):
@@ -309,6 +331,14 @@ def make_folds(
             )
         rng = random.Random(seed * 1_000_003 + i)
         val_set = set(pick_validation_speakers(train_speakers, genders, n_val, rng))
+        # Redraw (same generator, so still reproducible) when validation took every training speaker of a class;
+        # the first draw stands when it leaves every class in training, as it always does when all speakers
+        # recorded all classes.
+        for _ in range(20):
+            kept = set().union(*(classes_of[s] for s in train_speakers if s not in val_set))
+            if kept >= set().union(*(classes_of[s] for s in train_speakers)):
+                break
+            val_set = set(pick_validation_speakers(train_speakers, genders, n_val, rng))
         split_of = {s: "test" for s in test_set}
         split_of.update({s: "validation" for s in val_set})
         ids: dict[str, list[str]] = {s: [] for s in SPLITS}
@@ -684,8 +714,6 @@ def format_fold_check(check: FoldCheck, labels: tuple[str, ...] | list[str], *, 
                              + "".join(f"{row[lab]:>9}" for lab in labels))
     lines += [f"error: {e}" for e in check.errors]
     lines += [f"warning: {w}" for w in check.warnings]
-    if check.errors:
-        lines.append(f"  hint: {fold_check_hint(check)}")
     return "\n".join(lines)
 
 

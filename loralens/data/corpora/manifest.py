@@ -128,6 +128,10 @@ def parse(root: Path) -> list[Clip]:
     return read_manifest(root).clips
 
 
+def _clips(n: int) -> str:
+    return f"{n} clip{'' if n == 1 else 's'}"
+
+
 def check_labels(m: Manifest, clips: list[Clip], chosen: tuple[str, ...], explicit: bool,
                  on_unknown_label: str = "error") -> tuple[list[Clip], str | None]:
     """Check the labels of `clips` (already mapped by a label map) against the label set `chosen`.
@@ -145,7 +149,7 @@ def check_labels(m: Manifest, clips: list[Clip], chosen: tuple[str, ...], explic
         ids_of.setdefault(c.label, []).append(c.id)
     in_set = set(chosen)
     problems: list[str] = []
-    suspect: set[str] = set()
+    suspect: dict[str, str] = {}  # label -> the label it is probably meant to be
     by_fold: dict[str, set[str]] = {}
     for label in set(counts) | in_set:
         by_fold.setdefault(label.casefold(), set()).add(label)
@@ -153,11 +157,12 @@ def check_labels(m: Manifest, clips: list[Clip], chosen: tuple[str, ...], explic
         if label in in_set and explicit:
             continue
         variants = by_fold[label.casefold()] - {label}
-        canon = sorted(variants, key=lambda v: (v not in in_set, -counts.get(v, 0), v))
-        if canon and (canon[0] in in_set or counts.get(canon[0], 0) > counts[label]):
+        canon = sorted(variants, key=lambda v: (not (explicit and v in in_set), -counts.get(v, 0), v))
+        if canon and ((explicit and canon[0] in in_set) or counts.get(canon[0], 0) > counts[label]
+                      or (counts.get(canon[0], 0) == counts[label] and canon[0] < label)):
             problems.append(f"label {label!r} ({m.line_list(ids_of[label])}) differs only in case from "
-                            f"{canon[0]!r} ({counts.get(canon[0], 0)} clips)")
-            suspect.add(label)
+                            f"{canon[0]!r} ({_clips(counts.get(canon[0], 0))})")
+            suspect[label] = canon[0]
             continue
         if label in SHARED_VOCABULARY:
             continue
@@ -166,22 +171,23 @@ def check_labels(m: Manifest, clips: list[Clip], chosen: tuple[str, ...], explic
         match = difflib.get_close_matches(label, near, n=1, cutoff=0.8)
         if match:
             problems.append(f"label {label!r} ({m.line_list(ids_of[label])}) looks like a misspelling of "
-                            f"{match[0]!r} ({counts.get(match[0], 0)} clips)")
-            suspect.add(label)
+                            f"{match[0]!r} ({_clips(counts.get(match[0], 0))})")
+            suspect[label] = match[0]
     outside = sorted(lab for lab in counts if lab not in in_set and lab not in suspect)
     unknown = [lab for lab in outside if lab not in SHARED_VOCABULARY]
     if explicit:
         for label in unknown:
             problems.append(f"label {label!r} ({m.line_list(ids_of[label])}) is not in the label set")
     if problems and on_unknown_label != "skip":
-        fixes = ", ".join(f"{lab}=..." for lab in sorted(suspect | set(unknown if explicit else []))[:3])
+        fixes = ",".join([f"{a}={b}" for a, b in sorted(suspect.items())][:4]
+                         + [f"{lab}=LABEL" for lab in (unknown if explicit else [])][:2])
         raise CorpusError(
             f"{NAME}: {m.path}: {len(problems)} label problem(s): " + "; ".join(problems[:6])
             + (f"; and {len(problems) - 6} more" if len(problems) > 6 else ""),
-            f"correct the manifest, map labels with --label-map ({fixes}), choose the labels with --label-set "
-            "(see `loralens data summary`), or leave such clips out with --on-unknown-label skip",
+            f"correct the manifest, or map the labels with --label-map {fixes} (label_map in YAML), or leave such "
+            "clips out with --on-unknown-label skip",
         )
-    drop = suspect | set(outside)
+    drop = set(suspect) | set(outside)
     if not drop:
         return clips, None
     kept = [c for c in clips if c.label not in drop]

@@ -18,6 +18,11 @@ from typing import Any
 
 import click
 
+try:  # click >= 8.3 marks "no default given" with a sentinel rather than None
+    from click._utils import UNSET as _UNSET
+except ImportError:  # pragma: no cover - older click
+    _UNSET = None
+
 #: Old spelling -> the flag it now is. Accepted by every command that has the new flag, never shown in --help.
 ALIASES: dict[str, str] = {"--root": "--corpus-root", "--k": "--folds-k", "--scheme": "--folds",
                            "--targets": "--lora-targets"}
@@ -61,6 +66,9 @@ class Command(click.Command):
         for p in self.params:
             if type(p) is click.Option:  # @click.option makes plain Options; Option only changes the help text
                 p.__class__ = Option
+            if (isinstance(p, click.Option) and not p.is_flag and not p.required and p.default in (None, _UNSET)
+                    and not isinstance(p.show_default, str) and p.name not in ("help", "config_file")):
+                p.show_default = "none"  # left out = not used / not written; said rather than left blank
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         known = {o for p in self.params for o in (*p.opts, *p.secondary_opts)}

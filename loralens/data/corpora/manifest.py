@@ -167,7 +167,7 @@ def check_labels(m: Manifest, clips: list[Clip], chosen: tuple[str, ...], explic
         if label in SHARED_VOCABULARY:
             continue
         near = [v for v in set(counts) | in_set
-                if v != label and (v in in_set or counts.get(v, 0) > counts[label])]
+                if v != label and ((explicit and v in in_set) or counts.get(v, 0) > counts[label])]
         match = difflib.get_close_matches(label, near, n=1, cutoff=0.8)
         if match:
             problems.append(f"label {label!r} ({m.line_list(ids_of[label])}) looks like a misspelling of "

@@ -148,3 +148,19 @@ def describe_os_error(e: OSError) -> tuple[str, str] | None:
                 f"write to a writable folder (--out, --run-dir, --feature-cache); {resumable}")
     return (f"permission denied: cannot write {where}",
             f"write to a folder you own (--out, --run-dir, --feature-cache), or fix its permissions; {resumable}")
+
+
+def user_os_error(e: BaseException) -> OSError | None:
+    """The OSError of `USER_ERRNOS` behind `e`: `e` itself, one in its cause/context chain (libraries wrap them),
+    or, for an error whose text says "No space left on device" (e.g. a native writer's RuntimeError), an ENOSPC
+    OSError without a file name; None otherwise."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in USER_ERRNOS:
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    if "No space left on device" in str(e):
+        return OSError(errno.ENOSPC, "No space left on device")
+    return None

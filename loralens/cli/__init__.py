@@ -52,13 +52,14 @@ def run_command(command: click.Command, argv: list[str] | None, prog_name: str) 
     except click.ClickException as e:
         e.show()
         return e.exit_code
-    except OSError as e:
-        from loralens.io import describe_os_error
+    except Exception as e:  # a full disk / denied write arrives as OSError, sometimes wrapped by a library
+        from loralens.io import describe_os_error, user_os_error
 
-        described = describe_os_error(e)
-        if described is None:
+        os_error = user_os_error(e)
+        if os_error is None:
             raise
-        click.echo(f"error: {described[0]}\n  hint: {described[1]}", err=True)
+        message, hint = describe_os_error(os_error)  # type: ignore[misc]
+        click.echo(f"error: {message}\n  hint: {hint}", err=True)
         return 1
     return result if isinstance(result, int) else 0
 

@@ -224,7 +224,8 @@ def plan(cfg: TrainConfig, prep: Prepared, accelerator=None) -> dict:
 def format_plan(p: dict) -> str:
     lines = [
         f"corpus {p['corpus']}: {p['clips']} clips, classes {', '.join(p['labels'])}"
-        + (f" ({p['bad_files']} bad files left out)" if p["bad_files"] else ""),
+        + (f" ({p['bad_files']} bad audio file(s) left out: {Path(p['run_dir']) / 'bad_files.json'})"
+           if p["bad_files"] else ""),
         f"folds: {p['n_folds']}, {p.get('scheme_note') or p['scheme']}; running {len(p['folds'])}",
         f"model {p['model']}, method {p['method']}: {p['trainable_params']:,} trainable of {p['total_params']:,} "
         f"parameters ({100 * p['trainable_params'] / max(p['total_params'], 1):.2f}%)",

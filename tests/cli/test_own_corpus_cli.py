@@ -66,6 +66,11 @@ def test_typo_and_case_difference_are_errors_naming_lines(tmp_path, capsys):
         "(11 clips); label 'hapy' (line 6) looks like a misspelling of 'happy' (11 clips)\n"
         "  hint: correct the manifest, or map the labels with --label-map Neutral=neutral,hapy=happy (label_map in "
         "YAML), or leave such clips out with --on-unknown-label skip\n")
+    code, out, err = run(capsys, "data", "summary", "--corpus", "manifest", "--corpus-root", str(m), "--no-durations",
+                         "--on-unknown-label", "skip", "--json")
+    assert code == 0
+    assert err == "warning: manifest: left out 2 clip(s) whose labels look mistaken: Neutral (1), hapy (1)\n"
+    assert json.loads(out)["labels"] == list(LABELS4)
     # the map the hint names fixes it; classes in the built-in order, not alphabetical
     code, out, err = run(capsys, "data", "summary", "--corpus", "manifest", "--corpus-root", str(m), "--no-durations",
                          "--label-map", "Neutral=neutral,hapy=happy", "--json")

@@ -119,6 +119,8 @@ def load_corpus(
         labels = resolve_label_set(spec, label_set, raw)
         explicit = (label_set or spec.default_label_set) != "all"
         raw, note = manifest.check_labels(m, raw, labels.labels, explicit, on_unknown_label)
+        if not explicit:  # `all` is every label kept: the ones left out as mistakes are no classes
+            labels = resolve_label_set(spec, label_set, raw)
         if note:
             (warn or (lambda t: warnings.warn(t, CorpusWarning, stacklevel=3)))(note)
         corpus_root = m.path.parent

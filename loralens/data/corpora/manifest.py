@@ -192,8 +192,8 @@ def check_labels(m: Manifest, clips: list[Clip], chosen: tuple[str, ...], explic
         return clips, None
     kept = [c for c in clips if c.label not in drop]
     left = ", ".join(f"{lab} ({counts[lab]})" for lab in sorted(drop, key=lambda x: (-counts[x], x)))
-    return kept, (f"{NAME}: left out {len(clips) - len(kept)} clip(s) whose labels are not in the label set "
-                  f"{','.join(chosen)}: {left}")
+    why = f"are not in the label set {','.join(chosen)}" if explicit else "look mistaken"
+    return kept, f"{NAME}: left out {len(clips) - len(kept)} clip(s) whose labels {why}: {left}"
 
 
 def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:

@@ -134,7 +134,8 @@ def prepare(cfg: TrainConfig, accelerator, *, write: bool, echo: Callable[[str],
     from loralens.models.loading import load_feature_extractor, load_whisper
 
     run = RunFolder(cfg.run_dir)
-    corpus = _load_corpus(cfg, echo if accelerator.is_main_process else (lambda _t: None))
+    say = echo if echo is not None and accelerator.is_main_process else (lambda _t: None)
+    corpus = _load_corpus(cfg, lambda t: say(f"warning: {t}"))
     if write:
         # the main process screens and writes bad_files.json; the others then read it instead of decoding again
         if accelerator.is_main_process:

@@ -55,11 +55,14 @@ def analyze(run_dir: Path | None, baseline_dir: Path | None, fold: int, analyses
         return
     if run_dir is None:
         raise click.UsageError("give the run folder RUN_DIR (or --list to see the analyses)")
-    results = analyze_run(
-        run_dir, fold=fold, baseline_dir=baseline_dir, names=_names(analyses), out_dir=out_dir,
-        batch_size=batch_size, test_per_class=test_per_class, train_per_class=train_per_class,
-        n_boot=n_boot, seed=seed, force=force, device=device, echo=click.echo,
-    )
+    from loralens.training.run_folder import RunLock
+
+    with RunLock(run_dir, echo=click.echo):  # not while a training command writes this run folder
+        results = analyze_run(
+            run_dir, fold=fold, baseline_dir=baseline_dir, names=_names(analyses), out_dir=out_dir,
+            batch_size=batch_size, test_per_class=test_per_class, train_per_class=train_per_class,
+            n_boot=n_boot, seed=seed, force=force, device=device, echo=click.echo,
+        )
     for name, r in results.items():
         if name != "verdicts":
             click.echo(f"{name}: {r.get('reading', '')}")

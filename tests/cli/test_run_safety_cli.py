@@ -66,6 +66,8 @@ def test_a_second_command_on_a_held_folder_is_refused_naming_the_holder(tmp_path
             code = main(["train", "--config", str(run_dir / "config.yaml"), "--run-dir", str(run_dir)])
             assert code == 2
             assert capsys.readouterr().err.startswith(f"error: {run_dir} is in use by process {proc2.pid} on ")
+            assert main(["analyze", str(run_dir), "--analyses", "layer_contribution"]) == 2  # analyses wait too
+            assert capsys.readouterr().err.startswith(f"error: {run_dir} is in use by process {proc2.pid} on ")
         finally:
             proc2.kill()
             proc2.wait()

@@ -5,8 +5,10 @@ A crash never leaves a half-written file that looks complete.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +39,10 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         if tmp_path.exists():
             os.chmod(tmp_path, _FILE_MODE)
         os.replace(tmp_path, target)
+    except OSError as e:
+        if e.filename is None and e.errno is not None:  # a failed write() names no file: name the target
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(target)) from e
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -110,3 +116,51 @@ def read_yaml_mapping(path: str | os.PathLike[str], doc: str = "the documentatio
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of field: value", f"see {doc} for an example")
     return data
+
+
+#: errno values of the OSErrors users meet (a full disk, a folder they cannot write); `describe_os_error` words them.
+USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def describe_os_error(e: OSError) -> tuple[str, str] | None:
+    """(one-line message, hint) for an OSError of `USER_ERRNOS` (disk full, quota, permission, read-only), naming
+    the file and, for a full disk, the free space left; None for other OSErrors (bugs keep their traceback)."""
+    if e.errno not in USER_ERRNOS:
+        return None
+    where = e.filename if e.filename is not None else "a file"
+    resumable = "files written before are complete, and re-running the same command resumes"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        what = "no space left on the device" if e.errno == errno.ENOSPC else "disk quota exceeded"
+        free = ""
+        probe = Path(e.filename).parent if e.filename is not None else None
+        while probe is not None and not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if probe is not None:
+            try:
+                free = f" ({shutil.disk_usage(probe).free / 2**20:.0f} MiB free on {probe})"
+            except OSError:
+                pass
+        return (f"{what} while writing {where}{free}",
+                "free space there (old runs, checkpoints/ folders, the feature cache in $LORALENS_CACHE) or write "
+                f"elsewhere (--out, --run-dir, --feature-cache); {resumable}")
+    if e.errno == errno.EROFS:
+        return (f"read-only file system: cannot write {where}",
+                f"write to a writable folder (--out, --run-dir, --feature-cache); {resumable}")
+    return (f"permission denied: cannot write {where}",
+            f"write to a folder you own (--out, --run-dir, --feature-cache), or fix its permissions; {resumable}")
+
+
+def user_os_error(e: BaseException) -> OSError | None:
+    """The OSError of `USER_ERRNOS` behind `e`: `e` itself, one in its cause/context chain (libraries wrap them),
+    or, for an error whose text says "No space left on device" (e.g. a native writer's RuntimeError), an ENOSPC
+    OSError without a file name; None otherwise."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in USER_ERRNOS:
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    if "No space left on device" in str(e):
+        return OSError(errno.ENOSPC, "No space left on device")
+    return None

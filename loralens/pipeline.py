@@ -256,31 +256,40 @@ def prepare_data(cfg: RunConfig, tcfg: TrainConfig, echo: Callable[[str], None])
     from loralens.data.audio import screen_clips
     from loralens.data.clips import Corpus
     from loralens.data.corpora import load_corpus
-    from loralens.data.folds import load_folds, resolve_folds, save_folds
+    from loralens.data.folds import describe_scheme, load_folds, require_sane_folds, resolve_folds, save_folds
     from loralens.data.summary import summarize
 
     out = cfg.out
     if tcfg.corpus_root is None:
         raise ConfigError("no corpus root given",
                           "pass --corpus-root (the corpus folder) or train.corpus_root in the config")
-    corpus = load_corpus(tcfg.corpus, tcfg.corpus_root, tcfg.label_set)
+    corpus = load_corpus(tcfg.corpus, tcfg.corpus_root, tcfg.label_set, label_map=tcfg.label_map,
+                         on_unknown_label=tcfg.on_unknown_label, warn=lambda t: echo(f"warning: {t}"))
     bad_path = out / "data" / "bad_files.json"
     if bad_path.exists():
-        drop = {b["id"] for b in read_json(bad_path).get("files", [])}
+        skipped = read_json(bad_path).get("files", [])
+        drop = {b["id"] for b in skipped}
         good = [c for c in corpus.clips if c.id not in drop]
     else:
-        good, _bad = screen_clips(corpus.clips, tcfg.on_bad_audio, bad_list_path=bad_path)
+        good, bad = screen_clips(corpus.clips, tcfg.on_bad_audio, bad_list_path=bad_path)
+        skipped = [b.__dict__ for b in bad]
+    if skipped:
+        echo(f"warning: left out {len(skipped)} bad audio file(s) (on_bad_audio: skip), listed in {bad_path}: "
+             + "; ".join(f"{b['path']}: {b['reason']}" for b in skipped[:3]) + ("; ..." if len(skipped) > 3 else ""))
     corpus = Corpus(corpus.name, corpus.root, corpus.labels, good)
     folds_path = out / "folds.json"
     if folds_path.exists():
         folds = load_folds(folds_path, corpus)
     else:
         folds, scheme = resolve_folds(tcfg.folds, corpus, k=tcfg.folds_k, seed=tcfg.seed)
+        require_sane_folds(folds, corpus, scheme=scheme, seed=tcfg.seed, echo=echo)
+        echo(f"folds: {len(folds)}, {describe_scheme(corpus, tcfg.folds, k=tcfg.folds_k)}")
         save_folds(folds_path, folds, corpus, scheme=scheme, seed=tcfg.seed)
     summary_path = out / "data" / "summary.json"
     if summary_path.exists():
         return read_json(summary_path)
     summary = summarize(corpus, folds)
+    summary["skipped"] = [{k: b.get(k) for k in ("id", "path", "reason")} for b in skipped]
     atomic_write_json(summary_path, summary)
     echo(f"data: {len(corpus.clips)} clips, {len(corpus.speakers())} speakers, {len(folds)} folds -> {folds_path}")
     return summary
@@ -364,12 +373,23 @@ def run_pipeline(cfg: RunConfig, *, echo: Callable[[str], None] = print, dry_run
     out = cfg.out
     variants = check_run_config(cfg)
     if dry_run:
+        check_variant_folders(variants)  # the real run would refuse these folders: so does the plan
         for name, tcfg in variants.items():
             echo(f"== variant {name}")
             if not (out / "folds.json").exists():  # not made yet: plan with the folds the data stage would make
                 tcfg = tcfg.model_copy(update={"folds_file": None})
             train(tcfg, dry_run=True, echo=echo)
         return out
+    from loralens.training.run_folder import RunLock
+
+    with RunLock(out, echo=echo):  # one command at a time in <out>, for the whole run
+        return _run_stages(cfg, variants, echo)
+
+
+def _run_stages(cfg: RunConfig, variants: dict[str, TrainConfig], echo: Callable[[str], None]) -> Path:
+    from loralens.training.crossval import train
+
+    out = cfg.out
     check_variant_folders(variants)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "run.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
@@ -435,9 +455,32 @@ def run_pipeline(cfg: RunConfig, *, echo: Callable[[str], None] = print, dry_run
         raise
     log.record("report", time.perf_counter() - t0, "done")
     # The report shows stages.json as it was when it was built; rebuild once so it includes its own time.
-    path = build_report(out)
-    echo(f"report: {path}")
-    return path
+    return build_report(out)
+
+
+def results_table(out: str | Path) -> str:
+    """A short text table of every trained variant in `out`: test UAR, WAR and macro-F1 in percent, mean ± sample
+    std over the complete folds (from train/<variant>/summary.json)."""
+    rows = []
+    for summary_path in sorted(Path(out).glob("train/*/summary.json")):
+        s = read_json(summary_path)
+        ms = s.get("mean_std") or {}
+
+        def pm(key: str) -> str:
+            d = ms.get(key) or {}
+            if d.get("mean") is None:
+                return "-"
+            return f"{100 * d['mean']:.1f}" + (f" ± {100 * d['std']:.1f}" if d.get("std") is not None else "")
+
+        n = (ms.get("uar") or {}).get("n", 0)
+        rows.append([summary_path.parent.name, pm("uar"), pm("war"), pm("macro_f1"), str(n)])
+    if not rows:
+        return "no trained variant yet"
+    header = ["variant", "test UAR %", "WAR %", "macro-F1 %", "folds"]
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))]
+    lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    return "\n".join(lines)
 
 
 def failed_stages(out: str | Path) -> list[dict[str, Any]]:

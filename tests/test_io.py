@@ -50,3 +50,24 @@ def test_read_json_errors_name_the_file(tmp_path):
     with pytest.raises(RunFolderError, match="bad.json"):
         read_json(bad)
     json.loads("{}")
+
+
+def test_user_os_errors_are_found_behind_wrappers_and_worded():
+    import errno
+
+    from loralens.io import describe_os_error, user_os_error
+
+    try:
+        try:
+            raise OSError(errno.EROFS, "Read-only file system", "/mnt/ro/x.json")
+        except OSError as inner:
+            raise RuntimeError("writer failed") from inner
+    except RuntimeError as e:
+        found = user_os_error(e)
+    assert found is not None and found.errno == errno.EROFS
+    assert describe_os_error(found)[0] == "read-only file system: cannot write /mnt/ro/x.json"
+    native = user_os_error(RuntimeError("IoError: No space left on device (os error 28)"))
+    assert native is not None and native.errno == errno.ENOSPC
+    assert describe_os_error(native)[0] == "no space left on the device while writing a file"
+    assert user_os_error(ValueError("bug")) is None and user_os_error(FileNotFoundError(2, "x")) is None
+    assert describe_os_error(OSError(errno.ENOENT, "x")) is None

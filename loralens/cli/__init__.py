@@ -39,7 +39,8 @@ _register()
 
 def run_command(command: click.Command, argv: list[str] | None, prog_name: str) -> int:
     """Run a click command on `argv` and return its exit code: errors on bad input (LoralensError) are printed
-    without a traceback and give 2; click's usage errors their own code; Ctrl-C 130."""
+    without a traceback and give 2; a full disk, a denied permission or a read-only folder (OSError) one line
+    and 1; click's usage errors their own code; Ctrl-C 130. Warnings of loralens print as `warning: ...`."""
     try:
         result = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except LoralensError as e:
@@ -51,6 +52,15 @@ def run_command(command: click.Command, argv: list[str] | None, prog_name: str) 
     except click.ClickException as e:
         e.show()
         return e.exit_code
+    except Exception as e:  # a full disk / denied write arrives as OSError, sometimes wrapped by a library
+        from loralens.io import describe_os_error, user_os_error
+
+        os_error = user_os_error(e)
+        if os_error is None:
+            raise
+        message, hint = describe_os_error(os_error)  # type: ignore[misc]
+        click.echo(f"error: {message}\n  hint: {hint}", err=True)
+        return 1
     return result if isinstance(result, int) else 0
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from loralens.cli.options import Command
+
 
 class CheckFailed(click.ClickException):
     """A check ran and found problems (exit code 1; bad input is exit code 2)."""
@@ -20,22 +22,35 @@ def data() -> None:
 
 
 def _corpus_options(f):
-    f = click.option("--label-set", default=None,
-                     help="Label set (e.g. 8class, 4class) or comma-separated labels; default: the corpus default.")(f)
-    f = click.option("--root", required=True, type=click.Path(path_type=Path),
-                     help="Folder holding the corpus in its official layout.")(f)
+    f = click.option("--on-unknown-label", type=click.Choice(["error", "skip"]), default="error",
+                     help="Manifest labels that look like mistakes or lie outside the label set: stop, or leave "
+                          "them out.")(f)
+    f = click.option("--label-map", default=None, show_default="none",
+                     help="Rename labels before the label set, e.g. anger=angry,hap=happy.")(f)
+    f = click.option("--label-set", default=None, show_default="the corpus default",
+                     help="Label set (e.g. 8class, 4class, all) or comma-separated labels in class order.")(f)
+    f = click.option("--corpus-root", "root", required=True, type=click.Path(path_type=Path),
+                     help="Folder holding the corpus in its official layout, or a manifest file.")(f)
     f = click.option("--corpus", "corpus_name", required=True,
                      help="Corpus name: ravdess, crema-d, emodb, tess, iemocap, manifest.")(f)
     return f
 
 
 def _fold_options(f):
-    f = click.option("--seed", type=int, default=0, show_default=True,
+    f = click.option("--seed", type=int, default=0,
                      help="Seed of the validation-speaker draw (and of speaker-kfold).")(f)
-    f = click.option("--val-speakers", "n_val_speakers", type=int, default=None,
-                     help="Validation speakers per fold, taken from its training speakers (default: ~10%).")(f)
-    f = click.option("--k", type=int, default=None, help="Number of folds of the speaker-kfold scheme.")(f)
+    f = click.option("--val-speakers", "n_val_speakers", type=int, default=None, show_default="~10% of training",
+                     help="Validation speakers per fold, taken from its training speakers.")(f)
+    f = click.option("--folds-k", "k", type=int, default=None, show_default="auto: 5, fewer with few speakers",
+                     help="Number of folds of the speaker-kfold scheme (--folds auto then means speaker-kfold).")(f)
     return f
+
+
+def _load(corpus_name: str, root: Path, label_set: str | None, label_map: str | None, on_unknown_label: str):
+    from loralens.data.corpora import load_corpus
+
+    return load_corpus(corpus_name, root, label_set, label_map=label_map, on_unknown_label=on_unknown_label,
+                       warn=lambda t: click.echo(f"warning: {t}", err=True))
 
 
 def _tqdm_iter(desc: str):
@@ -44,32 +59,43 @@ def _tqdm_iter(desc: str):
     return lambda items: tqdm(items, desc=desc, unit="file", disable=None)
 
 
-@data.command("summary")
+@data.command("summary", cls=Command, examples=[
+    "loralens data summary --corpus ravdess --corpus-root data/ravdess --label-set 4class",
+    "loralens data summary --corpus manifest --corpus-root my_corpus/manifest.csv --folds auto",
+])
 @_corpus_options
-@click.option("--folds", "folds_spec", default=None,
-              help="Also count per fold: a scheme (auto, ravdess6, leave-one-speaker-out, leave-one-session-out, "
-                   "speaker-kfold) or a folds JSON file.")
+@click.option("--folds", "folds_spec", default=None, show_default="no fold table",
+              help="Also count per fold and check the folds: a scheme (auto, ravdess6, leave-one-speaker-out, "
+                   "leave-one-session-out, speaker-kfold) or a folds JSON file.")
 @_fold_options
 @click.option("--no-durations", is_flag=True, help="Skip the duration statistics (they read every file header).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the JSON summary to this file.")
-def summary_cmd(corpus_name: str, root: Path, label_set: str | None, folds_spec: str | None, k: int | None,
-                n_val_speakers: int | None, seed: int, no_durations: bool, as_json: bool, out: Path | None) -> None:
-    """Clips per class, per speaker and per fold, and duration statistics (from file headers, no decoding)."""
-    from loralens.data.corpora import load_corpus
-    from loralens.data.folds import resolve_folds
+def summary_cmd(corpus_name: str, root: Path, label_set: str | None, label_map: str | None, on_unknown_label: str,
+                folds_spec: str | None, k: int | None, n_val_speakers: int | None, seed: int, no_durations: bool,
+                as_json: bool, out: Path | None) -> None:
+    """Clips per class, per speaker and per fold, and duration statistics (from file headers, no decoding).
+
+    With --folds, the fold check too: clips per class in every split, errors for folds that cannot measure a
+    class (exit code 1) and warnings for weak validation splits."""
+    from loralens.data.folds import (
+        check_fold_classes, describe_scheme, fold_check_hint, format_fold_check, resolve_folds,
+    )
     from loralens.data.summary import format_summary, summarize
     from loralens.io import atomic_write_json
 
-    corpus = load_corpus(corpus_name, root, label_set)
+    corpus = _load(corpus_name, root, label_set, label_map, on_unknown_label)
     folds = None
     scheme = None
+    check = None
     if folds_spec is not None:
         folds, scheme = resolve_folds(folds_spec, corpus, k=k, n_val_speakers=n_val_speakers, seed=seed)
+        check = check_fold_classes(folds, corpus, scheme=scheme, seed=seed)
     result = summarize(corpus, folds, durations=not no_durations, progress=_tqdm_iter("durations"))
     if scheme is not None:
         result["fold_scheme"] = scheme
+        result["fold_check"] = {"errors": check.errors, "warnings": check.warnings, "suggestion": check.suggestion}
     if out is not None:
         atomic_write_json(out, result)
     if as_json:
@@ -77,38 +103,62 @@ def summary_cmd(corpus_name: str, root: Path, label_set: str | None, folds_spec:
     else:
         text = format_summary(result)
         if scheme is not None:
-            text += f"(folds: {scheme}, seed {seed})\n"
+            scheme_text = describe_scheme(corpus, folds_spec, k=k) if not folds_spec.endswith(".json") else scheme
+            text += f"(folds: {scheme_text}, seed {seed})\n\n" + format_fold_check(check, corpus.labels) + "\n"
         click.echo(text, nl=False)
+    if check is not None and check.errors:
+        raise CheckFailed(f"{len(check.errors)} fold error(s): the folds cannot measure every class\n"
+                          f"  hint: {fold_check_hint(check)}")
 
 
-@data.command("folds")
+@data.command("folds", cls=Command, examples=[
+    "loralens data folds --corpus ravdess --corpus-root data/ravdess --out folds.json",
+    "loralens data folds --corpus manifest --corpus-root my_corpus/manifest.csv --folds speaker-kfold \\\n"
+    "    --folds-k 4 --val-speakers 2 --out my_folds.json",
+])
 @_corpus_options
-@click.option("--scheme", default="auto", show_default=True,
+@click.option("--folds", "scheme", default="auto",
               help="auto, ravdess6, leave-one-speaker-out, leave-one-session-out or speaker-kfold.")
 @_fold_options
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="JSON file to write the folds to (pass it back with --folds FILE).")
-def folds_cmd(corpus_name: str, root: Path, label_set: str | None, scheme: str, k: int | None,
-              n_val_speakers: int | None, seed: int, out: Path) -> None:
-    """Make speaker-independent folds (with validation speakers) and write them to a JSON file."""
-    from loralens.data.corpora import load_corpus
-    from loralens.data.folds import make_folds, resolve_scheme, save_folds
+def folds_cmd(corpus_name: str, root: Path, label_set: str | None, label_map: str | None, on_unknown_label: str,
+              scheme: str, k: int | None, n_val_speakers: int | None, seed: int, out: Path) -> None:
+    """Make speaker-independent folds (with validation speakers), check what they can measure, write them.
 
-    corpus = load_corpus(corpus_name, root, label_set)
+    Prints the clips per class of every split; folds with errors (a test split missing a class training has, a
+    class of one speaker) are not written (exit code 2), and the error names a scheme that works."""
+    from loralens.data.folds import (
+        check_fold_classes, describe_scheme, fold_check_hint, format_fold_check, make_folds, resolve_scheme, save_folds,
+    )
+    from loralens.errors import FoldError
+
+    corpus = _load(corpus_name, root, label_set, label_map, on_unknown_label)
     name = resolve_scheme(corpus, scheme, k=k)
     folds = make_folds(corpus, name, k=k, n_val_speakers=n_val_speakers, seed=seed)
-    save_folds(out, folds, corpus, scheme=name, seed=seed)
-    click.echo(f"{len(folds)} folds ({name}, seed {seed}) of {corpus.name}, {len(corpus.clips)} clips -> {out}")
+    check = check_fold_classes(folds, corpus, scheme=name, seed=seed)
+    click.echo(f"{len(folds)} folds ({name}, seed {seed}) of {corpus.name}, {len(corpus.clips)} clips; scheme "
+               f"{describe_scheme(corpus, scheme, k=k)}")
     for f in folds:
         sp = f.speakers(corpus)
         click.echo(f"  {f.name}: test {', '.join(sp['test'])} | validation {', '.join(sp['validation'])} | "
                    f"{len(f.train)}/{len(f.validation)}/{len(f.test)} clips")
+    click.echo("")
+    click.echo(format_fold_check(check, corpus.labels))
+    if check.errors:
+        raise FoldError(f"{len(check.errors)} fold error(s): {out} not written", fold_check_hint(check))
+    save_folds(out, folds, corpus, scheme=name, seed=seed)
+    click.echo(f"-> {out}")
 
 
-@data.command("verify")
+@data.command("verify", cls=Command, examples=[
+    "loralens data verify --corpus ravdess --corpus-root data/ravdess",
+    "loralens data verify --corpus-root my_copy --hashes my_hashes.tsv --subset",
+])
 @click.option("--corpus", "corpus_name", default=None,
               help="Corpus whose packaged hash list to use: ravdess, crema-d, emodb, tess.")
-@click.option("--root", required=True, type=click.Path(path_type=Path), help="Folder holding the copy to check.")
+@click.option("--corpus-root", "root", required=True, type=click.Path(path_type=Path),
+              help="Folder holding the copy to check.")
 @click.option("--hashes", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Tab-separated list (relative path, sha256, size) to check against instead of the packaged one.")
 @click.option("--subset", is_flag=True, help="Check only the listed files that are present; absent ones are fine.")
@@ -130,7 +180,7 @@ def verify_cmd(corpus_name: str | None, root: Path, hashes: Path | None, subset:
         raise CheckFailed(f"{report.base} does not match {report.hash_list}")
 
 
-@data.command("download")
+@data.command("download", cls=Command, examples=["loralens data download ravdess --dest data/ravdess"])
 @click.argument("corpus", type=click.Choice(["ravdess"], case_sensitive=False))
 @click.option("--dest", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to put the corpus in (Actor_01/ ... Actor_24/).")

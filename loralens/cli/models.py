@@ -7,13 +7,15 @@ from pathlib import Path
 
 import click
 
+from loralens.cli.options import Command
+
 
 @click.group()
 def models() -> None:
     """Whisper weights: embedded defaults, Hugging Face, openai-whisper .pt, CTranslate2."""
 
 
-@models.command("list")
+@models.command("list", cls=Command, examples=["loralens models list"])
 def list_models() -> None:
     """Show the embedded default models (installed or not, where from, how to install) and the accepted sources."""
     from loralens.models import registry
@@ -36,7 +38,8 @@ def list_models() -> None:
     click.echo("  CTranslate2 / faster-whisper folder, model.bin, or model.bin.part1, .part2, ...")
 
 
-@models.command("convert")
+@models.command("convert", cls=Command, examples=[
+    "loralens models convert openai/whisper-base --out models/base-ct2 --dtype float16"])
 @click.argument("source")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write the Hugging Face model into (must not exist unless --overwrite).")

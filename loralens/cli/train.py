@@ -12,10 +12,17 @@ from pathlib import Path
 
 import click
 
+from loralens.cli.options import Command
 
 
 def _csv(value: str | None) -> list[str] | None:
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _label_map(value: str | None) -> dict[str, str] | None:
+    from loralens.data.corpora import parse_label_map
+
+    return None if value is None else parse_label_map(value)
 
 
 def _ints(value: str | None) -> list[int] | None:
@@ -27,50 +34,86 @@ def _ints(value: str | None) -> list[int] | None:
         raise click.BadParameter(f"{value!r}: give comma-separated layer indices, e.g. 0,1,2") from None
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+def _d(field: str) -> str:
+    from loralens.cli.options import config_default
+
+    return config_default(field)
+
+
+@click.command(cls=Command, examples=[
+    "loralens train --corpus ravdess --corpus-root data/ravdess --model tiny.en --run-dir runs/tiny",
+    "loralens train --corpus manifest --corpus-root my_corpus/manifest.csv --label-map anger=angry \\\n"
+    "    --folds speaker-kfold --folds-k 4 --model base --run-dir runs/mine --dry-run",
+    "loralens train --config train.yaml --fold 0 --epochs 2",
+])
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="YAML file of training settings; flags override it.")
-@click.option("--corpus", help="Corpus name (ravdess, crema-d, emodb, tess, iemocap, manifest).")
-@click.option("--corpus-root", type=click.Path(file_okay=False, path_type=Path), help="Folder of the corpus.")
-@click.option("--label-set", help="Label set of the corpus (default: the corpus default).")
-@click.option("--folds", help="Fold scheme: auto, ravdess6, leave-one-speaker-out, leave-one-session-out, speaker-kfold.")
-@click.option("--folds-file", type=click.Path(dir_okay=False, path_type=Path), help="Folds JSON file (overrides --folds).")
-@click.option("--folds-k", type=int, help="Number of folds of speaker-kfold.")
-@click.option("--fold", type=int, help="Run only this fold (0-based index); default all.")
-@click.option("--model", help="Whisper source: tiny.en, base, a Hugging Face folder, a .pt, a CTranslate2 folder.")
-@click.option("--method", type=click.Choice(["lora", "frozen", "full"]), help="What trains besides the head.")
-@click.option("--lora-r", type=int, help="LoRA rank (default 32).")
-@click.option("--lora-alpha", type=float, help="LoRA alpha (default 64).")
-@click.option("--lora-dropout", type=float, help="LoRA dropout (default 0.1).")
-@click.option("--lora-targets", help="Comma-separated modules to adapt (default v_proj).")
-@click.option("--lora-layers", help="Comma-separated encoder layers to adapt (default all).")
-@click.option("--projector-dim", type=int, help="Projector width of the head (default 256).")
-@click.option("--weighted-layer-sum/--last-layer", default=None, help="Learned weighted sum of all hidden states.")
-@click.option("--layer-norm/--no-layer-norm", default=None,
+@click.option("--corpus", show_default=_d("corpus"),
+              help="Corpus name (ravdess, crema-d, emodb, tess, iemocap, manifest).")
+@click.option("--corpus-root", type=click.Path(path_type=Path), show_default=_d("corpus_root"),
+              help="Folder of the corpus, or the manifest file (.csv / .jsonl).")
+@click.option("--label-set", show_default="the corpus default",
+              help="Label set (e.g. 4class, all) or comma-separated labels in class order.")
+@click.option("--label-map", show_default=_d("label_map"),
+              help="Rename labels before the label set, e.g. anger=angry,hap=happy.")
+@click.option("--on-unknown-label", type=click.Choice(["error", "skip"]), show_default=_d("on_unknown_label"),
+              help="Manifest labels that look like mistakes or lie outside the label set: stop, or leave them out.")
+@click.option("--folds", show_default=_d("folds"),
+              help="Fold scheme (auto, ravdess6, leave-one-speaker-out, leave-one-session-out, speaker-kfold) "
+                   "or a folds JSON file.")
+@click.option("--folds-file", type=click.Path(dir_okay=False, path_type=Path), show_default=_d("folds_file"),
+              help="Folds JSON file (overrides --folds).")
+@click.option("--folds-k", type=int, show_default="auto: 5, fewer with few speakers",
+              help="Number of folds of speaker-kfold.")
+@click.option("--fold", type=int, show_default="all folds", help="Run only this fold (0-based index).")
+@click.option("--model", show_default=_d("model"),
+              help="Whisper source: tiny.en, base, a Hugging Face folder, a .pt, a CTranslate2 folder.")
+@click.option("--method", type=click.Choice(["lora", "frozen", "full"]), show_default=_d("method"),
+              help="What trains besides the head.")
+@click.option("--lora-r", type=int, show_default=_d("lora.r"), help="LoRA rank.")
+@click.option("--lora-alpha", type=float, show_default=_d("lora.alpha"), help="LoRA alpha.")
+@click.option("--lora-dropout", type=float, show_default=_d("lora.dropout"), help="LoRA dropout.")
+@click.option("--lora-targets", show_default=_d("lora.target_modules"), help="Comma-separated modules to adapt.")
+@click.option("--lora-layers", show_default="all", help="Comma-separated encoder layers to adapt.")
+@click.option("--projector-dim", type=int, show_default=_d("head.projector_dim"), help="Projector width of the head.")
+@click.option("--weighted-layer-sum/--last-layer", default=None, show_default=_d("head.weighted_layer_sum"),
+              help="Learned weighted sum of all hidden states.")
+@click.option("--layer-norm/--no-layer-norm", default=None, show_default=_d("head.layer_norm"),
               help="With --weighted-layer-sum: normalise each layer's pooled vector before weighting.")
-@click.option("--window", type=click.Choice(["full", "trim"]), help="full: 30-s windows (paper); trim: longest clip.")
-@click.option("--mask-padding/--no-mask-padding", default=None, help="Mask padded frames in attention (default: trim only).")
-@click.option("--batch-size", type=int, help="Global batch (all processes together).")
-@click.option("--eval-batch-size", type=int)
-@click.option("--grad-accum", type=int, help="Micro-batches per optimiser step.")
-@click.option("--epochs", type=int)
-@click.option("--lr-head", type=float, help="Learning rate of the head.")
-@click.option("--lr-encoder", type=float, help="Learning rate of the adapters (lora) or the encoder (full).")
-@click.option("--weight-decay", type=float)
-@click.option("--warmup-ratio", type=float)
-@click.option("--schedule", type=click.Choice(["cosine", "linear"]))
-@click.option("--grad-clip", type=float, help="Max gradient norm; 0 = no clipping.")
-@click.option("--patience", type=int, help="Early stopping patience in epochs on validation UAR; 0 = off.")
-@click.option("--seed", type=int)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
-              help="[auto: bf16 on CPUs with AMX/AVX512-BF16 and bf16 GPUs, else fp32; printed and saved in the run].")
-@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None)
-@click.option("--num-workers", type=int, help="DataLoader worker processes.")
-@click.option("--feature-cache", type=click.Path(file_okay=False, path_type=Path), help="Feature cache folder.")
-@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="Run folder (results, checkpoints).")
-@click.option("--on-bad-audio", type=click.Choice(["stop", "skip"]))
-@click.option("--checkpoint-every", type=int, help="Optimiser steps between checkpoints.")
-@click.option("--log-every", type=int, help="Optimiser steps between log lines.")
+@click.option("--window", type=click.Choice(["full", "trim"]), show_default=_d("window"),
+              help="full: 30-s windows (paper); trim: longest clip of the batch.")
+@click.option("--mask-padding/--no-mask-padding", default=None, show_default="on for trim, off for full",
+              help="Mask padded frames in attention.")
+@click.option("--batch-size", type=int, show_default=_d("batch_size"), help="Global batch (all processes together).")
+@click.option("--eval-batch-size", type=int, show_default="--batch-size", help="Batch of evaluation.")
+@click.option("--grad-accum", type=int, show_default=_d("grad_accum"), help="Micro-batches per optimiser step.")
+@click.option("--epochs", type=int, show_default=_d("epochs"), help="Maximum epochs.")
+@click.option("--lr-head", type=float, show_default=_d("lr_head"), help="Learning rate of the head.")
+@click.option("--lr-encoder", type=float, show_default=_d("lr_encoder"),
+              help="Learning rate of the adapters (lora) or the encoder (full).")
+@click.option("--weight-decay", type=float, show_default=_d("weight_decay"), help="AdamW weight decay.")
+@click.option("--warmup-ratio", type=float, show_default=_d("warmup_ratio"), help="Share of steps warming up.")
+@click.option("--schedule", type=click.Choice(["cosine", "linear"]), show_default=_d("schedule"),
+              help="Learning-rate decay after warm-up.")
+@click.option("--grad-clip", type=float, show_default=_d("grad_clip"), help="Max gradient norm; 0 = no clipping.")
+@click.option("--patience", type=int, show_default=_d("patience"),
+              help="Early stopping patience in epochs on validation UAR; 0 = off.")
+@click.option("--seed", type=int, show_default=_d("seed"), help="Seed of folds, initialisation and data order.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), show_default=_d("precision"),
+              help="Numeric precision (auto: bf16 on CPUs with AMX/AVX512-BF16 and on bf16 GPUs, else fp32; printed and "
+                   "saved in the run).")
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
+              show_default=_d("gradient_checkpointing"), help="Recompute activations to save memory.")
+@click.option("--num-workers", type=int, show_default=_d("num_workers"), help="DataLoader worker processes.")
+@click.option("--feature-cache", type=click.Path(file_okay=False, path_type=Path),
+              show_default="$LORALENS_CACHE/features", help="Feature cache folder.")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), show_default=_d("run_dir"),
+              help="Run folder (results, checkpoints).")
+@click.option("--on-bad-audio", type=click.Choice(["stop", "skip"]), show_default=_d("on_bad_audio"),
+              help="A clip that fails the audio checks: stop, or leave it out (listed in bad_files.json).")
+@click.option("--checkpoint-every", type=int, show_default=_d("checkpoint_every"),
+              help="Optimiser steps between checkpoints.")
+@click.option("--log-every", type=int, show_default=_d("log_every"), help="Optimiser steps between log lines.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (folds, sizes, trainable parameters) and stop.")
 def train(config_file: Path | None, dry_run: bool, **flags) -> None:
     """Train an emotion classifier on Whisper's encoder with cross-validation (LoRA, frozen or full).
@@ -84,6 +127,7 @@ def train(config_file: Path | None, dry_run: bool, **flags) -> None:
 
     overrides = {
         "corpus": flags["corpus"], "corpus_root": flags["corpus_root"], "label_set": flags["label_set"],
+        "label_map": _label_map(flags["label_map"]), "on_unknown_label": flags["on_unknown_label"],
         "folds": flags["folds"], "folds_file": flags["folds_file"], "folds_k": flags["folds_k"], "fold": flags["fold"],
         "model": flags["model"], "method": flags["method"],
         "lora.r": flags["lora_r"], "lora.alpha": flags["lora_alpha"], "lora.dropout": flags["lora_dropout"],

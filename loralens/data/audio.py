@@ -95,7 +95,7 @@ def decode_checked(path: str | os.PathLike[str], *, max_seconds: float = MAX_SEC
         raise AudioError(
             str(path),
             f"{info.duration:.1f} s long, longer than the limit of {max_seconds:g} s",
-            "cut it into utterances, or raise max_seconds if such long clips are intended",
+            "cut it into utterances, or leave it out with --on-bad-audio skip (train, run; on_bad_audio: skip in YAML)",
         )
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
@@ -118,14 +118,14 @@ def decode_checked(path: str | os.PathLike[str], *, max_seconds: float = MAX_SEC
         raise AudioError(
             str(path),
             f"only {seconds:.3f} s long ({mono.shape[0]} samples at {sr} Hz), shorter than the minimum {MIN_SECONDS} s",
-            "remove the file from the corpus or skip bad files (on_bad='skip')",
+            "remove the file from the corpus, or leave bad files out with --on-bad-audio skip",
         )
     peak = float(np.abs(mono).max())
     if peak < SILENCE_PEAK:
         raise AudioError(
             str(path),
             f"silent: peak |sample| {peak:.2e} is below the silence threshold {SILENCE_PEAK:g} (−80 dBFS)",
-            "the recording is empty or was muted; replace it or skip bad files (on_bad='skip')",
+            "the recording is empty or was muted; replace it, or leave bad files out with --on-bad-audio skip",
         )
     return np.ascontiguousarray(mono, dtype=np.float32), int(sr)
 
@@ -176,7 +176,7 @@ def screen_clips(
                 raise AudioError(
                     e.path,
                     f"{e.reason} (clip {clip.id})",
-                    e.hint or "skip bad files and list them with on_bad='skip'",
+                    e.hint or "leave bad files out (listed in bad_files.json) with --on-bad-audio skip",
                 ) from None
             bad.append(BadFile(clip.id, e.path, e.reason, e.hint))
             continue
@@ -202,7 +202,8 @@ def _short(e: BaseException) -> str:
 
 
 _UNREADABLE_HINT = "the file is damaged or not an audio format libsndfile reads (WAV, FLAC, OGG); re-download or convert it"
-_REPLACE_HINT = "the file is damaged; re-download it or remove it from the corpus, or skip bad files (on_bad='skip')"
+_REPLACE_HINT = ("the file is damaged; re-download it or remove it from the corpus, or leave bad files out with "
+                 "--on-bad-audio skip")
 
 __all__ = [
     "AUDIO_EXTENSIONS",

@@ -14,6 +14,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from loralens.data.clips import Corpus
@@ -84,12 +85,42 @@ def fold_speakers(fold: Fold, corpus: Corpus) -> dict[str, list[str]]:
 # ----------------------------------------------------------------------------------------------- schemes
 
 
+def default_k(n_speakers: int) -> int:
+    """Folds of speaker-kfold when `k` is not given: 5, fewer for few speakers so that every test split has at
+    least two speakers (n // 2), and one speaker per fold below four speakers."""
+    return n_speakers if n_speakers <= 3 else min(DEFAULT_K, n_speakers // 2)
+
+
+def _ravdess6_fits(corpus: Corpus) -> bool:
+    # every group of four actors present, so that every fold has test speakers and training speakers to spare
+    try:
+        groups = {(_ravdess_actor(s) - 1) // 4 for s in corpus.speakers()}
+    except FoldError:
+        return False
+    return groups == set(range(6))
+
+
 def resolve_scheme(corpus: Corpus, scheme: str = "auto", *, k: int | None = None) -> str:
     """The canonical scheme name `scheme` stands for on `corpus` ("auto" picks one, aliases are expanded).
 
-    auto: `ravdess6` for RAVDESS, `speaker-kfold` when `k` is given, `leave-one-session-out` when every clip has a
-    session and there are at least 2 sessions, else `leave-one-speaker-out`.
+    auto: `speaker-kfold` when `k` is given; `ravdess6` for RAVDESS with all 24 actors; `leave-one-session-out`
+    when every clip has a session and there are at least 2 sessions; `leave-one-speaker-out` for the built-in
+    corpora; `speaker-kfold` with `default_k` folds otherwise (a manifest, a RAVDESS subset). `describe_scheme`
+    says which rule applied.
     """
+    return _resolve(corpus, scheme, k)[0]
+
+
+def describe_scheme(corpus: Corpus, scheme: str = "auto", *, k: int | None = None) -> str:
+    """The scheme `scheme` stands for on `corpus`, with its number of folds and why auto chose it, e.g.
+    "speaker-kfold, k=4 (auto: a manifest without sessions, k from its 9 speakers)"."""
+    name, why = _resolve(corpus, scheme, k)
+    if name == "speaker-kfold":
+        name += f", k={k if k is not None else default_k(len(corpus.speakers()))}"
+    return f"{name} ({why})" if why else name
+
+
+def _resolve(corpus: Corpus, scheme: str, k: int | None) -> tuple[str, str]:
     name = SCHEME_ALIASES.get(scheme.lower(), scheme.lower())
     if name not in SCHEMES:
         raise FoldError(
@@ -97,15 +128,24 @@ def resolve_scheme(corpus: Corpus, scheme: str = "auto", *, k: int | None = None
             f"use one of {', '.join(SCHEMES)} (aliases: {', '.join(SCHEME_ALIASES)}), or a folds JSON file",
         )
     if name != "auto":
-        return name
-    if corpus.name.lower() == "ravdess" and k is None:
-        return "ravdess6"
+        return name, ""
+    n = len(corpus.speakers())
     if k is not None:
-        return "speaker-kfold"
+        return "speaker-kfold", "auto: --folds-k given"
+    if corpus.name.lower() == "ravdess":
+        if _ravdess6_fits(corpus):
+            return "ravdess6", "auto: RAVDESS with all 24 actors"
+        return "speaker-kfold", f"auto: a RAVDESS subset of {n} actors, k from its speakers"
     sessions = {c.session for c in corpus.clips}
     if None not in sessions and len(sessions) >= 2:
-        return "leave-one-session-out"
-    return "leave-one-speaker-out"
+        return "leave-one-session-out", f"auto: every clip has a session ({len(sessions)} sessions)"
+    if corpus.name.lower() in _BUILT_IN_LOSO:
+        return "leave-one-speaker-out", "auto: the corpus' usual protocol"
+    return "speaker-kfold", f"auto: no sessions, k from its {n} speakers"
+
+
+# Built-in corpora whose literature reports leave-one-speaker-out (auto keeps it for them).
+_BUILT_IN_LOSO = {"emodb", "tess", "crema-d", "cremad", "iemocap"}
 
 
 def _ravdess_actor(speaker: str) -> int:
@@ -135,19 +175,24 @@ def _test_groups(corpus: Corpus, scheme: str, k: int | None, seed: int) -> list[
     if scheme == "leave-one-speaker-out":
         return [[s] for s in speakers]
     if scheme == "speaker-kfold":
-        k = DEFAULT_K if k is None else k
+        k = default_k(len(speakers)) if k is None else k
         if not 2 <= k <= len(speakers):
             raise FoldError(
                 f"cannot make {k} speaker folds from {len(speakers)} speakers",
-                f"choose k between 2 and {len(speakers)}",
+                f"choose --folds-k between 2 and {len(speakers)}" if len(speakers) >= 3 else
+                "speaker-independent folds need at least 3 speakers (training, validation, test)",
             )
         # Deal speakers round-robin, one gender after the other, so every fold gets a similar gender mix.
         genders = _speaker_genders(corpus)
         rng = random.Random(seed)
+        rarity = _class_rarity(corpus)
         order: list[str] = []
         for g in sorted({genders[s] or "" for s in speakers}):
             members = [s for s in speakers if (genders[s] or "") == g]
             rng.shuffle(members)
+            # speakers of a class few speakers recorded are dealt first, so they land in different folds; when
+            # every speaker has every class this is the shuffled order unchanged
+            members.sort(key=lambda s: rarity[s])
             order.extend(members)
         groups = [[] for _ in range(k)]
         for i, s in enumerate(order):
@@ -176,6 +221,23 @@ def _test_groups(corpus: Corpus, scheme: str, k: int | None, seed: int) -> list[
                 seen[s] = session
         return [sorted(by_session[s], key=natural_key) for s in sorted(by_session, key=natural_key)]
     raise FoldError(f"unknown fold scheme {scheme!r}")  # resolve_scheme has already refused it
+
+
+def _class_rarity(corpus: Corpus) -> dict[str, int]:
+    """Per speaker: the number of speakers of its rarest class (small = holds a class few speakers have)."""
+    speakers_of: dict[str, set[str]] = {}
+    labels_of: dict[str, set[str]] = {}
+    for c in corpus.clips:
+        speakers_of.setdefault(c.label, set()).add(c.speaker)
+        labels_of.setdefault(c.speaker, set()).add(c.label)
+    return {s: min(len(speakers_of[lab]) for lab in labs) for s, labs in labels_of.items()}
+
+
+def _classes_of(corpus: Corpus) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for c in corpus.clips:
+        out.setdefault(c.speaker, set()).add(c.label)
+    return out
 
 
 def _speaker_genders(corpus: Corpus) -> dict[str, str | None]:
@@ -243,6 +305,7 @@ def make_folds(
     if k is not None and name != "speaker-kfold":
         raise FoldError(f"k={k} is only used by the speaker-kfold scheme, not {name!r}", "drop k or use speaker-kfold")
     genders = _speaker_genders(corpus)
+    classes_of = _classes_of(corpus)
     all_speakers = sorted(corpus.speakers(), key=natural_key)
     folds: list[Fold] = []
     for i, test_speakers in enumerate(_test_groups(corpus, name, k, seed)):
@@ -255,13 +318,27 @@ def make_folds(
             n_val = max(1, round(val_fraction * len(train_speakers)))
         else:
             n_val = default_n_val_speakers(len(train_speakers), n_genders)
+        if not test_speakers:
+            raise FoldError(f"fold{i} of {name}: no speaker of the corpus falls in its test split",
+                            _scheme_hint(corpus, seed, name))
+        if len(train_speakers) < 2:
+            raise FoldError(f"fold{i} of {name}: {len(train_speakers)} speaker(s) left for training and validation "
+                            f"({len(all_speakers)} speakers in all)", _scheme_hint(corpus, seed, name))
         if not 1 <= n_val < len(train_speakers):
             raise FoldError(
                 f"fold{i}: cannot take {n_val} validation speakers from {len(train_speakers)} training speakers",
-                f"choose between 1 and {len(train_speakers) - 1} validation speakers",
+                f"choose between 1 and {len(train_speakers) - 1} validation speakers (--val-speakers)",
             )
         rng = random.Random(seed * 1_000_003 + i)
         val_set = set(pick_validation_speakers(train_speakers, genders, n_val, rng))
+        # Redraw (same generator, so still reproducible) when validation took every training speaker of a class;
+        # the first draw stands when it leaves every class in training, as it always does when all speakers
+        # recorded all classes.
+        for _ in range(20):
+            kept = set().union(*(classes_of[s] for s in train_speakers if s not in val_set))
+            if kept >= set().union(*(classes_of[s] for s in train_speakers)):
+                break
+            val_set = set(pick_validation_speakers(train_speakers, genders, n_val, rng))
         split_of = {s: "test" for s in test_set}
         split_of.update({s: "validation" for s in val_set})
         ids: dict[str, list[str]] = {s: [] for s in SPLITS}
@@ -475,3 +552,181 @@ def resolve_folds(
         return load_folds(text, corpus), str(doc.get("scheme", "file"))
     name = resolve_scheme(corpus, text, k=k)
     return make_folds(corpus, name, k=k, n_val_speakers=n_val_speakers, seed=seed), name
+
+
+# ----------------------------------------------------------------------------------------------- sanity
+
+
+#: A validation split with fewer clips than this per class of the corpus gets a warning (model selection on a
+#: handful of clips picks an epoch by chance).
+MIN_VALIDATION_PER_CLASS = 3
+
+
+@dataclass
+class FoldCheck:
+    """What the folds of a corpus can measure. `counts[fold][split][label]` = clips; `errors` make the folds
+    unusable (a test split missing a class training has, a class of one speaker); `warnings` weaken them (a small
+    validation split, one missing a class); `suggestion` is the flags of a scheme without errors, when one exists."""
+
+    scheme: str
+    counts: dict[str, dict[str, dict[str, int]]]
+    errors: list[str]
+    warnings: list[str]
+    suggestion: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def _class_counts_per_split(folds: list[Fold], corpus: Corpus) -> dict[str, dict[str, dict[str, int]]]:
+    by_id = corpus.by_id()
+    out = {}
+    for f in folds:
+        out[f.name] = {}
+        for split in SPLITS:
+            c = Counter(by_id[i].label for i in f.split(split) if i in by_id)
+            out[f.name][split] = {label: c.get(label, 0) for label in corpus.labels}
+    return out
+
+
+def _problems(folds: list[Fold], corpus: Corpus) -> tuple[dict, list[str], list[str]]:
+    counts = _class_counts_per_split(folds, corpus)
+    errors: list[str] = []
+    warns: list[str] = []
+    speakers_of: dict[str, set[str]] = {}
+    for c in corpus.clips:
+        speakers_of.setdefault(c.label, set()).add(c.speaker)
+    for label in corpus.labels:
+        sp = sorted(speakers_of.get(label, set()), key=natural_key)
+        if len(sp) == 1:
+            errors.append(f"class {label!r} is recorded by one speaker only ({sp[0]}): the fold that tests "
+                          f"{sp[0]} never trains on it, the others never test it")
+        elif not sp:
+            errors.append(f"class {label!r} has no clips")
+    single = {lab for lab in corpus.labels if len(speakers_of.get(lab, set())) <= 1}
+    min_val = MIN_VALIDATION_PER_CLASS * len(corpus.labels)
+    for f in folds:
+        c = counts[f.name]
+        trained = [lab for lab in corpus.labels if c["train"][lab] > 0]
+        untested = [lab for lab in trained if c["test"][lab] == 0 and lab not in single]
+        if untested:
+            errors.append(f"{f.name}: the test split ({len(f.test)} clips) has no " +
+                          ", ".join(f"{lab!r}" for lab in untested) + " clip, though training has " +
+                          ", ".join(str(c["train"][lab]) for lab in untested))
+        unseen = [lab for lab in corpus.labels if c["test"][lab] > 0 and c["train"][lab] == 0 and lab not in single]
+        if unseen:
+            errors.append(f"{f.name}: the test split has " + ", ".join(f"{lab!r}" for lab in unseen)
+                          + " clips, training has none")
+        no_val = [lab for lab in trained if c["validation"][lab] == 0]
+        if no_val:
+            warns.append(f"{f.name}: the validation split has no " + ", ".join(f"{lab!r}" for lab in no_val)
+                         + " clip: model selection cannot see those classes")
+        if len(f.validation) < min_val:
+            warns.append(f"{f.name}: the validation split has {len(f.validation)} clips "
+                         f"(fewer than {MIN_VALIDATION_PER_CLASS} per class): the selected epoch is noisy")
+    return counts, errors, warns
+
+
+def _candidates(corpus: Corpus) -> list[tuple[str, int | None, str]]:
+    n = len(corpus.speakers())
+    out: list[tuple[str, int | None, str]] = []
+    if _ravdess6_fits(corpus):
+        out.append(("ravdess6", None, "--folds ravdess6"))
+    sessions = {c.session for c in corpus.clips}
+    if None not in sessions and len(sessions) >= 2:
+        out.append(("leave-one-session-out", None, "--folds leave-one-session-out"))
+    first = default_k(n)
+    for k in [first] + [k for k in range(min(10, n), 1, -1) if k != first]:
+        if k >= 2:
+            out.append(("speaker-kfold", k, f"--folds speaker-kfold --folds-k {k}"))
+    return out
+
+
+def suggest_scheme(corpus: Corpus, seed: int = 0, exclude: str | None = None) -> str | None:
+    """Flags of a fold scheme for `corpus` that `check_fold_classes` finds no error in (preferring one without
+    warnings, then more folds); None when there is none. `exclude`: a scheme description not to suggest."""
+    best_with_warnings = None
+    for name, k, flags in _candidates(corpus):
+        if exclude is not None and flags == exclude:
+            continue
+        try:
+            folds = make_folds(corpus, name, k=k, seed=seed)
+        except FoldError:
+            continue
+        _, errors, warns = _problems(folds, corpus)
+        if not errors and not warns:
+            return flags
+        if not errors and best_with_warnings is None:
+            best_with_warnings = flags
+    return best_with_warnings
+
+
+_suggesting = False  # set while suggest_scheme tries schemes: their failures need no hint of their own
+
+
+def _scheme_hint(corpus: Corpus, seed: int, failed: str) -> str:
+    global _suggesting
+    if _suggesting:
+        return ""
+    _suggesting = True
+    try:
+        flags = suggest_scheme(corpus, seed)
+    finally:
+        _suggesting = False
+    n = len(corpus.speakers())
+    if flags:
+        return f"{failed} does not fit these {n} speakers; use {flags}"
+    return (f"{failed} does not fit these {n} speakers, and no scheme gives every fold training, validation and "
+            "test speakers of every class; add speakers, or leave out rare classes with --label-set")
+
+
+def check_fold_classes(folds: list[Fold], corpus: Corpus, *, scheme: str = "", seed: int = 0) -> FoldCheck:
+    """The fold sanity report: clips per class per split of every fold, errors and warnings (see `FoldCheck`)
+    and, when there are errors, the flags of a scheme without them."""
+    counts, errors, warns = _problems(folds, corpus)
+    suggestion = suggest_scheme(corpus, seed) if errors else None
+    return FoldCheck(scheme, counts, errors, warns, suggestion)
+
+
+def fold_check_hint(check: FoldCheck) -> str:
+    """What to do about the errors of `check` (names the flags of a working scheme when there is one)."""
+    single = any("recorded by one speaker only" in e or "has no clips" in e for e in check.errors)
+    if single:
+        return ("no speaker-independent fold can test a class of one speaker: leave it out with --label-set "
+                "(list the other labels) or map it onto another with --label-map")
+    if check.suggestion:
+        return f"use {check.suggestion} (no fold then lacks a class); check with `loralens data folds`"
+    return "no scheme gives every test split every class: leave out rare classes with --label-set"
+
+
+def format_fold_check(check: FoldCheck, labels: tuple[str, ...] | list[str], *, table: bool = True) -> str:
+    """The report as text: a table of clips per class (fold x split), then `error:` and `warning:` lines."""
+    lines: list[str] = []
+    if table:
+        short = [lab[:7] for lab in labels]
+        head = f"{'fold':<8}{'split':<11}{'clips':>6}" + "".join(f"{s:>9}" for s in short)
+        lines += [head, "-" * len(head)]
+        for name, per in check.counts.items():
+            for split in SPLITS:
+                row = per[split]
+                lines.append(f"{name:<8}{split:<11}{sum(row.values()):>6}"
+                             + "".join(f"{row[lab]:>9}" for lab in labels))
+    lines += [f"error: {e}" for e in check.errors]
+    lines += [f"warning: {w}" for w in check.warnings]
+    return "\n".join(lines)
+
+
+def require_sane_folds(folds: list[Fold], corpus: Corpus, *, scheme: str, seed: int,
+                       echo: Callable[[str], None] | None = None) -> FoldCheck:
+    """Run `check_fold_classes`; print warnings with `echo`; raise FoldError listing the errors and the scheme
+    that would work. Used at the start of `train` and `run`."""
+    check = check_fold_classes(folds, corpus, scheme=scheme, seed=seed)
+    if echo is not None:
+        for w in check.warnings:
+            echo(f"warning: {w}")
+    if check.errors:
+        raise FoldError(f"the folds ({scheme}) cannot measure every class: " + "; ".join(check.errors[:5])
+                        + (f"; and {len(check.errors) - 5} more" if len(check.errors) > 5 else ""),
+                        fold_check_hint(check))
+    return check

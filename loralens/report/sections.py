@@ -7,6 +7,8 @@ macro-F1, recall) are stored as fractions and shown in percent; fold aggregates 
 
 from __future__ import annotations
 
+import json
+
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -363,7 +365,28 @@ def data_section(run: RunOutput) -> Section:
         ))
     elif s is not None:
         notes.append("No folds recorded (folds.json not found).")
+    skipped = _skipped_files(run, s)
+    if skipped:
+        paragraphs.append(f"{len(skipped)} audio file(s) failed the bad-audio checks and were left out of every "
+                          "split (on_bad_audio: skip); they are listed below and in data/bad_files.json.")
+        tables.append(Table(["clip", "file", "reason"],
+                            [[str(b.get("id")), str(b.get("path")), str(b.get("reason"))] for b in skipped],
+                            caption="Files left out"))
+    elif s is not None:
+        notes.append("No audio file was left out: every clip passed the bad-audio checks.")
     return Section("Data", paragraphs=paragraphs, tables=tables, notes=notes)
+
+
+def _skipped_files(run: RunOutput, summary: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+    """The bad files left out: data/summary.json's `skipped`, else data/bad_files.json (runs made before)."""
+    if summary is not None and isinstance(summary.get("skipped"), list):
+        return [b for b in summary["skipped"] if isinstance(b, Mapping)]
+    path = run.root / "data" / "bad_files.json"
+    try:
+        files = json.loads(path.read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [b for b in files if isinstance(b, Mapping)] if isinstance(files, list) else []
 
 
 def results_section(run: RunOutput, figure_dir: Path) -> tuple[Section, Section]:

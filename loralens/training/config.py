@@ -71,6 +71,10 @@ class TrainConfig(_Strict):
     corpus: str = "ravdess"
     corpus_root: Path | None = None
     label_set: str | None = None
+    label_map: dict[str, str] = Field(default_factory=dict,
+                                      description="raw label -> label, applied before the label set (anger: angry)")
+    on_unknown_label: Literal["error", "skip"] = Field(
+        "error", description="manifest labels that look like mistakes or lie outside the label set: stop or leave out")
     folds: str = "auto"
     folds_file: Path | None = None
     folds_k: int | None = Field(None, ge=2, description="number of folds of the speaker-kfold scheme")
@@ -120,15 +124,19 @@ _NOT_HASHED = {"corpus_root", "fold", "feature_cache", "num_workers", "run_dir",
                "eval_batch_size", "folds_file"}
 # Fields added after runs existed: hashed only when they differ from this value (the behaviour before they existed),
 # so that folds trained earlier stay complete under the new code.
-_HASHED_WHEN_SET = {("head", "layer_norm"): False}
+_HASHED_WHEN_SET: dict[tuple[str, ...], Any] = {("head", "layer_norm"): False, ("label_map",): {},
+                                                ("on_unknown_label",): "error"}
 
 
 def config_hash(cfg: TrainConfig) -> str:
     """sha256 (16 hex digits) of the result-changing fields of `cfg`."""
     d = cfg.model_dump(mode="json", exclude=_NOT_HASHED)
-    for (section, key), before in _HASHED_WHEN_SET.items():
-        if d[section][key] == before:
-            del d[section][key]
+    for (*sections, key), before in _HASHED_WHEN_SET.items():
+        owner = d
+        for section in sections:
+            owner = owner[section]
+        if owner[key] == before:
+            del owner[key]
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

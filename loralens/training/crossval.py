@@ -97,14 +97,16 @@ class Prepared:
     whisper_encoder: torch.nn.Module
     labels: list[str]
     bad: list = field(default_factory=list)
+    scheme_note: str = ""
 
 
-def _load_corpus(cfg: TrainConfig) -> Corpus:
+def _load_corpus(cfg: TrainConfig, echo: Callable[[str], None] | None = None) -> Corpus:
     from loralens.data.corpora import load_corpus
 
     if cfg.corpus_root is None:
         raise ConfigError("corpus_root is not set", "pass --corpus-root (the folder of the corpus) or set it in the config")
-    return load_corpus(cfg.corpus, cfg.corpus_root, cfg.label_set)
+    return load_corpus(cfg.corpus, cfg.corpus_root, cfg.label_set, label_map=cfg.label_map,
+                       on_unknown_label=cfg.on_unknown_label, warn=echo)
 
 
 def _screen(corpus: Corpus, cfg: TrainConfig, run: RunFolder, write: bool) -> tuple[Corpus, list]:
@@ -130,22 +132,33 @@ def _screen(corpus: Corpus, cfg: TrainConfig, run: RunFolder, write: bool) -> tu
 
 
 def _folds(corpus: Corpus, cfg: TrainConfig, run: RunFolder):
-    from loralens.data.folds import load_folds, read_folds_file, resolve_folds
+    from loralens.data.folds import describe_scheme, load_folds, read_folds_file, resolve_folds
 
     if run.folds.exists():
-        return load_folds(run.folds, corpus), str(read_folds_file(run.folds).get("scheme", "file"))
+        doc = read_folds_file(run.folds)
+        if doc.get("labels") and list(doc["labels"]) != list(corpus.labels):
+            # e.g. a manifest run made when `all` sorted classes by name: class indices must not change on resume
+            raise RunFolderError(f"{run.folds}: made with classes {', '.join(doc['labels'])}, the corpus now gives "
+                                 f"{', '.join(corpus.labels)}",
+                                 f"resume with --label-set {','.join(doc['labels'])}, or use a new --run-dir")
+        scheme = str(doc.get("scheme", "file"))
+        return load_folds(run.folds, corpus), scheme, f"{scheme} (from {run.folds})"
     spec = cfg.folds_file if cfg.folds_file is not None else cfg.folds
-    return resolve_folds(spec, corpus, k=cfg.folds_k, seed=cfg.seed)
+    folds, scheme = resolve_folds(spec, corpus, k=cfg.folds_k, seed=cfg.seed)
+    if cfg.folds_file is not None:
+        return folds, scheme, f"{scheme} (from {cfg.folds_file})"
+    return folds, scheme, describe_scheme(corpus, cfg.folds, k=cfg.folds_k)
 
 
-def prepare(cfg: TrainConfig, accelerator, *, write: bool) -> Prepared:
+def prepare(cfg: TrainConfig, accelerator, *, write: bool, echo: Callable[[str], None] | None = None) -> Prepared:
     """Corpus, screen, folds, feature cache and base encoder of a run."""
     from loralens.data.features import FeatureCache, FeatureSettings
     from loralens.models.classifier import whisper_encoder
     from loralens.models.loading import load_feature_extractor, load_whisper
 
     run = RunFolder(cfg.run_dir)
-    corpus = _load_corpus(cfg)
+    say = echo if echo is not None and accelerator.is_main_process else (lambda _t: None)
+    corpus = _load_corpus(cfg, lambda t: say(f"warning: {t}"))
     if write:
         # the main process screens and writes bad_files.json; the others then read it instead of decoding again
         if accelerator.is_main_process:
@@ -156,14 +169,19 @@ def prepare(cfg: TrainConfig, accelerator, *, write: bool) -> Prepared:
         corpus = corpus_ok
     else:
         corpus, bad = _screen(corpus, cfg, run, write=False)
-    folds, scheme = _folds(corpus, cfg, run)
+    folds, scheme, scheme_note = _folds(corpus, cfg, run)
+    from loralens.data.folds import require_sane_folds
+
+    fresh = cfg.folds_file is None and not run.folds.exists()  # warnings of given folds were shown where made
+    require_sane_folds(folds, corpus, scheme=scheme, seed=cfg.seed,
+                       echo=echo if accelerator.is_main_process and fresh else None)
     if cfg.fold is not None and cfg.fold >= len(folds):
         raise ConfigError(f"fold={cfg.fold}: the corpus has {len(folds)} folds (0..{len(folds) - 1})",
                           "pick an index in that range, or leave fold unset to run all")
     settings = FeatureSettings.from_extractor(load_feature_extractor(cfg.model))
     cache = FeatureCache(cfg.feature_cache or default_feature_cache(), settings)
     encoder = whisper_encoder(load_whisper(cfg.model))
-    return Prepared(corpus, folds, scheme, cache, encoder, list(corpus.labels), bad)
+    return Prepared(corpus, folds, scheme, cache, encoder, list(corpus.labels), bad, scheme_note)
 
 
 def _feature_split(clips: Sequence[Clip], prep: Prepared, window: str) -> Split:
@@ -221,7 +239,8 @@ def plan(cfg: TrainConfig, prep: Prepared, accelerator=None) -> dict:
                       ("resumable" if (run.fold(k).checkpoints / "latest.json").exists() else "to run"),
         })
     return {"corpus": prep.corpus.name, "clips": len(prep.corpus.clips), "labels": prep.labels,
-            "bad_files": len(prep.bad), "scheme": prep.scheme, "n_folds": len(prep.folds), "method": cfg.method,
+            "bad_files": len(prep.bad), "scheme": prep.scheme, "scheme_note": prep.scheme_note or prep.scheme,
+            "n_folds": len(prep.folds), "method": cfg.method,
             "model": cfg.model, "trainable_params": counts.trainable, "total_params": counts.total,
             "config_hash": h, "run_dir": str(cfg.run_dir), "folds": folds}
 
@@ -229,8 +248,9 @@ def plan(cfg: TrainConfig, prep: Prepared, accelerator=None) -> dict:
 def format_plan(p: dict) -> str:
     lines = [
         f"corpus {p['corpus']}: {p['clips']} clips, classes {', '.join(p['labels'])}"
-        + (f" ({p['bad_files']} bad files left out)" if p["bad_files"] else ""),
-        f"folds: {p['n_folds']} ({p['scheme']}); running {len(p['folds'])}",
+        + (f" ({p['bad_files']} bad audio file(s) left out: {Path(p['run_dir']) / 'bad_files.json'})"
+           if p["bad_files"] else ""),
+        f"folds: {p['n_folds']}, {p.get('scheme_note') or p['scheme']}; running {len(p['folds'])}",
         f"model {p['model']}, method {p['method']}: {p['trainable_params']:,} trainable of {p['total_params']:,} "
         f"parameters ({100 * p['trainable_params'] / max(p['total_params'], 1):.2f}%)",
         f"run folder {p['run_dir']} (config hash {p['config_hash']})",
@@ -360,6 +380,7 @@ def summarize(cfg: TrainConfig, prep: Prepared) -> dict:
                                "peak_memory": m["peak_memory"], "n_test": m["sizes"]["test"]}
     return {"corpus": prep.corpus.name, "method": cfg.method, "model": cfg.model, "config_hash": h,
             "scheme": prep.scheme, "labels": prep.labels, "folds": per_fold, "missing_folds": missing,
+            "skipped": [{k: b.get(k) for k in ("id", "path", "reason")} for b in prep.bad],
             "mean_std": aggregate_folds(per_fold, prep.labels) if per_fold else None,
             "std": "sample standard deviation over folds (ddof=1); None with one fold"}
 
@@ -396,22 +417,36 @@ def train(cfg: TrainConfig, *, dry_run: bool = False, echo: Callable[[str], None
           accelerator=None, stop_after_steps: int | None = None) -> dict:
     """Run the cross-validation of `cfg` (all folds, or `cfg.fold`) into `cfg.run_dir`; return the summary
     (`summary.json`'s content). dry_run: return (and print) the plan instead of training."""
-    run = RunFolder(cfg.run_dir)
     if accelerator is None:
-        choice = run_precision(cfg.precision, run)
+        choice = run_precision(cfg.precision, RunFolder(cfg.run_dir))
         accelerator = make_accelerator(choice)
     else:
         choice = PrecisionChoice(cfg.precision, "bf16" if accelerator.mixed_precision == "bf16" else "fp32",
                                  "the accelerator given by the caller")
+    if dry_run or not accelerator.is_main_process:
+        return _train(cfg, choice, dry_run=dry_run, echo=echo, accelerator=accelerator,
+                      stop_after_steps=stop_after_steps)
+    from loralens.training.run_folder import RunLock
+
+    with RunLock(cfg.run_dir, echo=echo):  # the main process holds the folder for the whole command
+        return _train(cfg, choice, dry_run=dry_run, echo=echo, accelerator=accelerator,
+                      stop_after_steps=stop_after_steps)
+
+
+def _train(cfg: TrainConfig, choice: PrecisionChoice, *, dry_run: bool, echo: Callable[[str], None], accelerator,
+           stop_after_steps: int | None) -> dict:
+    run = RunFolder(cfg.run_dir)
     main = accelerator.is_main_process
     if main:
         echo(f"precision: {choice.mode} ({choice.reason})")
-    if not dry_run and main:
+    if dry_run:
+        run.check_claim(cfg)  # the real run would refuse a folder of other settings: say so now
+    elif main:
         run.claim(cfg)
         if not run.precision.exists():
             atomic_write_json(run.precision, choice.to_dict())
     accelerator.wait_for_everyone()
-    prep = prepare(cfg, accelerator, write=not dry_run)
+    prep = prepare(cfg, accelerator, write=not dry_run, echo=echo)
     if dry_run:
         p = plan(cfg, prep, accelerator)
         if main:

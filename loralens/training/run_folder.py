@@ -80,6 +80,11 @@ class RunFolder:
 
     def claim(self, cfg: TrainConfig) -> None:
         """Write `config.yaml`, or check that the one present has the same hash (same results-changing settings)."""
+        self.check_claim(cfg)
+        atomic_write_text(self.config, config_to_yaml(cfg))
+
+    def check_claim(self, cfg: TrainConfig) -> None:
+        """RunFolderError when `config.yaml` is present with another hash (what `claim` would refuse); no write."""
         if self.config.exists():
             try:
                 saved = TrainConfig.model_validate(yaml.safe_load(self.config.read_text(encoding="utf-8")) or {})
@@ -91,7 +96,6 @@ class RunFolder:
                 raise RunFolderError(
                     f"{self.root} holds a run with other settings ({diff})",
                     "use a new run folder (--run-dir), or the settings of config.yaml to resume it")
-        atomic_write_text(self.config, config_to_yaml(cfg))
 
 
 def _differences(a: TrainConfig, b: TrainConfig) -> str:
@@ -145,3 +149,120 @@ class FoldFolder:
             return None
         m = read_json(self.metrics)
         return m if m.get("config_hash") == cfg_hash else None
+
+
+# ------------------------------------------------------------------------------------------------ lock
+LOCK_NAME = ".loralens.lock"
+_held: dict[Path, int] = {}  # folders this process holds, with a re-entry count
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def _read_lock(path: Path) -> dict | None:
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return {}  # being written, or damaged: treated as held by an unknown process
+    return data if isinstance(data, dict) else {}
+
+
+class RunLock:
+    """An exclusive lock on a run folder for the duration of one command: the file `<folder>/.loralens.lock`
+    holding the pid, host, start time and command of its holder, created with O_EXCL (atomic on local and NFSv3+
+    file systems). A second command gets a `RunFolderError` naming the holder. A lock left by a process that is no
+    longer alive on this host (killed, crashed) is stale and is taken over, with a message. Re-entrant within one
+    process (the pipeline holds <out>, its training stages their own folders)."""
+
+    def __init__(self, folder: str | os.PathLike[str], *, echo=None, command: str | None = None) -> None:
+        self.folder = Path(os.path.abspath(folder))
+        self.path = self.folder / LOCK_NAME
+        self.echo = echo
+        self.command = command
+
+    def _record(self) -> dict:
+        import socket
+        import sys
+        import time
+
+        return {"pid": os.getpid(), "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "command": self.command or " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])[:300]}
+
+    def acquire(self) -> "RunLock":
+        import json
+        import socket
+
+        if self.folder in _held:
+            _held[self.folder] += 1
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _read_lock(self.path)
+                if holder is None:  # released meanwhile
+                    continue
+                pid, host = holder.get("pid"), holder.get("host")
+                same_host = host == socket.gethostname()
+                if isinstance(pid, int) and same_host and pid != os.getpid() and not _pid_alive(pid):
+                    # stale: its holder died without releasing it. Move it aside (atomic), and put it back if
+                    # what was moved is not that stale lock (another process took over in between).
+                    aside = self.path.with_name(f"{LOCK_NAME}.stale.{os.getpid()}")
+                    try:
+                        os.rename(self.path, aside)
+                    except FileNotFoundError:
+                        continue
+                    moved = _read_lock(aside) or {}
+                    if moved.get("pid") != pid or moved.get("started") != holder.get("started"):
+                        try:
+                            os.link(aside, self.path)
+                        except FileExistsError:
+                            pass
+                        aside.unlink(missing_ok=True)
+                        continue
+                    aside.unlink(missing_ok=True)
+                    if self.echo is not None:
+                        self.echo(f"{self.folder}: took over the lock of process {pid} (started "
+                                  f"{holder.get('started', '?')}), which is no longer running")
+                    continue
+                who = (f"process {pid} on {host}" if pid is not None else "another process")
+                since = f" since {holder['started']}" if holder.get("started") else ""
+                cmd = f" ({holder['command']})" if holder.get("command") else ""
+                hint = ("wait for it to finish, or use another folder; if it is not running any more, delete "
+                        f"{self.path}" if not same_host else
+                        "wait for it to finish (or stop it), or use another folder")
+                raise RunFolderError(f"{self.folder} is in use by {who}{since}{cmd}", hint) from None
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self._record(), f)
+            _held[self.folder] = 1
+            return self
+        raise RunFolderError(f"{self.folder}: could not take the lock {self.path}", "try again")
+
+    def release(self) -> None:
+        n = _held.get(self.folder, 0)
+        if n > 1:
+            _held[self.folder] = n - 1
+            return
+        _held.pop(self.folder, None)
+        holder = _read_lock(self.path)
+        if holder and holder.get("pid") == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -67,7 +67,7 @@ def test_loaded_weights_are_the_saved_ones(run, ctx):
 
 
 def test_models_reproduce_the_saved_test_predictions(run, ctx):
-    assert ctx.test.n_clips == 16 and ctx.fold == "fold_0" and ctx.label_names == ("angry", "happy", "neutral", "sad")
+    assert ctx.test.n_clips == 16 and ctx.fold == "fold_0" and ctx.label_names == ("neutral", "happy", "sad", "angry")
     for variant, model in (("lora_r4", ctx.adapted), ("frozen", ctx.frozen)):
         saved = read_json(run / "train" / variant / "fold_0" / "predictions.json")
         truth = dict(zip(saved["ids"], saved["true"]))

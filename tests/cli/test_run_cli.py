@@ -23,7 +23,11 @@ def test_run_from_flags_one_fold_without_baseline(tmp_path, tmp_path_factory, mo
                  "--analyses", "layer_contribution", "--test-per-class", "2", "--n-boot", "10", "--seed", "1"])
     printed = capsys.readouterr().out
     assert code == 0, printed
-    assert f"done: {out / 'report.html'}" in printed
+    # ends with the results table, then the report path, printed once
+    tail = printed.rstrip().splitlines()
+    assert tail[-1] == f"report: {out / 'report.html'}" and printed.count(str(out / "report.html")) == 1
+    assert tail[-3].split() == ["variant", "test", "UAR", "%", "WAR", "%", "macro-F1", "%", "folds"]
+    assert tail[-2].startswith("lora_r2 ") and tail[-2].split()[-1] == "1"
     assert sorted(p.name for p in (out / "train").iterdir()) == ["lora_r2"]
     run_cfg = yaml.safe_load((out / "train" / "lora_r2" / "config.yaml").read_text())
     assert (run_cfg["lora"]["r"], run_cfg["lora"]["alpha"], run_cfg["seed"], run_cfg["fold"]) == (2, 4, 1, 1)

@@ -7,6 +7,9 @@ matched ignoring case, '-' and '_' ("CREMA-D", "cremad" and "crema_d" are the sa
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from loralens.data.audio import audio_info
@@ -49,30 +52,88 @@ def resolve_label_set(spec: CorpusSpec, label_set: str | None, found: list[Clip]
     if "," in name:
         return custom_label_set(name, spec.raw_labels or None, spec.name)
     if not spec.raw_labels and name == "all":
-        labels = sorted({c.label for c in found or []})
+        present = {c.label for c in found or []}
+        # the shared vocabulary in the built-ins' order first (neutral, calm, happy, ...), other labels by name
+        labels = [v for v in manifest.SHARED_VOCABULARY if v in present] + sorted(present - set(manifest.SHARED_VOCABULARY))
         return LabelSet.identity("all", labels, "every label in the manifest")
-    choices = ", ".join(list(spec.label_sets) or ["all"])
+    choices = ", ".join(list(spec.label_sets) + ([] if spec.raw_labels else ["all"]))
     raise CorpusError(
         f"{spec.name}: unknown label set {name!r}",
         f"choose one of: {choices}, or list labels separated by commas (class order), e.g. 'neutral,happy,sad,angry'",
     )
 
 
+def parse_label_map(spec: str | Mapping[str, str] | None) -> dict[str, str]:
+    """A label map from "anger=angry,hap=happy" (CLI) or a mapping (YAML); {} for None. CorpusError when malformed."""
+    if spec is None:
+        return {}
+    if isinstance(spec, Mapping):
+        pairs = [(str(k).strip(), str(v).strip()) for k, v in spec.items()]
+    else:
+        pairs = []
+        for item in (s.strip() for s in spec.split(",") if s.strip()):
+            if item.count("=") != 1:
+                raise CorpusError(f"label map {spec!r}: {item!r} is not FROM=TO",
+                                  "write e.g. --label-map anger=angry,hap=happy")
+            a, b = item.split("=")
+            pairs.append((a.strip(), b.strip()))
+    bad = [f"{a}={b}" for a, b in pairs if not a or not b]
+    if bad:
+        raise CorpusError(f"label map: {', '.join(bad)}: both sides need a label", "write e.g. anger=angry")
+    return dict(pairs)
+
+
+def apply_label_map(clips: list[Clip], label_map: Mapping[str, str], corpus: str) -> list[Clip]:
+    """Clips with labels renamed by `label_map` (raw label -> label); CorpusError naming keys no clip has."""
+    if not label_map:
+        return clips
+    present = {c.label for c in clips}
+    unused = [k for k in label_map if k not in present]
+    if unused:
+        raise CorpusError(f"{corpus}: --label-map names label(s) the corpus does not have: {', '.join(unused)}",
+                          f"its labels are: {', '.join(sorted(present))}")
+    return [replace(c, label=label_map[c.label]) if c.label in label_map else c for c in clips]
+
+
 def load_corpus(
-    name: str, root: str | Path, label_set: str | None = None, *, with_durations: bool = False
+    name: str, root: str | Path, label_set: str | None = None, *, with_durations: bool = False,
+    label_map: str | Mapping[str, str] | None = None, on_unknown_label: str = "error",
+    warn: Callable[[str], None] | None = None,
 ) -> Corpus:
     """Parse corpus `name` under `root` and label its clips with `label_set` (None = the corpus default).
 
-    Clips whose emotion the label set leaves out are dropped; `Corpus.labels` is the label set's class order.
-    Clip ids are paths relative to the corpus root without extension; clips are sorted by id.
+    label_map: raw label -> label, applied first ("anger=angry,hap=happy" or a mapping). Clips whose emotion the
+    label set leaves out are dropped; for a manifest, labels that look like mistakes (case, spelling, outside an
+    explicit set) are errors naming the lines unless `on_unknown_label` is "skip" (see `manifest.check_labels`);
+    `warn` receives a line counting the clips left out (default: a CorpusWarning).
+    `Corpus.labels` is the label set's class order. Clip ids are paths relative to the corpus root without
+    extension; clips are sorted by id.
     with_durations: read each file's header (no decoding) to fill `Clip.duration` in seconds.
     Raises CorpusError for a wrong root, an unexpected file name, or an empty result.
     """
     spec = get_spec(name)
-    raw = spec.parse(Path(root))
-    labels = resolve_label_set(spec, label_set, raw)
+    mapping = parse_label_map(label_map)
+    if spec is manifest.SPEC:
+        m = manifest.read_manifest(root)
+        raw = apply_label_map(m.clips, mapping, spec.name)
+        labels = resolve_label_set(spec, label_set, raw)
+        explicit = (label_set or spec.default_label_set) != "all"
+        raw, note = manifest.check_labels(m, raw, labels.labels, explicit, on_unknown_label)
+        if not explicit:  # `all` is every label kept: the ones left out as mistakes are no classes
+            labels = resolve_label_set(spec, label_set, raw)
+        if note:
+            (warn or (lambda t: warnings.warn(t, CorpusWarning, stacklevel=3)))(note)
+        corpus_root = m.path.parent
+    else:
+        raw = apply_label_map(spec.parse(Path(root)), mapping, spec.name)
+        if mapping:
+            unknown = sorted({v for v in mapping.values() if spec.raw_labels and v not in spec.raw_labels})
+            if unknown:
+                raise CorpusError(f"{spec.name}: --label-map maps onto label(s) outside its vocabulary: "
+                                  f"{', '.join(unknown)}", f"map onto one of: {', '.join(spec.raw_labels)}")
+        labels = resolve_label_set(spec, label_set, raw)
+        corpus_root = Path(os.path.abspath(Path(root).expanduser()))
     clips = sorted(apply_label_set(raw, labels), key=lambda c: c.id)
-    corpus_root = manifest.find_manifest(root).parent if spec is manifest.SPEC else Path(os.path.abspath(Path(root).expanduser()))
     if not clips:
         raise CorpusError(
             f"{spec.name}: no clips with labels {', '.join(labels.labels)} found under {root}"
@@ -90,6 +151,8 @@ __all__ = [
     "CorpusWarning",
     "LabelSet",
     "get_spec",
+    "apply_label_map",
     "load_corpus",
+    "parse_label_map",
     "resolve_label_set",
 ]

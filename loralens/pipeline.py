@@ -260,7 +260,7 @@ def prepare_data(cfg: RunConfig, tcfg: TrainConfig, echo: Callable[[str], None])
     if tcfg.corpus_root is None:
         raise ConfigError("no corpus root given",
                           "pass --corpus-root (the corpus folder) or train.corpus_root in the config")
-    corpus = load_corpus(tcfg.corpus, tcfg.corpus_root, tcfg.label_set)
+    corpus = load_corpus(tcfg.corpus, tcfg.corpus_root, tcfg.label_set, options=tcfg.corpus_options)
     bad_path = out / "data" / "bad_files.json"
     if bad_path.exists():
         drop = {b["id"] for b in read_json(bad_path).get("files", [])}

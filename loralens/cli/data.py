@@ -19,13 +19,19 @@ def data() -> None:
     """Emotion corpora: summary, folds, verify, download."""
 
 
+COLUMN_FLAGS = ("audio_column", "label_column", "speaker_column", "session_column")
+
+
 def _corpus_options(f):
+    for name in reversed(COLUMN_FLAGS):
+        f = click.option(f"--{name.replace('_', '-')}", name, default=None,
+                         help=f"hf corpus: the {name.split('_')[0]} column (default {name.split('_')[0]}).")(f)
     f = click.option("--label-set", default=None,
                      help="Label set (e.g. 8class, 4class) or comma-separated labels; default: the corpus default.")(f)
     f = click.option("--root", required=True, type=click.Path(path_type=Path),
                      help="Folder holding the corpus in its official layout.")(f)
     f = click.option("--corpus", "corpus_name", required=True,
-                     help="Corpus name: ravdess, crema-d, emodb, tess, iemocap, manifest.")(f)
+                     help="Corpus name: ravdess, crema-d, emodb, tess, iemocap, manifest, hf.")(f)
     return f
 
 
@@ -55,14 +61,15 @@ def _tqdm_iter(desc: str):
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the JSON summary to this file.")
 def summary_cmd(corpus_name: str, root: Path, label_set: str | None, folds_spec: str | None, k: int | None,
-                n_val_speakers: int | None, seed: int, no_durations: bool, as_json: bool, out: Path | None) -> None:
+                n_val_speakers: int | None, seed: int, no_durations: bool, as_json: bool, out: Path | None,
+                **columns: str | None) -> None:
     """Clips per class, per speaker and per fold, and duration statistics (from file headers, no decoding)."""
     from loralens.data.corpora import load_corpus
     from loralens.data.folds import resolve_folds
     from loralens.data.summary import format_summary, summarize
     from loralens.io import atomic_write_json
 
-    corpus = load_corpus(corpus_name, root, label_set)
+    corpus = load_corpus(corpus_name, root, label_set, options=columns)
     folds = None
     scheme = None
     if folds_spec is not None:
@@ -89,12 +96,12 @@ def summary_cmd(corpus_name: str, root: Path, label_set: str | None, folds_spec:
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="JSON file to write the folds to (pass it back with --folds FILE).")
 def folds_cmd(corpus_name: str, root: Path, label_set: str | None, scheme: str, k: int | None,
-              n_val_speakers: int | None, seed: int, out: Path) -> None:
+              n_val_speakers: int | None, seed: int, out: Path, **columns: str | None) -> None:
     """Make speaker-independent folds (with validation speakers) and write them to a JSON file."""
     from loralens.data.corpora import load_corpus
     from loralens.data.folds import make_folds, resolve_scheme, save_folds
 
-    corpus = load_corpus(corpus_name, root, label_set)
+    corpus = load_corpus(corpus_name, root, label_set, options=columns)
     name = resolve_scheme(corpus, scheme, k=k)
     folds = make_folds(corpus, name, k=k, n_val_speakers=n_val_speakers, seed=seed)
     save_folds(out, folds, corpus, scheme=name, seed=seed)

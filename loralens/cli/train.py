@@ -30,9 +30,13 @@ def _ints(value: str | None) -> list[int] | None:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="YAML file of training settings; flags override it.")
-@click.option("--corpus", help="Corpus name (ravdess, crema-d, emodb, tess, iemocap, manifest).")
+@click.option("--corpus", help="Corpus name (ravdess, crema-d, emodb, tess, iemocap, manifest, hf).")
 @click.option("--corpus-root", type=click.Path(file_okay=False, path_type=Path), help="Folder of the corpus.")
 @click.option("--label-set", help="Label set of the corpus (default: the corpus default).")
+@click.option("--audio-column", help="hf corpus: the audio column (default audio).")
+@click.option("--label-column", help="hf corpus: the label column (default label).")
+@click.option("--speaker-column", help="hf corpus: the speaker column (default speaker).")
+@click.option("--session-column", help="hf corpus: the session column (default session, when present).")
 @click.option("--folds", help="Fold scheme: auto, ravdess6, leave-one-speaker-out, leave-one-session-out, speaker-kfold.")
 @click.option("--folds-file", type=click.Path(dir_okay=False, path_type=Path), help="Folds JSON file (overrides --folds).")
 @click.option("--folds-k", type=int, help="Number of folds of speaker-kfold.")
@@ -97,6 +101,7 @@ def train(config_file: Path | None, dry_run: bool, **flags) -> None:
         "gradient_checkpointing": flags["gradient_checkpointing"], "num_workers": flags["num_workers"],
         "feature_cache": flags["feature_cache"], "run_dir": flags["run_dir"], "on_bad_audio": flags["on_bad_audio"],
         "checkpoint_every": flags["checkpoint_every"], "log_every": flags["log_every"],
+        **{f"corpus_options.{k}": flags[k] for k in ("audio_column", "label_column", "speaker_column", "session_column")},
     }
     # 0 switches these off (None in the config); None here means "flag not given"
     off = {k: 0 for k in ("grad_clip", "patience") if flags[k] == 0}

@@ -71,6 +71,8 @@ class TrainConfig(_Strict):
     corpus: str = "ravdess"
     corpus_root: Path | None = None
     label_set: str | None = None
+    corpus_options: dict[str, str] = Field(
+        default_factory=dict, description="options of the corpus parser: the column names of the hf corpus")
     folds: str = "auto"
     folds_file: Path | None = None
     folds_k: int | None = Field(None, ge=2, description="number of folds of the speaker-kfold scheme")
@@ -124,6 +126,8 @@ _HASHED_WHEN_SET = {("head", "layer_norm"): False}
 def config_hash(cfg: TrainConfig) -> str:
     """sha256 (16 hex digits) of the result-changing fields of `cfg`."""
     d = cfg.model_dump(mode="json", exclude=_NOT_HASHED)
+    if not d.get("corpus_options"):  # added after runs existed: hashed only when set
+        d.pop("corpus_options", None)
     for (section, key), before in _HASHED_WHEN_SET.items():
         if d[section][key] == before:
             del d[section][key]

@@ -81,7 +81,7 @@ def _load_corpus(cfg: TrainConfig) -> Corpus:
 
     if cfg.corpus_root is None:
         raise ConfigError("corpus_root is not set", "pass --corpus-root (the folder of the corpus) or set it in the config")
-    return load_corpus(cfg.corpus, cfg.corpus_root, cfg.label_set)
+    return load_corpus(cfg.corpus, cfg.corpus_root, cfg.label_set, options=cfg.corpus_options)
 
 
 def _screen(corpus: Corpus, cfg: TrainConfig, run: RunFolder, write: bool) -> tuple[Corpus, list]:

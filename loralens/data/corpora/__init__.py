@@ -7,11 +7,12 @@ matched ignoring case, '-' and '_' ("CREMA-D", "cremad" and "crema_d" are the sa
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from loralens.data.audio import audio_info
 from loralens.data.clips import Clip, Corpus
-from loralens.data.corpora import cremad, emodb, iemocap, manifest, ravdess, tess
+from loralens.data.corpora import cremad, emodb, hf, iemocap, manifest, ravdess, tess
 from loralens.data.corpora.base import (
     CorpusSpec,
     CorpusWarning,
@@ -22,7 +23,7 @@ from loralens.data.corpora.base import (
 from loralens.errors import CorpusError
 
 CORPORA: dict[str, CorpusSpec] = {
-    spec.name: spec for spec in (ravdess.SPEC, cremad.SPEC, emodb.SPEC, tess.SPEC, iemocap.SPEC, manifest.SPEC)
+    spec.name: spec for spec in (ravdess.SPEC, cremad.SPEC, emodb.SPEC, tess.SPEC, iemocap.SPEC, manifest.SPEC, hf.SPEC)
 }
 
 
@@ -59,17 +60,28 @@ def resolve_label_set(spec: CorpusSpec, label_set: str | None, found: list[Clip]
 
 
 def load_corpus(
-    name: str, root: str | Path, label_set: str | None = None, *, with_durations: bool = False
+    name: str, root: str | Path, label_set: str | None = None, *, with_durations: bool = False,
+    options: Mapping[str, str | None] | None = None,
 ) -> Corpus:
     """Parse corpus `name` under `root` and label its clips with `label_set` (None = the corpus default).
 
     Clips whose emotion the label set leaves out are dropped; `Corpus.labels` is the label set's class order.
     Clip ids are paths relative to the corpus root without extension; clips are sorted by id.
     with_durations: read each file's header (no decoding) to fill `Clip.duration` in seconds.
+    options: corpus options; the `hf` corpus takes its column names (`audio_column`, `label_column`,
+    `speaker_column`, `session_column`, `gender_column`, `id_column`), other corpora none.
     Raises CorpusError for a wrong root, an unexpected file name, or an empty result.
     """
     spec = get_spec(name)
-    raw = spec.parse(Path(root))
+    given = {k: v for k, v in (options or {}).items() if v is not None}
+    if given and spec is not hf.SPEC:
+        raise CorpusError(f"{spec.name}: corpus option(s) {', '.join(sorted(given))} apply to the hf corpus only",
+                          "drop them, or read a Hugging Face dataset with --corpus hf")
+    unknown = sorted(set(given) - set(hf.COLUMN_OPTIONS))
+    if unknown:
+        raise CorpusError(f"{spec.name}: unknown corpus option(s) {', '.join(unknown)}",
+                          f"known: {', '.join(hf.COLUMN_OPTIONS)}")
+    raw = spec.parse(Path(root), **given)
     labels = resolve_label_set(spec, label_set, raw)
     clips = sorted(apply_label_set(raw, labels), key=lambda c: c.id)
     corpus_root = manifest.find_manifest(root).parent if spec is manifest.SPEC else Path(os.path.abspath(Path(root).expanduser()))

@@ -183,7 +183,7 @@ def model_card(models: RunModels, fold: FoldModel, export: dict) -> str:
         "", f"Exported by loralens from the run `{models.run_dir}`, fold {fold.fold} ({m.get('name')}). Classes "
         f"(`id2label`): {', '.join(f'{i} {lab}' for i, lab in enumerate(models.labels))}.", "",
         "## Use", "", "```python", "from transformers import pipeline", "",
-        f'clf = pipeline("audio-classification", model="PATH/TO/THIS/FOLDER", top_k=None'
+        'clf = pipeline("audio-classification", model="PATH/TO/THIS/FOLDER", top_k=None'
         + (", trust_remote_code=True" if exact else "") + ")",
         'clf({"raw": audio_16k_mono_float32, "sampling_rate": 16000})   # or a file path (needs ffmpeg)', "```", "",
         "Or with loralens, on the run folder: `loralens predict RUN clips/ --fold "
@@ -285,7 +285,7 @@ def export_fold(run_dir: str | os.PathLike[str], fold: int, out_dir: str | os.Pa
     if models.config.method == "lora":
         shutil.copytree(folder.adapter, out / ADAPTER_DIR)
         shutil.copyfile(folder.head, out / ADAPTER_DIR / "head.safetensors")
-    info: dict = {"run": str(run_dir), "fold": fold, "labels": list(models.labels), "method": models.config.method,
+    info: dict = {"run": os.path.abspath(run_dir), "fold": fold, "labels": list(models.labels), "method": models.config.method,
                   "model": models.config.model, "window": models.config.window, "mask_padding": models.mask_padding,
                   "exact": exact, "merge_check_max_abs_logit_diff": diff, "agreement": None}
     if measure:

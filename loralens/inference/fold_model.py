@@ -16,7 +16,6 @@ import torch
 from safetensors.torch import load_file
 
 from loralens.errors import RunFolderError
-from loralens.io import read_json
 from loralens.models.classifier import EmotionClassifier, whisper_encoder
 from loralens.training.config import TrainConfig, config_hash
 from loralens.training.run_folder import RunFolder

@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from loralens.data.audio import MAX_SECONDS, MIN_SECONDS, TARGET_SR, BadFile, decode_checked, is_audio_file, resample
+from loralens.data.audio import MAX_SECONDS, MIN_SECONDS, BadFile, decode_checked, is_audio_file, resample
 from loralens.data.batching import FeatureItem, collate
 from loralens.data.features import FeatureSettings, compute_features
 from loralens.errors import AudioError, ConfigError, CorpusError
@@ -286,7 +286,7 @@ def predict(
             if on_bad is not None:
                 on_bad(bad)
             continue
-        audio = resample(mono, sr, settings.sampling_rate if settings.sampling_rate else TARGET_SR)
+        audio = resample(mono, sr, settings.sampling_rate)
         windows = split_windows(audio, settings.max_samples, min_samples)
         items = [FeatureItem(f"{clip.id}#{i}", compute_features(w, settings, extractor, where=str(clip.path)))
                  for i, w in enumerate(windows)]

@@ -20,7 +20,7 @@ from loralens.errors import ConfigError, RunFolderError
 from loralens.inference.export import export_fold
 from loralens.inference.fold_model import load_run_models
 from loralens.inference.predict import predict
-from tests.training.conftest import REPO, subprocess_env
+from tests.training.conftest import subprocess_env
 
 # Runs in a fresh interpreter: plain transformers only; prints the model class, the logits of each clip's 30-s
 # features and the pipeline's scores.

@@ -206,7 +206,7 @@ def parse(root: Path, *, audio_column: str | None = None, label_column: str | No
         speaker = row[cols["speaker_column"]]
         for what, value in (("label", label), ("speaker", speaker)):
             if value is None or str(value).strip() == "":
-                raise CorpusError(f"{NAME}: {where}: empty {what}", f"every row needs an audio, a label and a speaker")
+                raise CorpusError(f"{NAME}: {where}: empty {what}", "every row needs an audio, a label and a speaker")
         path, name = _audio_path(row[audio_col], row, root, where, missing)
         session = row.get(cols["session_column"]) if cols["session_column"] else None
         gender_text = str(row.get(cols["gender_column"]) or "").strip().lower() if cols["gender_column"] else ""

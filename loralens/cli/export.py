@@ -38,4 +38,4 @@ def export(run_dir: Path, fold: int, out: Path, exact: bool, measure: bool, meas
     ag = info["agreement"]
     if ag:
         click.echo(f"pipeline vs loralens predict on {ag['clips']} test clips: same label {100 * ag['agreement']:.1f} %, "
-                   f"max abs. probability difference {ag['max_abs_prob_diff']:.4f}")
+                   f"max abs. probability difference {ag['max_abs_prob_diff']:.2g}")

@@ -160,6 +160,10 @@ def _pm(m: dict | None) -> str:
     return f"{100 * m['mean']:.2f}" + (f" ± {100 * m['std']:.2f}" if m.get("std") is not None else "") + " %"
 
 
+def _num(x: float) -> str:
+    return f"{x:.4f}" if x >= 1e-3 or x == 0 else f"{x:.1e}"
+
+
 def _weights_licence(model: str) -> str:
     from loralens.models.registry import EMBEDDED
 
@@ -180,7 +184,8 @@ def model_card(models: RunModels, fold: FoldModel, export: dict) -> str:
         "---", "library_name: transformers", "pipeline_tag: audio-classification", f"license: {licence_tag}",
         "tags: [whisper, speech-emotion-recognition, loralens" + (", lora]" if cfg.method == "lora" else "]"), "---",
         "", f"# Speech emotion classifier: Whisper `{cfg.model}` encoder, {cfg.method}, {cfg.corpus} fold {fold.fold}",
-        "", f"Exported by loralens from the run `{models.run_dir}`, fold {fold.fold} ({m.get('name')}). Classes "
+        "", f"Exported by loralens from the run `{os.path.abspath(models.run_dir)}`, fold {fold.fold} "
+        f"({m.get('name')}). Classes "
         f"(`id2label`): {', '.join(f'{i} {lab}' for i, lab in enumerate(models.labels))}.", "",
         "## Use", "", "```python", "from transformers import pipeline", "",
         'clf = pipeline("audio-classification", model="PATH/TO/THIS/FOLDER", top_k=None'
@@ -204,8 +209,8 @@ def model_card(models: RunModels, fold: FoldModel, export: dict) -> str:
                   "`trust_remote_code`):", "",
                   "| | value |", "|---|---:|",
                   f"| same label as `loralens predict` | {100 * ex['agreement']:.1f} % |",
-                  f"| max abs. probability difference | {ex['max_abs_prob_diff']:.4f} |",
-                  f"| mean abs. probability difference | {ex['mean_abs_prob_diff']:.4f} |"]
+                  f"| max abs. probability difference | {_num(ex['max_abs_prob_diff'])} |",
+                  f"| mean abs. probability difference | {_num(ex['mean_abs_prob_diff'])} |"]
         if ex.get("loralens_accuracy") is not None:
             lines += [f"| accuracy, loralens | {100 * ex['loralens_accuracy']:.1f} % |",
                       f"| accuracy, pipeline | {100 * ex['pipeline_accuracy']:.1f} % |"]
@@ -285,7 +290,8 @@ def export_fold(run_dir: str | os.PathLike[str], fold: int, out_dir: str | os.Pa
     if models.config.method == "lora":
         shutil.copytree(folder.adapter, out / ADAPTER_DIR)
         shutil.copyfile(folder.head, out / ADAPTER_DIR / "head.safetensors")
-    info: dict = {"run": os.path.abspath(run_dir), "fold": fold, "labels": list(models.labels), "method": models.config.method,
+    info: dict = {"run": os.path.abspath(run_dir), "fold": fold, "labels": list(models.labels),
+                  "method": models.config.method,
                   "model": models.config.model, "window": models.config.window, "mask_padding": models.mask_padding,
                   "exact": exact, "merge_check_max_abs_logit_diff": diff, "agreement": None}
     if measure:

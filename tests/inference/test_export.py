@@ -70,7 +70,8 @@ def test_plain_export_loads_in_transformers(trim_run, synthetic_root, tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     labels = ["angry", "happy", "neutral", "sad"]
     assert cfg["id2label"] == {str(i): lab for i, lab in enumerate(labels)}
-    assert cfg["label2id"] == {lab: i for i, lab in enumerate(labels)} and cfg["architectures"] == ["WhisperForAudioClassification"]
+    assert cfg["label2id"] == {lab: i for i, lab in enumerate(labels)}
+    assert cfg["architectures"] == ["WhisperForAudioClassification"]
     assert info["merge_check_max_abs_logit_diff"] < 1e-5
 
     files = _files(synthetic_root, 3)

@@ -146,3 +146,18 @@ def test_training_on_the_dataset_equals_the_manifest_run(hf_folders, tiny_model_
     assert ma == mb
     snap = (runs["hf"] / "config.yaml").read_text()
     assert "label_column: emotion" in snap and "speaker_column: actor" in snap
+
+
+def test_corpus_options_are_hashed_only_when_set():
+    """Runs trained before `corpus_options` existed keep their configuration hash (their folds stay complete)."""
+    import hashlib
+
+    from loralens.training.config import _NOT_HASHED, config_hash, make_config
+
+    plain = make_config({"corpus": "manifest"})
+    before = plain.model_dump(mode="json", exclude=_NOT_HASHED | {"corpus_options"})
+    before["head"].pop("layer_norm")
+    assert config_hash(plain) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+    with_columns = make_config({"corpus": "hf"}, {"corpus_options.label_column": "emotion"})
+    assert with_columns.corpus_options == {"label_column": "emotion"}
+    assert config_hash(with_columns) != config_hash(make_config({"corpus": "hf"}))

@@ -21,6 +21,7 @@ from loralens.inference.export import export_fold
 from loralens.inference.fold_model import load_run_models
 from loralens.inference.predict import predict
 from tests.training.conftest import subprocess_env
+from tests.training.conftest import feature_cache, synthetic_root, tiny_model_dir  # noqa: F401 (fixtures)
 
 # Runs in a fresh interpreter: plain transformers only; prints the model class, the logits of each clip's 30-s
 # features and the pipeline's scores.
@@ -130,3 +131,19 @@ def test_cli_export(full_run, tmp_path, capsys):
     card = (tmp_path / "m" / "README.md").read_text()
     assert "not measured" in card and "window `full`, padding mask off" in card
     assert json.loads((tmp_path / "m" / "config.json").read_text())["use_weighted_layer_sum"] is True
+
+
+def test_frozen_run_predicts_and_exports_without_adapter(tiny_model_dir, synthetic_root, feature_cache, tmp_path):
+    from tests.training.conftest import base_settings, train_in_process
+
+    s = base_settings(tiny_model_dir, synthetic_root, feature_cache, tmp_path / "frozen", method="frozen", epochs=2,
+                      fold=0)
+    s.pop("lora")
+    train_in_process(s)
+    files = _files(synthetic_root, 4)
+    res = predict(tmp_path / "frozen", files, fold=0)
+    assert len(res.clips) == 4
+    info = export_fold(tmp_path / "frozen", 0, tmp_path / "m", exact=True, measure_clips=4)
+    assert info["method"] == "frozen" and not (tmp_path / "m" / "peft_adapter").exists()
+    assert info["merge_check_max_abs_logit_diff"] < 1e-5 and info["agreement"]["agreement"] == 1.0
+    assert "encoder frozen (head only)" in (tmp_path / "m" / "README.md").read_text()

@@ -18,9 +18,11 @@ import click
 @click.option("--measure/--no-measure", default=True, show_default=True,
               help="Measure how often transformers' pipeline agrees with loralens predict on the fold's test clips.")
 @click.option("--measure-clips", type=int, default=None, help="At most this many test clips (default: all).")
+@click.option("--corpus-root", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Where the run's corpus is now, for the measurement (default: the run's corpus_root).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def export(run_dir: Path, fold: int, out: Path, exact: bool, measure: bool, measure_clips: int | None,
-           no_progress: bool) -> None:
+           corpus_root: Path | None, no_progress: bool) -> None:
     """Export fold FOLD of the run RUN_DIR as a WhisperForAudioClassification folder (LoRA merged into the encoder),
     with its feature-extractor config, id2label/label2id, a model card (README.md) and the unmerged peft adapter
     (peft_adapter/). Load it with transformers.pipeline("audio-classification", model=OUT)."""
@@ -32,7 +34,7 @@ def export(run_dir: Path, fold: int, out: Path, exact: bool, measure: bool, meas
         return tqdm(items, desc="pipeline", unit="clip", disable=True if no_progress else None)
 
     info = export_fold(run_dir, fold, out, exact=exact, measure=measure, measure_clips=measure_clips,
-                       progress=progress, echo=lambda s: click.echo(s, err=True))
+                       corpus_root=corpus_root, progress=progress, echo=lambda s: click.echo(s, err=True))
     click.echo(f"fold {fold} of {run_dir} exported to {out} ({info['method']} on {info['model']}, "
                f"{len(info['labels'])} classes{', exact pooling with trust_remote_code=True' if exact else ''})")
     ag = info["agreement"]

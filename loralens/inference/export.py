@@ -140,16 +140,19 @@ def measure_agreement(export_dir: str | os.PathLike[str], models: RunModels, cli
             "pipeline_accuracy": theirs_correct / known if known else None, "trust_remote_code": trust_remote_code}
 
 
-def fold_test_clips(models: RunModels, fold: int, limit: int | None = None) -> list[InputClip]:
-    """The test clips of fold `fold` (from the run's folds.json and its corpus), at most `limit`, in id order."""
+def fold_test_clips(models: RunModels, fold: int, limit: int | None = None,
+                    corpus_root: str | os.PathLike[str] | None = None) -> list[InputClip]:
+    """The test clips of fold `fold` (from the run's folds.json and its corpus), at most `limit`, in id order.
+    corpus_root: where the corpus is now (default: the run's `corpus_root`, relative to the working directory)."""
     from loralens.training.crossval import _load_corpus
 
+    cfg = models.config if corpus_root is None else models.config.model_copy(update={"corpus_root": Path(corpus_root)})
     run = RunFolder(models.run_dir)
     folds = read_json(run.folds).get("folds") if run.folds.exists() else None
     if not isinstance(folds, list) or fold >= len(folds):
         raise RunFolderError(f"{run.folds}: no fold {fold}", "export a fold of a complete run")
     ids = sorted(folds[fold].get("test", []))
-    by_id = _load_corpus(models.config).by_id()
+    by_id = _load_corpus(cfg).by_id()
     clips = [InputClip(i, by_id[i].path, by_id[i].label) for i in ids if i in by_id]
     return clips[:limit] if limit is not None else clips
 
@@ -256,13 +259,15 @@ def model_card(models: RunModels, fold: FoldModel, export: dict) -> str:
 
 def export_fold(run_dir: str | os.PathLike[str], fold: int, out_dir: str | os.PathLike[str], *, exact: bool = False,
                 measure: bool = True, measure_clips: int | None = None,
+                corpus_root: str | os.PathLike[str] | None = None,
                 progress: Callable[[Iterable], Iterable] | None = None,
                 echo: Callable[[str], None] = lambda s: None) -> dict:
     """Export fold `fold` of run `run_dir` into `out_dir` (created; must be absent or empty); see the module doc.
 
     measure: classify the fold's test clips (at most `measure_clips`) with loralens and with the exported folder
     through transformers' pipeline, and record the agreement in the card (skipped with a note when the corpus is
-    not readable here). Returns `loralens_export.json`'s content.
+    not readable here; `corpus_root` says where the corpus is when it moved). Returns `loralens_export.json`'s
+    content.
     """
     from loralens.models.loading import load_feature_extractor, load_whisper
 
@@ -296,9 +301,10 @@ def export_fold(run_dir: str | os.PathLike[str], fold: int, out_dir: str | os.Pa
                   "exact": exact, "merge_check_max_abs_logit_diff": diff, "agreement": None}
     if measure:
         try:
-            clips = fold_test_clips(models, fold, measure_clips)
+            clips = fold_test_clips(models, fold, measure_clips, corpus_root)
         except (LoralensError, OSError) as e:  # the export stands without the measurement; the card says so
-            echo(f"agreement not measured: the fold's test clips are not readable here ({str(e).splitlines()[0]})")
+            echo(f"agreement not measured: the fold's test clips are not readable here ({str(e).splitlines()[0]}); "
+                 "pass the corpus folder with --corpus-root")
             clips = []
         if clips:
             echo(f"measuring agreement with transformers' pipeline on {len(clips)} test clips ...")

@@ -147,3 +147,12 @@ def test_frozen_run_predicts_and_exports_without_adapter(tiny_model_dir, synthet
     assert info["method"] == "frozen" and not (tmp_path / "m" / "peft_adapter").exists()
     assert info["merge_check_max_abs_logit_diff"] < 1e-5 and info["agreement"]["agreement"] == 1.0
     assert "encoder frozen (head only)" in (tmp_path / "m" / "README.md").read_text()
+
+
+def test_measurement_needs_the_corpus_and_follows_it(trim_run, synthetic_root, tmp_path):
+    said = []
+    info = export_fold(trim_run, 1, tmp_path / "a", corpus_root=tmp_path / "moved", echo=said.append)
+    assert info["agreement"] is None and "not measured" in said[0] and "--corpus-root" in said[0]
+    assert "was not measured" in (tmp_path / "a" / "README.md").read_text()
+    info = export_fold(trim_run, 1, tmp_path / "b", corpus_root=synthetic_root, measure_clips=3)
+    assert info["agreement"]["clips"] == 3

@@ -40,6 +40,7 @@ REMOTE_CODE_FILE = "modeling_loralens_whisper.py"
 REMOTE_CLASS = "LoralensWhisperForAudioClassification"
 EXPORT_JSON = "loralens_export.json"
 ADAPTER_DIR = "peft_adapter"
+LOW_AGREEMENT = 0.95  # below this share of equal labels, the card and the command recommend the exact export
 
 # Licence of the audio each corpus parser reads (for the model card; check the terms of your copy).
 CORPUS_LICENCES = {
@@ -202,6 +203,11 @@ def model_card(models: RunModels, fold: FoldModel, export: dict) -> str:
         + (" and ran this model on trimmed windows (the clip's own length)" if cfg.window == "trim" else "")
         + ", and classifies longer clips over consecutive 30-s windows.",
     ]
+    if not exact and (cfg.window == "trim" or (ex and ex["agreement"] < LOW_AGREEMENT)):
+        lines += ["", "**Prefer the exact export for this model**: "
+                  + ("it was trained on trimmed windows and never saw 30 s of padding, " if cfg.window == "trim" else "")
+                  + "transformers' pooling changes its predictions (figures below). `loralens export --exact` writes "
+                  "a folder that, loaded with `trust_remote_code=True`, pools as loralens does."]
     if exact:
         lines += ["", "This folder also holds `modeling_loralens_whisper.py`: loaded with `trust_remote_code=True` "
                   "it pools as loralens does (from the feature extractor's attention mask) and reproduces "
@@ -309,6 +315,12 @@ def export_fold(run_dir: str | os.PathLike[str], fold: int, out_dir: str | os.Pa
         if clips:
             echo(f"measuring agreement with transformers' pipeline on {len(clips)} test clips ...")
             info["agreement"] = measure_agreement(out, models, clips, trust_remote_code=exact, progress=progress)
+    ag = info["agreement"]
+    if not exact and (models.config.window == "trim" or (ag is not None and ag["agreement"] < LOW_AGREEMENT)):
+        echo("warning: transformers' pipeline pools the whole 30-s window"
+             + (f" and agrees with loralens on {100 * ag['agreement']:.1f} % of the test clips" if ag else "")
+             + (" (this run was trained on trim windows)" if models.config.window == "trim" else "")
+             + "; export with --exact for loralens' own pooling (trust_remote_code=True)")
     atomic_write_text(out / "README.md", model_card(models, fm, info))
     atomic_write_json(out / EXPORT_JSON, info)
     return info

@@ -1,6 +1,6 @@
-"""End to end on the embedded tiny.en (real Whisper weights): a one-fold LoRA run on the synthetic corpus, `predict`
-on a folder with a bad file in the middle (ensemble and one fold), `export --exact`, and transformers' pipeline on the
-exported folder agreeing with `predict`."""
+"""End to end on the embedded tiny.en (real Whisper weights): a two-fold LoRA run on the synthetic corpus, `predict`
+on a file and a folder with a bad file in the middle (ensemble and one fold), `export --exact`, and transformers'
+pipeline on the exported folder agreeing with `predict`."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ def test_tiny_en_train_predict_export(synthetic_root, feature_cache, tmp_path, c
     if not is_installed("tiny.en"):
         pytest.skip("embedded tiny.en is not installed")
     run = tmp_path / "run"
-    train_in_process(base_settings("tiny.en", synthetic_root, feature_cache, run, epochs=1, fold=0,
-                                   checkpoint_every=1000, batch_size=8))
+    train_in_process(base_settings("tiny.en", synthetic_root, feature_cache, run, epochs=1, checkpoint_every=1000,
+                                   batch_size=8))
     capsys.readouterr()  # the training's own output
     folder = tmp_path / "clips"
     folder.mkdir()
@@ -33,12 +33,16 @@ def test_tiny_en_train_predict_export(synthetic_root, feature_cache, tmp_path, c
     for f in files:
         (folder / f.name).write_bytes(f.read_bytes())
     sf.write(folder / f"{files[2].stem}_z.wav", np.zeros(8000, dtype=np.float32), 16000)  # silent, sorted mid-list
-    for extra in ([], ["--fold", "0"]):
-        code = main(["predict", str(run), str(folder), "--on-bad-audio", "skip", "--no-progress", *extra])
+    single = sorted(synthetic_root.rglob("*.wav"))[1]
+    for extra, models in (([], "ensemble of folds 0, 1"), (["--fold", "1"], "fold 1")):
+        code = main(["predict", str(run), str(single), str(folder), "--on-bad-audio", "skip", "--no-progress",
+                     *extra])
         out = capsys.readouterr()
         assert code == 0, out.err
         assert f"{files[2].stem}_z.wav" in out.err and "silent" in out.err
-        assert len(list(csv.DictReader(io.StringIO(out.out)))) == len(files)
+        assert f"{len(files) + 1} clip(s) classified with {models}, 1 bad file(s) skipped" in out.err
+        rows = list(csv.DictReader(io.StringIO(out.out)))
+        assert [r["id"] for r in rows] == [single.stem, *[f.stem for f in files]]
 
     code = main(["export", str(run), "--fold", "0", "--out", str(tmp_path / "model"), "--exact", "--measure-clips", "6",
                  "--no-progress"])

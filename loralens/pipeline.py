@@ -264,7 +264,8 @@ def prepare_data(cfg: RunConfig, tcfg: TrainConfig, echo: Callable[[str], None])
         raise ConfigError("no corpus root given",
                           "pass --corpus-root (the corpus folder) or train.corpus_root in the config")
     corpus = load_corpus(tcfg.corpus, tcfg.corpus_root, tcfg.label_set, label_map=tcfg.label_map,
-                         on_unknown_label=tcfg.on_unknown_label, warn=lambda t: echo(f"warning: {t}"))
+                         on_unknown_label=tcfg.on_unknown_label, warn=lambda t: echo(f"warning: {t}"),
+                         options=tcfg.corpus_options)
     bad_path = out / "data" / "bad_files.json"
     if bad_path.exists():
         skipped = read_json(bad_path).get("files", [])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import random
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -14,7 +13,6 @@ import numpy as np
 import torch
 import yaml
 from pydantic import ValidationError
-from safetensors.torch import load_file
 
 from loralens.analysis.context import AnalysisContext, SplitData
 from loralens.data.batching import Collator, FeatureDataset
@@ -24,7 +22,7 @@ from loralens.io import read_json
 from loralens.models.classifier import EmotionClassifier
 from loralens.models.lora import ADAPTER, lora_modules
 from loralens.training.config import TrainConfig, config_hash
-from loralens.training.crossval import Prepared, build_classifier, make_accelerator, mask_padding_for, prepare
+from loralens.training.crossval import Prepared, build_classifier, make_accelerator, prepare
 from loralens.training.run_folder import RunFolder
 
 
@@ -66,25 +64,11 @@ def load_fold_classifier(run_dir: str | Path, fold: int, prep: Prepared,
                          cfg: TrainConfig | None = None) -> EmotionClassifier:
     """The trained classifier of one fold: a copy of the base encoder, the fold's adapter (lora) or encoder weights
     (full), and its head; eval mode, no gradients required."""
+    from loralens.inference.fold_model import fold_classifier
+
     cfg = cfg or read_run_config(run_dir)
     completed_fold(run_dir, fold, cfg)
-    folder = RunFolder(run_dir).fold(fold)
-    clf = EmotionClassifier(
-        copy.deepcopy(prep.whisper_encoder),
-        len(prep.labels),
-        proj_size=cfg.head.projector_dim,
-        use_weighted_layer_sum=cfg.head.weighted_layer_sum, normalize_layers=cfg.head.layer_norm,
-        mask_padding=mask_padding_for(cfg),
-    )
-    if cfg.method == "lora":
-        clf.load_adapter(folder.adapter)
-        clf.lora_settings = cfg.lora.to_settings()
-    elif cfg.method == "full":
-        clf.encoder.load_state_dict(load_file(str(folder.encoder)))
-    clf.method = cfg.method
-    clf.head.load_state_dict(load_file(str(folder.head)))
-    clf.requires_grad_(False)
-    return clf.eval()
+    return fold_classifier(run_dir, fold, cfg, prep.whisper_encoder, len(prep.labels))
 
 
 @contextlib.contextmanager

@@ -20,7 +20,9 @@ def _register() -> None:
     # Imported here so that `loralens --help` stays quick and each group stays in its own module.
     from loralens.cli import analyze as analyze_cmds
     from loralens.cli import data as data_cmds
+    from loralens.cli import export as export_cmds
     from loralens.cli import models as models_cmds
+    from loralens.cli import predict as predict_cmds
     from loralens.cli import report as report_cmds
     from loralens.cli import run as run_cmds
     from loralens.cli import train as train_cmds
@@ -32,6 +34,8 @@ def _register() -> None:
     cli.add_command(run_cmds.run)
     cli.add_command(run_cmds.demo)
     cli.add_command(report_cmds.report)
+    cli.add_command(predict_cmds.predict)
+    cli.add_command(export_cmds.export)
 
 
 _register()

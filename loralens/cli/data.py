@@ -21,7 +21,13 @@ def data() -> None:
     """Emotion corpora: summary, folds, verify, download."""
 
 
+COLUMN_FLAGS = ("audio_column", "label_column", "speaker_column", "session_column")
+
+
 def _corpus_options(f):
+    for name in reversed(COLUMN_FLAGS):
+        f = click.option(f"--{name.replace('_', '-')}", name, default=None, show_default=name.split("_")[0],
+                         help=f"hf corpus: the {name.split('_')[0]} column.")(f)
     f = click.option("--on-unknown-label", type=click.Choice(["error", "skip"]), default="error",
                      help="Manifest labels that look like mistakes or lie outside the label set: stop, or leave "
                           "them out.")(f)
@@ -32,7 +38,7 @@ def _corpus_options(f):
     f = click.option("--corpus-root", "root", required=True, type=click.Path(path_type=Path),
                      help="Folder holding the corpus in its official layout, or a manifest file.")(f)
     f = click.option("--corpus", "corpus_name", required=True,
-                     help="Corpus name: ravdess, crema-d, emodb, tess, iemocap, manifest.")(f)
+                     help="Corpus name: ravdess, crema-d, emodb, tess, iemocap, manifest, hf.")(f)
     return f
 
 
@@ -46,11 +52,12 @@ def _fold_options(f):
     return f
 
 
-def _load(corpus_name: str, root: Path, label_set: str | None, label_map: str | None, on_unknown_label: str):
+def _load(corpus_name: str, root: Path, label_set: str | None, label_map: str | None, on_unknown_label: str,
+          columns: dict[str, str | None] | None = None):
     from loralens.data.corpora import load_corpus
 
     return load_corpus(corpus_name, root, label_set, label_map=label_map, on_unknown_label=on_unknown_label,
-                       warn=lambda t: click.echo(f"warning: {t}", err=True))
+                       warn=lambda t: click.echo(f"warning: {t}", err=True), options=columns)
 
 
 def _tqdm_iter(desc: str):
@@ -74,7 +81,7 @@ def _tqdm_iter(desc: str):
               help="Also write the JSON summary to this file.")
 def summary_cmd(corpus_name: str, root: Path, label_set: str | None, label_map: str | None, on_unknown_label: str,
                 folds_spec: str | None, k: int | None, n_val_speakers: int | None, seed: int, no_durations: bool,
-                as_json: bool, out: Path | None) -> None:
+                as_json: bool, out: Path | None, **columns: str | None) -> None:
     """Clips per class, per speaker and per fold, and duration statistics (from file headers, no decoding).
 
     With --folds, the fold check too: clips per class in every split, errors for folds that cannot measure a
@@ -85,7 +92,7 @@ def summary_cmd(corpus_name: str, root: Path, label_set: str | None, label_map: 
     from loralens.data.summary import format_summary, summarize
     from loralens.io import atomic_write_json
 
-    corpus = _load(corpus_name, root, label_set, label_map, on_unknown_label)
+    corpus = _load(corpus_name, root, label_set, label_map, on_unknown_label, columns)
     folds = None
     scheme = None
     check = None
@@ -123,7 +130,7 @@ def summary_cmd(corpus_name: str, root: Path, label_set: str | None, label_map: 
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="JSON file to write the folds to (pass it back with --folds FILE).")
 def folds_cmd(corpus_name: str, root: Path, label_set: str | None, label_map: str | None, on_unknown_label: str,
-              scheme: str, k: int | None, n_val_speakers: int | None, seed: int, out: Path) -> None:
+              scheme: str, k: int | None, n_val_speakers: int | None, seed: int, out: Path, **columns: str | None) -> None:
     """Make speaker-independent folds (with validation speakers), check what they can measure, write them.
 
     Prints the clips per class of every split; folds with errors (a test split missing a class training has, a
@@ -133,7 +140,7 @@ def folds_cmd(corpus_name: str, root: Path, label_set: str | None, label_map: st
     )
     from loralens.errors import FoldError
 
-    corpus = _load(corpus_name, root, label_set, label_map, on_unknown_label)
+    corpus = _load(corpus_name, root, label_set, label_map, on_unknown_label, columns)
     name = resolve_scheme(corpus, scheme, k=k)
     folds = make_folds(corpus, name, k=k, n_val_speakers=n_val_speakers, seed=seed)
     check = check_fold_classes(folds, corpus, scheme=name, seed=seed)

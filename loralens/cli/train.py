@@ -49,7 +49,7 @@ def _d(field: str) -> str:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="YAML file of training settings; flags override it.")
 @click.option("--corpus", show_default=_d("corpus"),
-              help="Corpus name (ravdess, crema-d, emodb, tess, iemocap, manifest).")
+              help="Corpus name (ravdess, crema-d, emodb, tess, iemocap, manifest, hf).")
 @click.option("--corpus-root", type=click.Path(path_type=Path), show_default=_d("corpus_root"),
               help="Folder of the corpus, or the manifest file (.csv / .jsonl).")
 @click.option("--label-set", show_default="the corpus default",
@@ -58,6 +58,10 @@ def _d(field: str) -> str:
               help="Rename labels before the label set, e.g. anger=angry,hap=happy.")
 @click.option("--on-unknown-label", type=click.Choice(["error", "skip"]), show_default=_d("on_unknown_label"),
               help="Manifest labels that look like mistakes or lie outside the label set: stop, or leave them out.")
+@click.option("--audio-column", show_default="audio", help="hf corpus: the audio column.")
+@click.option("--label-column", show_default="label", help="hf corpus: the label column.")
+@click.option("--speaker-column", show_default="speaker", help="hf corpus: the speaker column.")
+@click.option("--session-column", show_default="session, when present", help="hf corpus: the session column.")
 @click.option("--folds", show_default=_d("folds"),
               help="Fold scheme (auto, ravdess6, leave-one-speaker-out, leave-one-session-out, speaker-kfold) "
                    "or a folds JSON file.")
@@ -142,6 +146,7 @@ def train(config_file: Path | None, dry_run: bool, **flags) -> None:
         "gradient_checkpointing": flags["gradient_checkpointing"], "num_workers": flags["num_workers"],
         "feature_cache": flags["feature_cache"], "run_dir": flags["run_dir"], "on_bad_audio": flags["on_bad_audio"],
         "checkpoint_every": flags["checkpoint_every"], "log_every": flags["log_every"],
+        **{f"corpus_options.{k}": flags[k] for k in ("audio_column", "label_column", "speaker_column", "session_column")},
     }
     # 0 switches these off (None in the config); None here means "flag not given"
     off = {k: 0 for k in ("grad_clip", "patience") if flags[k] == 0}

@@ -75,6 +75,8 @@ class TrainConfig(_Strict):
                                       description="raw label -> label, applied before the label set (anger: angry)")
     on_unknown_label: Literal["error", "skip"] = Field(
         "error", description="manifest labels that look like mistakes or lie outside the label set: stop or leave out")
+    corpus_options: dict[str, str] = Field(
+        default_factory=dict, description="options of the corpus parser: the column names of the hf corpus")
     folds: str = "auto"
     folds_file: Path | None = None
     folds_k: int | None = Field(None, ge=2, description="number of folds of the speaker-kfold scheme")
@@ -131,6 +133,8 @@ _HASHED_WHEN_SET: dict[tuple[str, ...], Any] = {("head", "layer_norm"): False, (
 def config_hash(cfg: TrainConfig) -> str:
     """sha256 (16 hex digits) of the result-changing fields of `cfg`."""
     d = cfg.model_dump(mode="json", exclude=_NOT_HASHED)
+    if not d.get("corpus_options"):  # added after runs existed: hashed only when set
+        d.pop("corpus_options", None)
     for (*sections, key), before in _HASHED_WHEN_SET.items():
         owner = d
         for section in sections:

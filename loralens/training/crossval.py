@@ -106,7 +106,8 @@ def _load_corpus(cfg: TrainConfig, echo: Callable[[str], None] | None = None) ->
     if cfg.corpus_root is None:
         raise ConfigError("corpus_root is not set", "pass --corpus-root (the folder of the corpus) or set it in the config")
     return load_corpus(cfg.corpus, cfg.corpus_root, cfg.label_set, label_map=cfg.label_map,
-                       on_unknown_label=cfg.on_unknown_label, warn=echo)
+                       on_unknown_label=cfg.on_unknown_label, warn=echo,
+                       options=cfg.corpus_options)
 
 
 def _screen(corpus: Corpus, cfg: TrainConfig, run: RunFolder, write: bool) -> tuple[Corpus, list]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from loralens.data.audio import audio_info
 from loralens.data.clips import Clip, Corpus
-from loralens.data.corpora import cremad, emodb, iemocap, manifest, ravdess, tess
+from loralens.data.corpora import cremad, emodb, hf, iemocap, manifest, ravdess, tess
 from loralens.data.corpora.base import (
     CorpusSpec,
     CorpusWarning,
@@ -25,7 +25,7 @@ from loralens.data.corpora.base import (
 from loralens.errors import CorpusError
 
 CORPORA: dict[str, CorpusSpec] = {
-    spec.name: spec for spec in (ravdess.SPEC, cremad.SPEC, emodb.SPEC, tess.SPEC, iemocap.SPEC, manifest.SPEC)
+    spec.name: spec for spec in (ravdess.SPEC, cremad.SPEC, emodb.SPEC, tess.SPEC, iemocap.SPEC, manifest.SPEC, hf.SPEC)
 }
 
 
@@ -99,6 +99,7 @@ def load_corpus(
     name: str, root: str | Path, label_set: str | None = None, *, with_durations: bool = False,
     label_map: str | Mapping[str, str] | None = None, on_unknown_label: str = "error",
     warn: Callable[[str], None] | None = None,
+    options: Mapping[str, str | None] | None = None,
 ) -> Corpus:
     """Parse corpus `name` under `root` and label its clips with `label_set` (None = the corpus default).
 
@@ -109,9 +110,19 @@ def load_corpus(
     `Corpus.labels` is the label set's class order. Clip ids are paths relative to the corpus root without
     extension; clips are sorted by id.
     with_durations: read each file's header (no decoding) to fill `Clip.duration` in seconds.
+    options: corpus options; the `hf` corpus takes its column names (`audio_column`, `label_column`,
+    `speaker_column`, `session_column`, `gender_column`, `id_column`), other corpora none.
     Raises CorpusError for a wrong root, an unexpected file name, or an empty result.
     """
     spec = get_spec(name)
+    given = {k: v for k, v in (options or {}).items() if v is not None}
+    if given and spec is not hf.SPEC:
+        raise CorpusError(f"{spec.name}: corpus option(s) {', '.join(sorted(given))} apply to the hf corpus only",
+                          "drop them, or read a Hugging Face dataset with --corpus hf")
+    unknown = sorted(set(given) - set(hf.COLUMN_OPTIONS))
+    if unknown:
+        raise CorpusError(f"{spec.name}: unknown corpus option(s) {', '.join(unknown)}",
+                          f"known: {', '.join(hf.COLUMN_OPTIONS)}")
     mapping = parse_label_map(label_map)
     if spec is manifest.SPEC:
         m = manifest.read_manifest(root)
@@ -125,7 +136,7 @@ def load_corpus(
             (warn or (lambda t: warnings.warn(t, CorpusWarning, stacklevel=3)))(note)
         corpus_root = m.path.parent
     else:
-        raw = apply_label_map(spec.parse(Path(root)), mapping, spec.name)
+        raw = apply_label_map(spec.parse(Path(root), **given), mapping, spec.name)
         if mapping:
             unknown = sorted({v for v in mapping.values() if spec.raw_labels and v not in spec.raw_labels})
             if unknown:

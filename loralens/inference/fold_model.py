@@ -1,0 +1,138 @@
+"""A trained run's fold models, loaded straight from the run folder: no corpus, no feature cache, no folds.
+
+What a fold needs is all in the run folder: `config.yaml` (base model, method, head, window, padding mask),
+`fold_k/metrics.json` (the class names, in class-index order, and the configuration hash that marks the fold
+complete), the adapter (`lora`) or encoder weights (`full`) and the head. So loading takes the time of reading the
+base model and the fold's files (seconds for `tiny.en` and `base`).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from loralens.errors import RunFolderError
+from loralens.models.classifier import EmotionClassifier, whisper_encoder
+from loralens.training.config import TrainConfig, config_hash
+from loralens.training.run_folder import RunFolder
+
+
+@dataclass
+class FoldModel:
+    """One fold's trained classifier (eval mode, no gradients) and what it was trained on.
+
+    metrics: the fold's `metrics.json` (test UAR/WAR/F1, sizes, speakers, selected epoch ...).
+    """
+
+    fold: int
+    classifier: EmotionClassifier
+    metrics: dict
+
+
+@dataclass
+class RunModels:
+    """The fold models of a run that are used together (one fold, or every complete fold for an ensemble).
+
+    labels: class names in class-index order (the same in every fold). window, mask_padding: how the run
+    batched clips during training (`full` 30-s windows or `trim`; padded frames masked in attention or not).
+    """
+
+    run_dir: Path
+    config: TrainConfig
+    labels: tuple[str, ...]
+    folds: list[FoldModel]
+
+    @property
+    def window(self) -> str:
+        return self.config.window
+
+    @property
+    def mask_padding(self) -> bool:
+        from loralens.training.crossval import mask_padding_for
+
+        return mask_padding_for(self.config)
+
+    def to(self, device: torch.device | str) -> "RunModels":
+        for f in self.folds:
+            f.classifier.to(device)
+        return self
+
+
+def complete_folds(run_dir: str | Path, cfg: TrainConfig) -> dict[int, dict]:
+    """fold index -> metrics.json of every fold of the run that is complete under its configuration."""
+    run = RunFolder(run_dir)
+    h = config_hash(cfg)
+    done = {}
+    for k in run.fold_indices():
+        m = run.fold(k).completed(h)
+        if m is not None:
+            done[k] = m
+    return done
+
+
+def fold_classifier(run_dir: str | Path, fold: int, cfg: TrainConfig, encoder: torch.nn.Module,
+                    n_classes: int) -> EmotionClassifier:
+    """The trained classifier of fold `fold` of run `run_dir` (trained under `cfg`) on a copy of the base
+    `encoder` (a `WhisperEncoder`): the fold's adapter (lora) or encoder weights (full), and its head; eval mode,
+    no gradients required."""
+    from loralens.training.crossval import mask_padding_for
+
+    folder = RunFolder(run_dir).fold(fold)
+    clf = EmotionClassifier(
+        copy.deepcopy(encoder),
+        n_classes,
+        proj_size=cfg.head.projector_dim,
+        use_weighted_layer_sum=cfg.head.weighted_layer_sum, normalize_layers=cfg.head.layer_norm,
+        mask_padding=mask_padding_for(cfg),
+    )
+    if cfg.method == "lora":
+        clf.load_adapter(folder.adapter)
+        clf.lora_settings = cfg.lora.to_settings()
+    elif cfg.method == "full":
+        clf.encoder.load_state_dict(load_file(str(folder.encoder)))
+    clf.method = cfg.method
+    clf.head.load_state_dict(load_file(str(folder.head)))
+    clf.requires_grad_(False)
+    return clf.eval()
+
+
+def load_run_models(run_dir: str | Path, fold: int | None = None) -> RunModels:
+    """The model of fold `fold` of a training run, or (fold None) the models of every complete fold.
+
+    Raises RunFolderError when the folder is not a run, the fold is not complete, no fold is, or the folds
+    disagree on the class names.
+    """
+    from loralens.analysis.loading import read_run_config
+    from loralens.models.loading import load_whisper
+
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir)
+    done = complete_folds(run_dir, cfg)
+    if fold is not None:
+        if fold not in done:
+            have = ", ".join(map(str, sorted(done))) or "none"
+            raise RunFolderError(
+                f"{run_dir}: fold {fold} is not a complete fold of this run (complete folds: {have})",
+                f"pick a complete fold, or train it: loralens train --config {run_dir / 'config.yaml'} --fold {fold}",
+            )
+        chosen = {fold: done[fold]}
+    else:
+        if not done:
+            raise RunFolderError(f"{run_dir}: no fold of this run is complete",
+                                 "train the run first (loralens train / loralens run)")
+        chosen = done
+    labels = {tuple(m["labels"]) for m in chosen.values()}
+    if len(labels) != 1:
+        raise RunFolderError(f"{run_dir}: the folds were trained on different class lists {sorted(labels)}",
+                             "predict with one fold (--fold k)")
+    names = labels.pop()
+    encoder = whisper_encoder(load_whisper(cfg.model))
+    folds = [FoldModel(k, fold_classifier(run_dir, k, cfg, encoder, len(names)), m) for k, m in sorted(chosen.items())]
+    return RunModels(run_dir, cfg, names, folds)
+
+
+__all__ = ["FoldModel", "RunModels", "complete_folds", "fold_classifier", "load_run_models"]

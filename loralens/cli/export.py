@@ -6,8 +6,13 @@ from pathlib import Path
 
 import click
 
+from loralens.cli.options import Command
 
-@click.command("export", context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.command("export", cls=Command, examples=[
+    "loralens export runs/ravdess/train/lora --fold 0 --out exported/ravdess-fold0 --exact",
+    "loralens export runs/ravdess/train/lora --fold 2 --out exported/fold2 --no-measure",
+])
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--fold", type=int, required=True, help="The fold to export (0-based index).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -17,9 +22,9 @@ import click
                    "folder reproduces loralens predict; without it, it is the plain WhisperForAudioClassification.")
 @click.option("--measure/--no-measure", default=True, show_default=True,
               help="Measure how often transformers' pipeline agrees with loralens predict on the fold's test clips.")
-@click.option("--measure-clips", type=int, default=None, help="At most this many test clips (default: all).")
+@click.option("--measure-clips", type=int, default=None, show_default="all", help="At most this many test clips.")
 @click.option("--corpus-root", type=click.Path(exists=True, path_type=Path), default=None,
-              help="Where the run's corpus is now, for the measurement (default: the run's corpus_root).")
+              show_default="the run's corpus_root", help="Where the run's corpus is now, for the measurement.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def export(run_dir: Path, fold: int, out: Path, exact: bool, measure: bool, measure_clips: int | None,
            corpus_root: Path | None, no_progress: bool) -> None:

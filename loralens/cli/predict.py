@@ -6,15 +6,21 @@ from pathlib import Path
 
 import click
 
+from loralens.cli.options import Command
 
-@click.command("predict", context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.command("predict", cls=Command, examples=[
+    "loralens predict runs/ravdess/train/lora clip.wav more_clips/ --out predictions.csv",
+    "loralens predict runs/ravdess/train/lora manifest.csv --fold 0 --json --on-bad-audio skip",
+])
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--fold", type=int, default=None, help="Use this fold's model (0-based index).")
+@click.option("--fold", type=int, default=None, show_default="the ensemble of all complete folds",
+              help="Use this fold's model (0-based index).")
 @click.option("--ensemble", is_flag=True,
               help="Average the class probabilities of every complete fold (the default without --fold).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="File to write (CSV, or JSON with --json); default: print to the standard output.")
+              show_default="the standard output", help="File to write (CSV, or JSON with --json).")
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of CSV.")
 @click.option("--on-bad-audio", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
               help="stop at the first bad audio file, or skip bad files (named on stderr and in the JSON).")

@@ -275,7 +275,8 @@ def prepare_data(cfg: RunConfig, tcfg: TrainConfig, echo: Callable[[str], None])
     if folds_path.exists():
         folds = load_folds(folds_path, corpus)
     else:
-        folds, scheme = resolve_folds(tcfg.folds, corpus, k=tcfg.folds_k, seed=tcfg.seed)
+        folds, scheme = resolve_folds(tcfg.folds, corpus, k=tcfg.folds_k, n_val_speakers=tcfg.validation_speakers,
+                                      seed=tcfg.seed)
         save_folds(folds_path, folds, corpus, scheme=scheme, seed=tcfg.seed)
     summary_path = out / "data" / "summary.json"
     if summary_path.exists():

@@ -211,6 +211,24 @@ def config_hash(cfg: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
+#: Levers that the `frozen` method cannot take: it trains on cached encoder outputs (no audio to augment) and is the
+#: linear-probe stage of LP-FT itself.
+_NOT_FOR_FROZEN = {"lp_ft_epochs": 0, "augment": ("spec_time_masks", "spec_freq_masks", "speed", "noise_snr_db")}
+
+
+def frozen_section(train: Mapping[str, Any]) -> dict:
+    """A copy of a training section (a mapping as in YAML, e.g. `loralens run`'s `train:`) without the levers that do
+    not apply to `method: frozen` (LP-FT, augmentation of audio or spectrograms); mixup, label smoothing, selection,
+    averaging and validation speakers stay. For the frozen baseline trained beside adapted variants."""
+    out = json.loads(json.dumps(dict(train), default=str))
+    out.pop("lp_ft_epochs", None)
+    augment = out.get("augment")
+    if isinstance(augment, dict):
+        for key in _NOT_FOR_FROZEN["augment"]:
+            augment.pop(key, None)
+    return out
+
+
 def _format_error(e: ValidationError, source: str) -> ConfigError:
     lines = []
     for err in e.errors():

@@ -132,3 +132,29 @@ def test_sigkill_with_every_lever_on_then_rerun_matches_uninterrupted(tiny_model
         train(make_config(plain))
     first = lambda p: json.loads([x for x in p.read_text().splitlines() if '"type": "step"' in x][0])["loss"]  # noqa: E731
     assert first(tmp_path / "plain" / "fold_0" / "log.jsonl") != first(tmp_path / "ref" / "fold_0" / "log.jsonl")
+
+
+def test_validation_speakers_on_ravdess6_keeps_test_splits_and_the_default(tmp_path):
+    """RAVDESS-like speakers (odd actors male, even female): the default folds are those of the code before the lever
+    (2 validation speakers); 4 validation speakers are 2 + 2 by gender and leave the test splits as they were."""
+    from pathlib import Path
+
+    from loralens.data.clips import Clip, Corpus
+    from loralens.data.folds import make_folds
+    from loralens.training.crossval import _folds
+    from loralens.training.run_folder import RunFolder
+
+    clips = [Clip(f"Actor_{a:02d}/{i}", Path(f"/x/{a}/{i}.wav"), "neutral" if i % 2 else "sad", f"Actor_{a:02d}",
+                  None, "male" if a % 2 else "female") for a in range(1, 25) for i in range(2)]
+    corpus = Corpus("ravdess", Path("/x"), ("neutral", "sad"), clips)
+    run = RunFolder(tmp_path / "run")
+    default, _ = _folds(corpus, make_config({"folds": "ravdess6"}), run)
+    assert [(f.train, f.validation, f.test) for f in default] == \
+        [(f.train, f.validation, f.test) for f in make_folds(corpus, "ravdess6", seed=0)]
+    four, _ = _folds(corpus, make_config({"folds": "ravdess6", "validation_speakers": 4}), run)
+    by_id = corpus.by_id()
+    for d, f in zip(default, four):
+        assert f.test == d.test
+        speakers = {by_id[i].speaker for i in f.validation}
+        assert len(speakers) == 4 and sorted(by_id[i].gender for i in f.validation[::2]) == ["female"] * 2 + ["male"] * 2
+        assert len({by_id[i].speaker for i in f.train}) == 16

@@ -336,14 +336,20 @@ def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict
     model = PooledHead(clf.head) if pooled is not None else clf
     settings = LoopSettings.from_config(cfg)
     lp_info = None
+    lp_earlier_s = 0.0  # the probe stage's training time when it ran in an earlier session
     if cfg.lp_ft_epochs and pooled is None:
         if lp_pooled is None:
             raise ConfigError(f"lp_ft_epochs={cfg.lp_ft_epochs}: the frozen encoder's outputs were not computed",
                               "call train(cfg), which computes them, rather than run_fold alone")
-        if not (folder.checkpoints / "latest.json").exists():
-            lp_info = _linear_probe_head(cfg, clf, prep, fold, k, accelerator, lp_pooled, folder, echo)
+        lp_result = folder.root / "lp" / "result.json"
+        if (folder.checkpoints / "latest.json").exists():
+            lp_info = read_json(lp_result)  # the adapted fit's checkpoint holds the head
         else:
-            lp_info = read_json(folder.root / "lp" / "result.json")  # the adapted fit's checkpoint holds the head
+            earlier = lp_result.exists()
+            lp_info = _linear_probe_head(cfg, clf, prep, fold, k, accelerator, lp_pooled, folder, echo)
+            if not earlier:
+                lp_earlier_s = -lp_info["train_time_s"]  # already inside this session's set-up time
+        lp_earlier_s += lp_info["train_time_s"]
         from accelerate.utils import set_seed
 
         set_seed(cfg.seed)  # the adapted fit starts from the same RNG state whether or not the probe ran now
@@ -363,7 +369,7 @@ def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict
     eval_bs = cfg.eval_batch_size or cfg.batch_size
     test, pred = evaluate(model, splits["test"], accelerator, prep.labels, eval_bs, cfg.num_workers, desc="test")
     # a resumed fold counts the training time of its earlier sessions too (kept in the checkpoints)
-    wall = (t_fit - t0) + result.train_time_s + (time.perf_counter() - t_fit_end)
+    wall = (t_fit - t0) + result.train_time_s + (time.perf_counter() - t_fit_end) + lp_earlier_s
     metrics = {
         "fold": k, "name": fold.name, "config_hash": h, "method": cfg.method, "model": cfg.model,
         "labels": prep.labels,

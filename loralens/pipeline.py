@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from loralens.errors import ConfigError, RunFolderError
 from loralens.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from loralens.training.config import TrainConfig, config_hash, make_config
+from loralens.training.config import TrainConfig, config_hash, frozen_section, make_config
 
 
 class _Strict(BaseModel):
@@ -192,8 +192,8 @@ def variant_configs(cfg: RunConfig, source: str = "run configuration") -> dict[s
     lora_base = dict(base.get("lora") or {})
     default_seed = base.get("seed", 0)
 
-    def make(name: str, overrides: dict[str, Any]) -> TrainConfig:
-        return make_config(base, {**overrides, "run_dir": str(out / "train" / name), "folds_file": str(folds_file)},
+    def make(name: str, overrides: dict[str, Any], section: dict[str, Any] = base) -> TrainConfig:
+        return make_config(section, {**overrides, "run_dir": str(out / "train" / name), "folds_file": str(folds_file)},
                            source=f"{source}: variant {name}")
 
     variants: dict[str, TrainConfig] = {}
@@ -215,7 +215,8 @@ def variant_configs(cfg: RunConfig, source: str = "run configuration") -> dict[s
     if cfg.method == "full" or cfg.full:
         variants["full"] = make("full", {"method": "full"})
     if cfg.baseline:
-        variants["frozen"] = make("frozen", {"method": "frozen"})
+        # without LP-FT and audio / spectrogram augmentation, which a head on cached encoder outputs cannot take
+        variants["frozen"] = make("frozen", {"method": "frozen"}, frozen_section(base))
     return variants
 
 
@@ -282,7 +283,8 @@ def prepare_data(cfg: RunConfig, tcfg: TrainConfig, echo: Callable[[str], None])
     if folds_path.exists():
         folds = load_folds(folds_path, corpus)
     else:
-        folds, scheme = resolve_folds(tcfg.folds, corpus, k=tcfg.folds_k, seed=tcfg.seed)
+        folds, scheme = resolve_folds(tcfg.folds, corpus, k=tcfg.folds_k,
+                                      n_val_speakers=tcfg.validation_speakers, seed=tcfg.seed)
         require_sane_folds(folds, corpus, scheme=scheme, seed=tcfg.seed, echo=echo)
         echo(f"folds: {len(folds)}, {describe_scheme(corpus, tcfg.folds, k=tcfg.folds_k)}")
         save_folds(folds_path, folds, corpus, scheme=scheme, seed=tcfg.seed)

@@ -64,6 +64,51 @@ class HeadConfig(_Strict):
         return self
 
 
+class AugmentConfig(_Strict):
+    """Training-time augmentation (the training split only; validation and test clips are never altered). Every
+    random choice is a pure function of (seed, epoch, clip) or (seed, epoch, batch), so a resumed run repeats it.
+    All off by default.
+
+    spec_time_masks / spec_freq_masks: SpecAugment-style masks per clip on the log-mel (`spec_time_width` mel
+    frames of 10 ms at most each, `spec_freq_width` mel bins at most each), filled with the clip's mean log-mel.
+    speed: speed-perturbation factors (e.g. [0.9, 1.0, 1.1]); each clip draws one per epoch; the audio is resampled
+    (tempo and pitch change together) and the features of each factor are cached (content key of the perturbed audio).
+    noise_snr_db: [low, high]: white noise added with probability `noise_prob` at an SNR drawn uniformly in that range
+    (features then computed on the fly). mixup_alpha: mixup of log-mels (or pooled outputs) and targets within a
+    batch, weight ~ Beta(alpha, alpha). label_smoothing: of the training loss (validation loss is plain CE).
+    """
+
+    spec_time_masks: int = Field(0, ge=0)
+    spec_time_width: int = Field(40, ge=1)
+    spec_freq_masks: int = Field(0, ge=0)
+    spec_freq_width: int = Field(10, ge=1)
+    speed: tuple[float, ...] = ()
+    noise_snr_db: tuple[float, float] | None = None
+    noise_prob: float = Field(0.5, ge=0, le=1)
+    mixup_alpha: float = Field(0.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+    @field_validator("speed")
+    @classmethod
+    def _speeds(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0.5 <= f <= 2.0 for f in v):
+            raise ValueError("speed factors must lie in 0.5..2.0, e.g. [0.9, 1.0, 1.1]")
+        return v
+
+    @field_validator("noise_snr_db")
+    @classmethod
+    def _snr(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and v[0] > v[1]:
+            raise ValueError("noise_snr_db is [low, high] in dB with low <= high, e.g. [10, 30]")
+        return v
+
+    @property
+    def on_audio(self) -> bool:
+        """Whether clips need other features than the cached ones (speed, noise or masks)."""
+        return bool(self.spec_time_masks or self.spec_freq_masks or (self.speed and set(self.speed) != {1.0})
+                    or self.noise_snr_db is not None)
+
+
 class TrainConfig(_Strict):
     """Everything a training run depends on. Paths may be relative to the working directory."""
 
@@ -106,7 +151,20 @@ class TrainConfig(_Strict):
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     schedule: Literal["cosine", "linear"] = "cosine"
     grad_clip: float | None = Field(1.0, gt=0)
-    patience: int | None = Field(3, ge=1, description="epochs without a better validation UAR before stopping")
+    patience: int | None = Field(3, ge=1, description="epochs without a better validation score before stopping")
+    # recipe levers (issue 11); off by default, hashed only when set
+    validation_speakers: int | None = Field(
+        None, ge=1, description="validation speakers per fold, taken from the training speakers (gender-stratified); "
+        "None = the scheme's default (10 % of the training speakers, at least one per gender: 2 for ravdess6)")
+    select_on: Literal["uar", "loss"] = Field(
+        "uar", description="model selection and early stopping on validation UAR (higher) or validation loss (lower)")
+    lp_ft_epochs: int = Field(
+        0, ge=0, description="LP-FT: first fit the head alone on the frozen encoder's cached outputs for this many "
+        "epochs (with selection), then train adapters / encoder + head from that head; 0 = off")
+    average_last: int = Field(
+        1, ge=1, description="final weights = mean of the trainable weights at the end of the k epochs ending with "
+        "the selected one (1 = the selected epoch's weights)")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     # bookkeeping
@@ -118,6 +176,11 @@ class TrainConfig(_Strict):
     def _check_method(self) -> "TrainConfig":
         if self.method == "frozen" and self.gradient_checkpointing:
             raise ValueError("gradient_checkpointing has no effect with method 'frozen' (the encoder does not train)")
+        if self.method == "frozen" and self.augment.on_audio:
+            raise ValueError("augment: speed, noise and spectrogram masks need the encoder to run on every clip; "
+                             "method 'frozen' trains on cached encoder outputs (mixup and label smoothing work)")
+        if self.method == "frozen" and self.lp_ft_epochs:
+            raise ValueError("lp_ft_epochs applies to methods lora and full (frozen is the linear-probe stage itself)")
         return self
 
 
@@ -126,8 +189,18 @@ _NOT_HASHED = {"corpus_root", "fold", "feature_cache", "num_workers", "run_dir",
                "eval_batch_size", "folds_file"}
 # Fields added after runs existed: hashed only when they differ from this value (the behaviour before they existed),
 # so that folds trained earlier stay complete under the new code.
-_HASHED_WHEN_SET: dict[tuple[str, ...], Any] = {("head", "layer_norm"): False, ("label_map",): {},
-                                                ("on_unknown_label",): "error"}
+# A section all of whose fields are at their default disappears from the hashed material.
+_HASHED_WHEN_SET: dict[tuple[str, ...], Any] = {
+    ("head", "layer_norm"): False,
+    ("label_map",): {},
+    ("on_unknown_label",): "error",
+    ("validation_speakers",): None,
+    ("select_on",): "uar",
+    ("lp_ft_epochs",): 0,
+    ("average_last",): 1,
+    **{("augment", name): AugmentConfig().model_dump(mode="json")[name] for name in AugmentConfig.model_fields},
+}
+_SECTIONS_ADDED = ("augment",)
 
 
 def config_hash(cfg: TrainConfig) -> str:
@@ -135,13 +208,35 @@ def config_hash(cfg: TrainConfig) -> str:
     d = cfg.model_dump(mode="json", exclude=_NOT_HASHED)
     if not d.get("corpus_options"):  # added after runs existed: hashed only when set
         d.pop("corpus_options", None)
-    for (*sections, key), before in _HASHED_WHEN_SET.items():
-        owner = d
-        for section in sections:
-            owner = owner[section]
-        if owner[key] == before:
-            del owner[key]
+    for path, before in _HASHED_WHEN_SET.items():
+        *sections, key = path
+        where = d
+        for part in sections:
+            where = where[part]
+        if where[key] == before:
+            del where[key]
+    for section in _SECTIONS_ADDED:
+        if not d[section]:
+            del d[section]
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: Levers that the `frozen` method cannot take: it trains on cached encoder outputs (no audio to augment) and is the
+#: linear-probe stage of LP-FT itself.
+_NOT_FOR_FROZEN = {"lp_ft_epochs": 0, "augment": ("spec_time_masks", "spec_freq_masks", "speed", "noise_snr_db")}
+
+
+def frozen_section(train: Mapping[str, Any]) -> dict:
+    """A copy of a training section (a mapping as in YAML, e.g. `loralens run`'s `train:`) without the levers that do
+    not apply to `method: frozen` (LP-FT, augmentation of audio or spectrograms); mixup, label smoothing, selection,
+    averaging and validation speakers stay. For the frozen baseline trained beside adapted variants."""
+    out = json.loads(json.dumps(dict(train), default=str))
+    out.pop("lp_ft_epochs", None)
+    augment = out.get("augment")
+    if isinstance(augment, dict):
+        for key in _NOT_FOR_FROZEN["augment"]:
+            augment.pop(key, None)
+    return out
 
 
 def _format_error(e: ValidationError, source: str) -> ConfigError:

@@ -145,7 +145,7 @@ def _folds(corpus: Corpus, cfg: TrainConfig, run: RunFolder):
         scheme = str(doc.get("scheme", "file"))
         return load_folds(run.folds, corpus), scheme, f"{scheme} (from {run.folds})"
     spec = cfg.folds_file if cfg.folds_file is not None else cfg.folds
-    folds, scheme = resolve_folds(spec, corpus, k=cfg.folds_k, seed=cfg.seed)
+    folds, scheme = resolve_folds(spec, corpus, k=cfg.folds_k, n_val_speakers=cfg.validation_speakers, seed=cfg.seed)
     if cfg.folds_file is not None:
         return folds, scheme, f"{scheme} (from {cfg.folds_file})"
     return folds, scheme, describe_scheme(corpus, cfg.folds, k=cfg.folds_k)
@@ -185,12 +185,19 @@ def prepare(cfg: TrainConfig, accelerator, *, write: bool, echo: Callable[[str],
     return Prepared(corpus, folds, scheme, cache, encoder, list(corpus.labels), bad, scheme_note)
 
 
-def _feature_split(clips: Sequence[Clip], prep: Prepared, window: str) -> Split:
+def _feature_split(clips: Sequence[Clip], prep: Prepared, window: str, augment=None, seed: int = 0) -> Split:
+    """A split of cached features; with `augment` (an `AugmentConfig` that acts on audio or features: the training
+    split only) its items are augmented per (seed, epoch, clip)."""
     from loralens.data.batching import Collator, FeatureDataset
 
     ds = FeatureDataset(clips, prep.feature_cache, prep.labels)
     labels = [prep.labels.index(c.label) for c in clips]
-    return Split(ds, Collator(window), ds.mel_lengths(), labels, [c.id for c in clips])
+    lengths = ds.mel_lengths()
+    if augment is not None and augment.on_audio:
+        from loralens.data.augment import AugmentedFeatureDataset, AugmentSettings
+
+        ds = AugmentedFeatureDataset(ds, AugmentSettings.from_config(augment), seed)
+    return Split(ds, Collator(window), lengths, labels, [c.id for c in clips])
 
 
 def mask_padding_for(cfg: TrainConfig) -> bool:
@@ -266,9 +273,54 @@ def format_plan(p: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ folds
+def _linear_probe_head(cfg: TrainConfig, clf, prep: Prepared, fold, k: int, accelerator, lp_pooled: dict,
+                      folder: FoldFolder, echo: Callable[[str], None]) -> dict:
+    """LP-FT's first stage: fit `clf.head` alone on the frozen encoder's cached pooled outputs of fold `k` for
+    `cfg.lp_ft_epochs` epochs (validation selection as configured, no augmentation), leaving the selected head in
+    `clf.head`. The head is stored in `fold_k/lp/head.safetensors` (+ `result.json`) and reused on a rerun."""
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    from loralens.training.frozen_cache import PooledHead, pooled_split
+
+    lp_dir = folder.root / "lp"
+    head_file, result_file = lp_dir / "head.safetensors", lp_dir / "result.json"
+    if head_file.exists() and result_file.exists():
+        clf.head.load_state_dict(load_file(str(head_file)))
+        return read_json(result_file)
+    by_id = prep.corpus.by_id()
+    splits = {}
+    for name in ("train", "validation"):
+        clips = [by_id[i] for i in fold.split(name)]
+        splits[name] = pooled_split(lp_pooled, [c.id for c in clips], [prep.labels.index(c.label) for c in clips])
+    settings = replace(LoopSettings.from_config(cfg), epochs=cfg.lp_ft_epochs, average_last=1, mixup_alpha=0.0,
+                       label_smoothing=0.0)
+    threads = torch.get_num_threads()
+    if accelerator.device.type == "cpu":
+        torch.set_num_threads(1)  # the head alone is too small for intra-op threads (see run_fold)
+    try:
+        result = fit(PooledHead(clf.head), splits["train"], splits["validation"], settings, accelerator, lp_dir,
+                     prep.labels, desc=f"fold {k} linear probe")
+    finally:
+        torch.set_num_threads(threads)
+    info = {"epochs": cfg.lp_ft_epochs, "selected_epoch": result.best_epoch, "validation": result.best_validation,
+            "train_time_s": round(result.train_time_s, 2)}
+    if accelerator.is_main_process:
+        save_safetensors(head_file, clf.head.state_dict())
+        atomic_write_json(result_file, info)
+        shutil.rmtree(lp_dir / "checkpoints", ignore_errors=True)
+        echo(f"fold {k}: linear-probe head selected at epoch {result.best_epoch + 1}, validation UAR "
+             f"{result.best_validation.get('uar', float('nan')):.4f}")
+    accelerator.wait_for_everyone()
+    return info
+
+
 def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict | None = None,
-             echo: Callable[[str], None] = print, stop_after_steps: int | None = None) -> dict | None:
-    """Train, select and test fold `k`; write its folder; return its metrics (None when stopped early for tests)."""
+             echo: Callable[[str], None] = print, stop_after_steps: int | None = None,
+             lp_pooled: dict | None = None) -> dict | None:
+    """Train, select and test fold `k`; write its folder; return its metrics (None when stopped early for tests).
+    lp_pooled: the frozen encoder's pooled outputs for LP-FT's head stage (`cfg.lp_ft_epochs > 0`)."""
     from loralens.training.frozen_cache import PooledHead, pooled_split
 
     fold = prep.folds[k]
@@ -300,9 +352,28 @@ def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict
         if pooled is not None:
             splits[name] = pooled_split(pooled, [c.id for c in clips], [prep.labels.index(c.label) for c in clips])
         else:
-            splits[name] = _feature_split(clips, prep, cfg.window)
+            splits[name] = _feature_split(clips, prep, cfg.window, cfg.augment if name == "train" else None,
+                                          seed=cfg.seed)
     model = PooledHead(clf.head) if pooled is not None else clf
     settings = LoopSettings.from_config(cfg)
+    lp_info = None
+    lp_earlier_s = 0.0  # the probe stage's training time when it ran in an earlier session
+    if cfg.lp_ft_epochs and pooled is None:
+        if lp_pooled is None:
+            raise ConfigError(f"lp_ft_epochs={cfg.lp_ft_epochs}: the frozen encoder's outputs were not computed",
+                              "call train(cfg), which computes them, rather than run_fold alone")
+        lp_result = folder.root / "lp" / "result.json"
+        if (folder.checkpoints / "latest.json").exists():
+            lp_info = read_json(lp_result)  # the adapted fit's checkpoint holds the head
+        else:
+            earlier = lp_result.exists()
+            lp_info = _linear_probe_head(cfg, clf, prep, fold, k, accelerator, lp_pooled, folder, echo)
+            if not earlier:
+                lp_earlier_s = -lp_info["train_time_s"]  # already inside this session's set-up time
+        lp_earlier_s += lp_info["train_time_s"]
+        from accelerate.utils import set_seed
+
+        set_seed(cfg.seed)  # the adapted fit starts from the same RNG state whether or not the probe ran now
     threads = torch.get_num_threads()
     if pooled is not None and accelerator.device.type == "cpu":
         # the head alone is far too small for intra-op threads: on a busy CPU they made a RAVDESS fold 25x slower
@@ -319,13 +390,14 @@ def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict
     eval_bs = cfg.eval_batch_size or cfg.batch_size
     test, pred = evaluate(model, splits["test"], accelerator, prep.labels, eval_bs, cfg.num_workers, desc="test")
     # a resumed fold counts the training time of its earlier sessions too (kept in the checkpoints)
-    wall = (t_fit - t0) + result.train_time_s + (time.perf_counter() - t_fit_end)
+    wall = (t_fit - t0) + result.train_time_s + (time.perf_counter() - t_fit_end) + lp_earlier_s
     metrics = {
         "fold": k, "name": fold.name, "config_hash": h, "method": cfg.method, "model": cfg.model,
         "labels": prep.labels,
         "selected_epoch": result.best_epoch, "epochs_trained": result.epochs_trained,
         "stopped_early": result.stopped_early, "steps": result.steps,
-        "validation": result.best_validation, "test": test.to_dict(),
+        "validation": result.averaged["validation"] if result.averaged else result.best_validation,
+        "test": test.to_dict(),
         "sizes": {s: len(splits[s]) for s in splits},
         "speakers": {s: sorted({by_id[i].speaker for i in fold.split(s)}) for s in ("train", "validation", "test")},
         "trainable_params": counts.trainable, "total_params": counts.total,
@@ -334,6 +406,11 @@ def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict
         "precision": read_json(RunFolder(cfg.run_dir).precision) if RunFolder(cfg.run_dir).precision.exists() else None,
         "peak_memory": peak_memory(device),
     }
+    if result.averaged:
+        metrics["averaged_epochs"] = result.averaged["epochs"]
+        metrics["selected_validation"] = result.best_validation
+    if lp_info is not None:
+        metrics["linear_probe"] = lp_info
     if accelerator.is_main_process:
         if cfg.method == "lora":
             clf.save_adapter(folder.adapter)
@@ -467,11 +544,15 @@ def _train(cfg: TrainConfig, choice: PrecisionChoice, *, dry_run: bool, echo: Ca
     if pending and main:
         prep.feature_cache.prefetch(clips)
     accelerator.wait_for_everyone()
-    pooled = None
+    pooled = lp_pooled = None
     if cfg.method == "frozen" and pending:
         pooled = _frozen_outputs(cfg, prep, accelerator, clips)
+    if cfg.lp_ft_epochs and pending:
+        lp_pooled = _frozen_outputs(cfg.model_copy(update={"method": "frozen", "gradient_checkpointing": False,
+                                                           "lp_ft_epochs": 0}), prep, accelerator, clips)
     for k in selected:
-        m = run_fold(cfg, prep, k, accelerator, pooled=pooled, echo=echo, stop_after_steps=stop_after_steps)
+        m = run_fold(cfg, prep, k, accelerator, pooled=pooled, echo=echo, stop_after_steps=stop_after_steps,
+                     lp_pooled=lp_pooled)
         if m is None:
             return {}
     summary = summarize(cfg, prep)

@@ -70,11 +70,20 @@ class LoopSettings:
     log_every: int = 10
     num_workers: int = 0
     group_batches: int = 16
+    select_on: str = "uar"
+    average_last: int = 1
+    mixup_alpha: float = 0.0
+    label_smoothing: float = 0.0
 
     @classmethod
     def from_config(cls, cfg) -> "LoopSettings":
         names = [f for f in cls.__dataclass_fields__ if hasattr(cfg, f)]
-        return cls(**{n: getattr(cfg, n) for n in names})
+        out = cls(**{n: getattr(cfg, n) for n in names})
+        augment = getattr(cfg, "augment", None)
+        if augment is not None:
+            out.mixup_alpha = augment.mixup_alpha
+            out.label_smoothing = augment.label_smoothing
+        return out
 
 
 @dataclass
@@ -90,6 +99,7 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     interrupted: bool = False
     train_time_s: float = 0.0  # seconds in `fit`, summed over the sessions of a resumed fit
+    averaged: dict | None = None  # with average_last > 1: {"epochs": [...], "validation": metrics of the mean weights}
 
 
 # ------------------------------------------------------------------------------------------ batch order
@@ -208,6 +218,36 @@ def evaluate(model: torch.nn.Module, split: Split, accelerator, labels: Sequence
     return classification_metrics(list(split.labels), pred.tolist(), labels), pred
 
 
+def validate(model: torch.nn.Module, split: Split, accelerator, labels: Sequence[str], batch_size: int,
+             num_workers: int = 0) -> tuple[ClassificationMetrics, float]:
+    """Metrics of `model` on `split` and its mean cross-entropy (nats per clip, no label smoothing)."""
+    logits, idx = predict(model, split, accelerator, batch_size, num_workers, desc="validation")
+    if len(idx) != len(split) or (len(idx) and not np.array_equal(idx, np.arange(len(split)))):
+        raise RuntimeError(f"evaluation gathered {len(idx)} predictions for {len(split)} clips")
+    y = torch.as_tensor(list(split.labels), dtype=torch.long)
+    loss = float(F.cross_entropy(torch.from_numpy(logits).double(), y).item()) if len(idx) else float("nan")
+    pred = logits.argmax(axis=1) if len(idx) else np.zeros(0, np.int64)
+    return classification_metrics(list(split.labels), pred.tolist(), labels), loss
+
+
+def average_weights(files: Sequence[Path]) -> dict[str, torch.Tensor]:
+    """Element-wise mean (in float64, returned as float32 or the stored dtype) of safetensors files holding the
+    same tensors."""
+    from safetensors.torch import load_file
+
+    total: dict[str, torch.Tensor] = {}
+    dtypes: dict[str, torch.dtype] = {}
+    for f in files:
+        for name, t in load_file(str(f)).items():
+            dtypes[name] = t.dtype
+            total[name] = total[name] + t.double() if name in total else t.double()
+    return {n: (t / len(files)).to(dtypes[n]) for n, t in total.items()}
+
+
+def _epoch_weights(root: Path, epoch: int) -> Path:
+    return root / f"epoch-{epoch:04d}.safetensors"
+
+
 # -------------------------------------------------------------------------------------------------- fit
 class JsonlLog:
     """Append-only JSONL log (main process only); `truncate(n)` keeps the first n lines (used on resume)."""
@@ -238,8 +278,11 @@ class JsonlLog:
         self.lines += 1
 
 
-def _metrics_brief(m: ClassificationMetrics) -> dict:
-    return {"uar": m.uar, "war": m.war, "macro_f1": m.macro_f1}
+def _metrics_brief(m: ClassificationMetrics, loss: float | None = None) -> dict:
+    out = {"uar": m.uar, "war": m.war, "macro_f1": m.macro_f1}
+    if loss is not None:
+        out["loss"] = loss
+    return out
 
 
 def fit(
@@ -255,8 +298,13 @@ def fit(
     desc: str = "train",
     stop_after_steps: int | None = None,
 ) -> FitResult:
-    """Train `model` (its trainable parameters) on `train`, select the epoch of best validation UAR, and leave the
-    model holding the weights of that epoch.
+    """Train `model` (its trainable parameters) on `train`, select the epoch of best validation UAR (or lowest
+    validation loss, `settings.select_on`), and leave the model holding the weights of that epoch (or the mean of
+    the `settings.average_last` epochs ending with it).
+
+    Augmentation: a `train.dataset` with `set_epoch` is told the epoch before each epoch's DataLoader is made;
+    `settings.mixup_alpha` mixes each micro-batch (weights and permutation from (seed, epoch, batch index, rank)),
+    `settings.label_smoothing` smooths the training targets.
 
     model: `model(features, mel_lengths) -> logits [batch, n_classes]`, requires_grad set on what trains.
     out_dir: the fold folder; `log.jsonl` and `checkpoints/` are written there. When `checkpoints/latest.json`
@@ -316,6 +364,8 @@ def fit(
         groups = step_groups(len(batches), settings.grad_accum)
         start = progress["batch"]
         gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch)
+        if hasattr(train.dataset, "set_epoch"):
+            train.dataset.set_epoch(epoch)
         loader = DataLoader(train.dataset, batch_sampler=local[start:], collate_fn=train.collate,
                             num_workers=settings.num_workers, generator=gen)
         model.train()
@@ -331,8 +381,21 @@ def fit(
                 sync = j == len(group) - 1
                 ctx = accelerator.no_sync(model) if (not sync and world > 1) else contextlib.nullcontext()
                 with ctx:
-                    logits = model(batch.features, batch.mel_lengths)
-                    losses = F.cross_entropy(logits.float(), batch.labels, reduction="none")
+                    if settings.mixup_alpha > 0:
+                        from loralens.data.augment import clip_rng, mixup_batch
+
+                        feats, lens, y_a, y_b, lam = mixup_batch(batch.features, batch.mel_lengths, batch.labels,
+                                                                 settings.mixup_alpha,
+                                                                 clip_rng(settings.seed, epoch, i, 1 + rank))
+                        logits = model(feats, lens).float()
+                        losses = (lam * F.cross_entropy(logits, y_a, reduction="none",
+                                                        label_smoothing=settings.label_smoothing)
+                                  + (1 - lam) * F.cross_entropy(logits, y_b, reduction="none",
+                                                                label_smoothing=settings.label_smoothing))
+                    else:
+                        logits = model(batch.features, batch.mel_lengths)
+                        losses = F.cross_entropy(logits.float(), batch.labels, reduction="none",
+                                                 label_smoothing=settings.label_smoothing)
                     accelerator.backward(losses.sum() * (world / n_step))
                 step_loss += torch.tensor([losses.detach().sum().item(), len(losses)], dtype=torch.float64)
             if settings.grad_clip is not None:
@@ -364,15 +427,24 @@ def fit(
         # epoch end: validation, model selection, early stopping, checkpoint
         train_loss = progress["epoch_loss"][0] / max(progress["epoch_loss"][1], 1)
         progress["epoch_loss"] = [0.0, 0.0]
-        val, _ = evaluate(model, validation, accelerator, labels, eval_bs, settings.num_workers, desc="validation")
-        improved = val.uar > progress["best_uar"]
+        val, val_loss = validate(model, validation, accelerator, labels, eval_bs, settings.num_workers)
+        if settings.select_on == "loss":
+            best_loss = progress.get("best_loss")
+            improved = best_loss is None or val_loss < best_loss
+        else:
+            improved = val.uar > progress["best_uar"]
         if improved:
-            progress.update(best_uar=val.uar, best_epoch=epoch, best_validation=val.to_dict(), bad_epochs=0)
+            progress.update(best_uar=val.uar, best_loss=val_loss, best_epoch=epoch,
+                            best_validation={**val.to_dict(), "loss": val_loss}, bad_epochs=0)
             store.save_best(unwrapped, {"epoch": epoch, "step": progress["step"], "validation": val.to_dict()})
         else:
             progress["bad_epochs"] += 1
+        if settings.average_last > 1 and accelerator.is_main_process:
+            from loralens.training.checkpoint import save_safetensors, trainable_state
+
+            save_safetensors(_epoch_weights(store.root, epoch), trainable_state(unwrapped))
         record = {"type": "epoch", "epoch": epoch, "step": progress["step"], "train_loss": train_loss,
-                  "validation": _metrics_brief(val), "best_epoch": progress["best_epoch"],
+                  "validation": _metrics_brief(val, val_loss), "best_epoch": progress["best_epoch"],
                   "lr": {g["name"].split("_")[0]: g["lr"] for g in optimizer.param_groups}, "time": elapsed()}
         log.write(record)
         progress["history"].append({k: record[k] for k in ("epoch", "step", "train_loss", "validation")})
@@ -387,9 +459,36 @@ def fit(
         if progress["epoch"] >= settings.epochs:
             progress["done"] = True
         checkpoint()
+        if settings.average_last > 1 and accelerator.is_main_process:
+            # a later best is never earlier than this one, so epochs before its window are no longer needed
+            for old in store.root.glob("epoch-*.safetensors"):
+                if int(old.stem.split("-")[1]) < progress["best_epoch"] - settings.average_last + 1:
+                    old.unlink(missing_ok=True)
 
     store.load_best(unwrapped)
+    averaged = None
+    if settings.average_last > 1:
+        from loralens.training.checkpoint import load_trainable
+
+        best = progress["best_epoch"]
+        epochs = list(range(max(0, best - settings.average_last + 1), best + 1))
+        accelerator.wait_for_everyone()
+        files = [_epoch_weights(store.root, e) for e in epochs]
+        load_trainable(unwrapped, average_weights(files), f"{store.root} (epochs {epochs})")
+        val, val_loss = validate(model, validation, accelerator, labels, eval_bs, settings.num_workers)
+        averaged = {"epochs": epochs, "validation": {**val.to_dict(), "loss": val_loss}}
+        if not log_has_average(log):
+            log.write({"type": "average", "epochs": epochs, "validation": _metrics_brief(val, val_loss),
+                       "time": elapsed()})
     return FitResult(best_epoch=progress["best_epoch"], best_validation=progress["best_validation"] or {},
                      epochs_trained=progress["epoch"], stopped_early=progress["stopped_early"], steps=progress["step"],
-                     history=progress["history"], train_time_s=elapsed())
+                     history=progress["history"], train_time_s=elapsed(), averaged=averaged)
+
+
+def log_has_average(log: JsonlLog) -> bool:
+    """Whether the log already ends with the averaging record (a fit finished earlier, called again)."""
+    if not log.enabled or not log.path.exists():
+        return False
+    lines = log.path.read_text(encoding="utf-8").splitlines()
+    return bool(lines) and json.loads(lines[-1]).get("type") == "average"
 

@@ -88,3 +88,47 @@ def test_trim_is_the_default_window_and_named_windows_keep_their_hash(tmp_path):
         make_config({"epochs": 3, "method": "frozen"}))
     assert config_hash(make_config({"epochs": 3, "method": "frozen"})) == config_hash(
         make_config({"epochs": 3, "method": "frozen", "window": "trim"}))
+
+
+def test_recipe_levers_are_hashed_only_when_set():
+    # the hashes of configurations written before the levers existed are unchanged (pinned by the tests above);
+    # each lever, set, changes the hash, and set back to its default restores it
+    base = {"epochs": 3, "method": "lora"}
+    h0 = config_hash(make_config(base))
+    assert config_hash(make_config({**base, "validation_speakers": None, "select_on": "uar", "lp_ft_epochs": 0,
+                                    "average_last": 1, "augment": {"speed": [], "mixup_alpha": 0.0}})) == h0
+    levers = [{"validation_speakers": 4}, {"select_on": "loss"}, {"lp_ft_epochs": 5}, {"average_last": 3},
+              {"augment": {"spec_time_masks": 2}}, {"augment": {"spec_freq_masks": 2}}, {"augment": {"speed": [0.9, 1.1]}},
+              {"augment": {"noise_snr_db": [10, 30]}}, {"augment": {"mixup_alpha": 0.2}},
+              {"augment": {"label_smoothing": 0.1}}, {"augment": {"spec_time_masks": 1, "spec_time_width": 20}}]
+    hashes = {config_hash(make_config({**base, **lever})) for lever in levers}
+    assert h0 not in hashes and len(hashes) == len(levers)
+    # a width alone (no mask) is still a different configuration on paper, hashed as set
+    assert config_hash(make_config({**base, "augment": {"spec_time_width": 20}})) != h0
+
+
+def test_recipe_lever_validation():
+    with pytest.raises(ConfigError, match="frozen"):
+        make_config({"method": "frozen", "augment": {"speed": [0.9, 1.1]}})
+    with pytest.raises(ConfigError, match="lp_ft_epochs"):
+        make_config({"method": "frozen", "lp_ft_epochs": 2})
+    make_config({"method": "frozen", "augment": {"mixup_alpha": 0.2, "label_smoothing": 0.1}, "select_on": "loss"})
+    with pytest.raises(ConfigError, match="augment.speed"):
+        make_config({"augment": {"speed": [3.0]}})
+    with pytest.raises(ConfigError, match="augment.noise_snr_db"):
+        make_config({"augment": {"noise_snr_db": [30, 10]}})
+    with pytest.raises(ConfigError, match="select_on"):
+        make_config({"select_on": "war"})
+    with pytest.raises(ConfigError, match="augment.mixup"):
+        make_config({"augment": {"mixup": 0.2}})  # unknown field
+
+
+def test_frozen_section_drops_what_frozen_cannot_take():
+    from loralens.training.config import frozen_section
+
+    train = {"epochs": 3, "lp_ft_epochs": 2, "select_on": "loss",
+             "augment": {"speed": [0.9, 1.1], "noise_snr_db": [5, 20], "spec_time_masks": 2, "mixup_alpha": 0.3}}
+    out = frozen_section(train)
+    assert out == {"epochs": 3, "select_on": "loss", "augment": {"mixup_alpha": 0.3}}
+    assert train["lp_ft_epochs"] == 2 and "speed" in train["augment"]  # the input is not changed
+    make_config({**out, "method": "frozen"})

@@ -180,7 +180,8 @@ def bench_analyses(adapted: Any, frozen: Any, labels: list[str], test: Any, name
         res = run_suite(ctx, Path(tmp), names, keep_going=False)
         wall = time.perf_counter() - t
     return {"wall_s": wall, "s_per_clip": wall / test.n_clips, "clips": test.n_clips, "peak_rss_mib": rss.peak_mib,
-            "per_analysis_s": {n: r["meta"]["wall_time_s"] for n, r in res.items()}, "results": res}
+            "per_analysis_s": {n: r["meta"]["wall_time_s"] for n, r in res.items()},
+            "per_analysis_peak_rss_mib": {n: r["meta"]["peak_rss_mib"] for n, r in res.items()}, "results": res}
 
 
 def _leaves(x: Any, path: str = "") -> dict[str, float]:
@@ -297,9 +298,11 @@ def main(argv: list[str] | None = None) -> int:
             wall = time.perf_counter() - t
         out["suite_fold0"] = {"wall_s": wall, "peak_rss_mib": rss.peak_mib, "test_clips": ctx.test.n_clips,
                               "train_clips": ctx.train.n_clips,
-                              "per_analysis_s": {n: r["meta"]["wall_time_s"] for n, r in res.items()}}
+                              "per_analysis_s": {n: r["meta"]["wall_time_s"] for n, r in res.items()},
+                              "per_analysis_peak_rss_mib": {n: r["meta"]["peak_rss_mib"] for n, r in res.items()}}
         print(f"whole suite, fold 0 ({ctx.test.n_clips} test, {ctx.train.n_clips} training clips): {wall:.0f} s, "
-              f"peak RSS {rss.peak_mib:.0f} MiB; {out['suite_fold0']['per_analysis_s']}", flush=True)
+              f"peak RSS {rss.peak_mib:.0f} MiB; seconds {out['suite_fold0']['per_analysis_s']}; peak RSS (MiB) "
+              f"{out['suite_fold0']['per_analysis_peak_rss_mib']}", flush=True)
     atomic_write_json(args.out, out)
     print(f"wrote {args.out}")
     return 0

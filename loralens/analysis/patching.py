@@ -79,29 +79,63 @@ def _read(head_clf: EmotionClassifier, hidden: Tensor, lengths: Tensor) -> Tenso
     return head_clf.head.classify(head_clf.head.pool(hidden, lengths))
 
 
+class _Collected:
+    """Per-batch logits of one direction, concatenated into a `PatchLogits` at the end."""
+
+    def __init__(self) -> None:
+        self.clean: list[Tensor] = []
+        self.corrupt: list[Tensor] = []
+        self.patched: list[Tensor] = []
+        self.labels: list[Tensor] = []
+
+    def add(self, source: EmotionClassifier, dest: EmotionClassifier, src: Any, dst_encoder: Any, mel: Tensor,
+            labels: Tensor, names: list[str]) -> None:
+        """One batch: `src` the source's `ClassifierOutput` with every resid_post captured, `dst_encoder` the
+        destination's `RunnerOutput` on the same batch; the destination restarts from each patched residual."""
+        lengths = src.encoder.lengths
+        per_layer = []
+        for l, name in enumerate(names):
+            out = dest.runner(None, mel, start_at=(l, src.encoder.captured[name]), skip_layers=[l])
+            per_layer.append(_read(source, out.last_hidden_state, lengths))
+        self.clean.append(src.logits.float().cpu())
+        self.corrupt.append(_read(source, dst_encoder.last_hidden_state, dst_encoder.lengths).float().cpu())
+        self.patched.append(torch.stack(per_layer, dim=1).float().cpu())
+        self.labels.append(labels.long().cpu())
+
+    def result(self) -> PatchLogits:
+        return PatchLogits(torch.cat(self.clean), torch.cat(self.corrupt), torch.cat(self.patched),
+                           torch.cat(self.labels))
+
+
 @torch.no_grad()
 def patching_logits(source: EmotionClassifier, dest: EmotionClassifier, split: SplitData,
                     device: torch.device | str = "cpu", desc: str | None = None) -> PatchLogits:
     """Clean, corrupted and per-layer patched logits (see the module docstring); the destination restarts from the
     patched residual (`start_at=(l, resid)` with layer l skipped), so each layer costs only the layers after it."""
-    _check_heads(source, dest)
-    n_layers = source.runner.n_layers
+    return patching_logits_directions({"source": source, "dest": dest}, {"only": ("source", "dest")}, split, device,
+                                      desc)["only"]
+
+
+@torch.no_grad()
+def patching_logits_directions(models: dict[str, EmotionClassifier], directions: dict[str, tuple[str, str]],
+                               split: SplitData, device: torch.device | str = "cpu",
+                               desc: str | None = None) -> dict[str, PatchLogits]:
+    """`patching_logits` of several directions (name -> (source key, destination key) of `models`) at once: each
+    model's full run (with every resid_post captured) is done once per batch and serves every direction it is the
+    source or the destination of (both directions between two models: 2 full runs a batch instead of 4)."""
+    for src_key, dst_key in directions.values():
+        _check_heads(models[src_key], models[dst_key])
+    used = sorted({k for pair in directions.values() for k in pair})
+    n_layers = models[used[0]].runner.n_layers
     names = [f"blocks.{l}.{RESID_POST}" for l in range(n_layers)]
-    clean, corrupt, patched, labels = [], [], [], []
+    collected = {key: _Collected() for key in directions}
     for batch in batches_with_progress(split, split.n_clips, desc):
         feats, mel = batch.features.to(device), batch.mel_lengths.to(device)
-        src = source.run(feats, mel, capture=names)
-        lengths = src.encoder.lengths
-        dst = dest.runner(feats, mel)
-        per_layer = []
-        for l in range(n_layers):
-            out = dest.runner(None, mel, start_at=(l, src.encoder.captured[names[l]]), skip_layers=[l])
-            per_layer.append(_read(source, out.last_hidden_state, lengths))
-        clean.append(src.logits.float().cpu())
-        corrupt.append(_read(source, dst.last_hidden_state, dst.lengths).float().cpu())
-        patched.append(torch.stack(per_layer, dim=1).float().cpu())
-        labels.append(batch.labels.long().cpu())
-    return PatchLogits(torch.cat(clean), torch.cat(corrupt), torch.cat(patched), torch.cat(labels))
+        runs = {k: models[k].run(feats, mel, capture=names) for k in used}
+        for key, (src_key, dst_key) in directions.items():
+            collected[key].add(models[src_key], models[dst_key], runs[src_key], runs[dst_key].encoder, mel,
+                               batch.labels, names)
+    return {key: c.result() for key, c in collected.items()}
 
 
 @torch.no_grad()
@@ -188,9 +222,9 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
         "recovered = (mean LD_patched - mean LD(Y encoder, X head)) / (mean LD(X) - mean LD(Y encoder, X head)), "
         "LD = logit of the true class minus the mean of the others",
     }
-    for key, (src, dst) in DIRECTIONS.items():
-        logits = patching_logits(models[src], models[dst], ctx.test, ctx.device, desc=f"patching: {src} into {dst}")
-        result[key] = direction_result(logits, n_classes, ctx.n_boot, ctx.seed)
+    both = patching_logits_directions(models, DIRECTIONS, ctx.test, ctx.device, desc="patching: both directions")
+    for key in DIRECTIONS:
+        result[key] = direction_result(both[key], n_classes, ctx.n_boot, ctx.seed)
     return result
 
 

@@ -91,3 +91,13 @@ def test_needs_frozen_and_plain_head():
     adapted, frozen = tiny_classifiers(use_weighted_layer_sum=True)
     with pytest.raises(ConfigError, match="weighted-layer-sum"):
         pt.patching_logits(adapted, frozen, tiny_context(train=False).test)
+
+
+def test_both_directions_at_once_equal_each_direction_alone(ctx):
+    """The suite patches both directions in one loop (each model's full run serves both): the same logits, exactly."""
+    models = {"adapted": ctx.adapted, "frozen": ctx.frozen}
+    both = pt.patching_logits_directions(models, pt.DIRECTIONS, ctx.test)
+    for key, (src, dst) in pt.DIRECTIONS.items():
+        alone = pt.patching_logits(models[src], models[dst], ctx.test)
+        for field in ("clean", "corrupt", "patched", "labels"):
+            assert torch.equal(getattr(both[key], field), getattr(alone, field)), (key, field)

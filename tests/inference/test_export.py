@@ -69,7 +69,7 @@ def test_plain_export_loads_in_transformers(trim_run, synthetic_root, tmp_path):
         assert (out / name).is_file(), name
     assert not (out / "modeling_loralens_whisper.py").exists()
     cfg = json.loads((out / "config.json").read_text())
-    labels = ["angry", "happy", "neutral", "sad"]
+    labels = ["neutral", "happy", "sad", "angry"]  # the corpus order (shared vocabulary order, docs/corpora.md)
     assert cfg["id2label"] == {str(i): lab for i, lab in enumerate(labels)}
     assert cfg["label2id"] == {lab: i for i, lab in enumerate(labels)}
     assert cfg["architectures"] == ["WhisperForAudioClassification"]

@@ -147,7 +147,7 @@ def test_cli_csv_json_and_bad_files(trim_run, synthetic_root, tmp_path, capsys):
     assert "spk01_b_bad.wav" in err and "4 clip(s) classified with ensemble of folds 0, 1" in err
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert len(rows) == 4 and "spk01_b_bad" not in {r["id"] for r in rows}
-    labels = ["angry", "happy", "neutral", "sad"]
+    labels = ["neutral", "happy", "sad", "angry"]  # the corpus order (shared vocabulary order, docs/corpora.md)
     assert list(rows[0]) == ["id", "path", "duration_s", "windows", "label", *[f"prob_{lab}" for lab in labels]]
     assert all(abs(sum(float(r[f"prob_{lab}"]) for lab in labels) - 1) < 1e-5 for r in rows)
     assert all(r["label"] == max(labels, key=lambda lab: float(r[f"prob_{lab}"])) for r in rows)

@@ -148,10 +148,10 @@ def test_validation_speakers_on_ravdess6_keeps_test_splits_and_the_default(tmp_p
                   None, "male" if a % 2 else "female") for a in range(1, 25) for i in range(2)]
     corpus = Corpus("ravdess", Path("/x"), ("neutral", "sad"), clips)
     run = RunFolder(tmp_path / "run")
-    default, _ = _folds(corpus, make_config({"folds": "ravdess6"}), run)
+    default, *_ = _folds(corpus, make_config({"folds": "ravdess6"}), run)
     assert [(f.train, f.validation, f.test) for f in default] == \
         [(f.train, f.validation, f.test) for f in make_folds(corpus, "ravdess6", seed=0)]
-    four, _ = _folds(corpus, make_config({"folds": "ravdess6", "validation_speakers": 4}), run)
+    four, *_ = _folds(corpus, make_config({"folds": "ravdess6", "validation_speakers": 4}), run)
     by_id = corpus.by_id()
     for d, f in zip(default, four):
         assert f.test == d.test

@@ -219,6 +219,41 @@ def max_curve_diff(a: dict, b: dict) -> dict[str, float]:
     return out
 
 
+#: What a previous session measured on this machine before issue 10 (docs/performance.md cites it).
+BEFORE_ISSUE_10 = {"train_trim_fp32_s_per_clip": 0.090, "train_reference_30s_fp32_s_per_clip": 1.27,
+                   "reference_analyses_both_models_s_per_clip": 0.79, "suite_fold0_wall_s": 720.0,
+                   "suite_fold0_peak_rss_mib": 2.9 * 1024, "features_cold_ms_per_clip": 83.0}
+
+
+def markdown_table(r: dict) -> str:
+    """The before / after table of docs/performance.md from a JSON written by this script."""
+    f, t, a = r["features"], r["train_step"], r["reference_analyses"]
+    rows = [
+        ("LoRA training step, s per clip (forward, backward, optimiser)",
+         f"{t['full_window_fp32']['s_per_clip']:.3f} (30-s windows, fp32)" if "full_window_fp32" in t else "-",
+         f"{t['trim_fp32']['s_per_clip']:.3f} (trim, fp32)", f"{t['trim_bf16']['s_per_clip']:.3f} (trim, bf16)",
+         "<= 0.045 (2x)"),
+        ("encoder forward, s per clip (no grad, trim)", "-", f"{r['forward']['fp32']['s_per_clip']:.4f} fp32 "
+         f"({r['forward']['fp32']['gflops']:.0f} GFLOP/s)", f"{r['forward']['bf16']['s_per_clip']:.4f} bf16 "
+         f"({r['forward']['bf16']['gflops']:.0f} GFLOP/s)", "-"),
+        ("the reference's four analyses, both models, s per clip", "-",
+         f"{a['separate_fp32']['s_per_clip']:.3f} (separate passes, fp32)",
+         f"{a['shared_fp32']['s_per_clip']:.3f} shared fp32 / {a['shared_bf16']['s_per_clip']:.3f} shared bf16",
+         "<= 0.28"),
+        ("cold features, ms per clip (extractor only)", "-", f"{1000 * f['extractor_30s_window_s']:.1f} (30-s window)",
+         f"{1000 * f['extractor_short_window_s']:.1f} (short window)", "<= 12"),
+        ("cold cache get, ms per clip (decode, hash, features, write)", "-", "-",
+         f"{1000 * f['cold_cache_get_s']:.1f}", "-"),
+    ]
+    if "suite_fold0" in r:
+        s = r["suite_fold0"]
+        rows.append(("whole suite, fold 0 (all test and training clips)", "-", "-",
+                     f"{s['wall_s'] / 60:.1f} min, {s['peak_rss_mib'] / 1024:.2f} GiB peak", "<= 3 min, <= 1.5 GB"))
+    out = ["| work | the reference recipe | before (this run) | after (this run) | goal |", "|---|---|---|---|---|"]
+    out += [f"| {' | '.join(row)} |" for row in rows]
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=Path("../shared/data/ravdess"))
@@ -233,7 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-boot", type=int, default=200)
     ap.add_argument("--skip-full-window", action="store_true", help="skip the 30-s window training step (slow)")
     ap.add_argument("--suite-fold", action="store_true", help="also run the whole suite on fold 0")
+    ap.add_argument("--table", type=Path, default=None, help="print the Markdown table of a JSON written before, exit")
     args = ap.parse_args(argv)
+    if args.table is not None:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return 0
     from loralens.analysis.loading import split_data
     from loralens.training.precision import cpu_bf16_features
 
@@ -304,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
               f"peak RSS {rss.peak_mib:.0f} MiB; seconds {out['suite_fold0']['per_analysis_s']}; peak RSS (MiB) "
               f"{out['suite_fold0']['per_analysis_peak_rss_mib']}", flush=True)
     atomic_write_json(args.out, out)
+    print(markdown_table(out))
     print(f"wrote {args.out}")
     return 0
 

@@ -110,15 +110,17 @@ class PeakRSS:
         self._interval = interval
         self._stop = threading.Event()
         self.peak_mib = 0.0
+        self.samples = 0  # how many readings were taken so far (lets a caller wait for the sampler)
 
     def _sample(self) -> None:
         self.peak_mib = max(self.peak_mib, self._process.memory_info().rss / 2**20)
+        self.samples += 1
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
             self._sample()
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self._sample()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -130,7 +132,8 @@ class PeakRSS:
         self._sample()
 
 
-def run_analysis(analysis: Analysis, ctx: AnalysisContext, out_dir: Path, *, key: str = "", force: bool = False) -> dict:
+def run_analysis(analysis: Analysis, ctx: AnalysisContext, out_dir: Path, *, key: str = "",
+                 force: bool = False) -> dict:
     """Run one analysis into `out_dir` (result.json + figures) unless a complete result with the same `key`
     (a hash of what the result depends on) is there. Returns the result dict (with its `meta`)."""
     out_dir = Path(out_dir)

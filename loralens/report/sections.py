@@ -8,7 +8,6 @@ macro-F1, recall) are stored as fractions and shown in percent; fold aggregates 
 from __future__ import annotations
 
 import json
-
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -245,7 +244,7 @@ def _number(value: Any) -> Cell:
 
 def _unusable_image(path: Path) -> str | None:
     """Why the figure file at `path` cannot be embedded (unreadable, not a PNG or SVG), or None when it can."""
-    from loralens.report.figures import image_mime
+    from loralens.report.images import image_mime
 
     try:
         with open(path, "rb") as f:
@@ -391,7 +390,8 @@ def _skipped_files(run: RunOutput, summary: Mapping[str, Any] | None) -> list[Ma
 
 def results_section(run: RunOutput, figure_dir: Path) -> tuple[Section, Section]:
     """The results section (mean ± std, per fold, per class, ablation, bar chart) and the confusion section."""
-    from loralens.report.result_figures import confusion_grid_figure, uar_per_variant_figure
+    from loralens.plots.confusion import confusion_grid_figure
+    from loralens.plots.results import uar_per_variant_figure
 
     labels = run.labels
     notes: list[str] = []

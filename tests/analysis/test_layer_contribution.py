@@ -129,6 +129,7 @@ def test_run_without_frozen():
     assert "layer" in lc.reading(result)
 
 
+@pytest.mark.slow
 def test_suite_driver_runs_these_analyses(tmp_path):
     """Through the suite driver: result.json with meta, figures and reading for each of this helper's analyses."""
     from loralens.analysis.suite import run_suite

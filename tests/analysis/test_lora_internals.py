@@ -232,7 +232,8 @@ def test_b_side_from_the_a_gram_equals_what_is_captured(ctx_and_result):
         assert cka == pytest.approx(e["cka_ab_forward_biased"], abs=1e-5)
         # the null: 199 seeded draws, each a k90 within the rank and a CKA in (0, 1]
         null = e["b_null"]
-        assert null["draws"] == lora_internals.NULL_DRAWS == len(null["b_out_k90"]) == len(null["cka_ab_forward_biased"])
+        assert null["draws"] == lora_internals.NULL_DRAWS == len(null["b_out_k90"]) == \
+            len(null["cka_ab_forward_biased"])
         assert all(1 <= k <= r["rank"][p] for k in null["b_out_k90"])
         assert all(0 < c <= 1 + 1e-9 for c in null["cka_ab_forward_biased"])
         # an isotropic B (orthonormal columns) keeps A's geometry: CKA exactly 1

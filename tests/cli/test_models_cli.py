@@ -66,7 +66,8 @@ def test_convert_dtype_and_overwrite(tiny_whisper, tmp_path, capsys):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     (out_dir / "old.txt").write_text("x")
-    assert main(["models", "convert", str(tmp_path / "src"), "--out", str(out_dir), "--overwrite", "--dtype", "bfloat16"]) == 0
+    assert main(["models", "convert", str(tmp_path / "src"), "--out", str(out_dir), "--overwrite", "--dtype",
+                 "bfloat16"]) == 0
     assert not (out_dir / "old.txt").exists()
     with safe_open(out_dir / "model.safetensors", "pt") as f:
         assert f.get_tensor("model.encoder.conv1.weight").dtype == torch.bfloat16

@@ -46,6 +46,7 @@ def test_select_on_loss_picks_the_epoch_of_lowest_validation_loss(accelerator, t
     assert ce == pytest.approx(min(losses), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_average_last_holds_the_mean_of_the_epochs_ending_with_the_selected_one(accelerator, tmp_path):
     train, val = make_split(40, 0), make_split(30, 1)
     torch.manual_seed(0)

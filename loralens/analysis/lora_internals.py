@@ -431,5 +431,4 @@ def reading(result: dict[str, Any]) -> str:
     return text
 
 
-register(Analysis(NAME, "LoRA internals: rank space, updates and gradients", run, plot, reading,
-                  needs_lora=True, needs_grad=True))
+register(Analysis(NAME, "LoRA internals: rank space, updates and gradients", run, plot, reading))

@@ -267,6 +267,5 @@ register(
         run=run,
         plot=plot,
         reading=reading,
-        needs_frozen=True,
     )
 )

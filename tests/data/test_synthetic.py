@@ -241,6 +241,7 @@ def test_speakers_differ_in_pitch(measured):
         assert measured_f0 == pytest.approx(nominal[s], rel=0.15)
 
 
+@pytest.mark.slow
 def test_separable_by_acoustics_but_not_by_duration(measured):
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import LeaveOneGroupOut, cross_val_score

@@ -175,6 +175,7 @@ def _real_report(tmp_path: Path) -> tuple[Report, int]:
     return report, 2
 
 
+@pytest.mark.slow
 def test_report_loads_cleanly_in_headless_chromium(chromium, tmp_path):
     report, n_figures = _real_report(tmp_path)
     path = report.write(tmp_path / "report.html")
@@ -201,6 +202,7 @@ def test_report_loads_cleanly_in_headless_chromium(chromium, tmp_path):
         shutil.copy(shot, Path(keep) / "report-screenshot.png")
 
 
+@pytest.mark.slow
 def test_the_check_catches_a_broken_page(chromium, tmp_path):
     # Negative control: an external image (blocked by the CSP), a corrupt embedded PNG and a script error
     # must all be reported, so a clean result above means something.

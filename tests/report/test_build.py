@@ -442,6 +442,7 @@ def test_analysis_order_is_the_suite_order():
     assert ANALYSIS_ORDER == tuple(m.rsplit(".", 1)[1] for m in ANALYSIS_MODULES)
 
 
+@pytest.mark.slow
 def test_report_loads_in_headless_chromium(built, tmp_path):
     test_browser = pytest.importorskip("tests.report.test_browser")
     chromium = test_browser._find_chromium()
@@ -479,6 +480,7 @@ def test_real_analysis_results_are_shown(tmp_path):
     assert "lora_r8, fold 0: not run." in text  # the analyses not run
 
 
+@pytest.mark.slow
 def test_building_does_not_import_torch(built, tmp_path):
     import subprocess
     import sys

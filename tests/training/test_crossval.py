@@ -147,6 +147,7 @@ def test_frozen_method_trains_head_on_cached_encoder_outputs(tiny_model_dir, syn
     assert s["missing_folds"] == ["fold1"]
 
 
+@pytest.mark.slow
 def test_full_method_saves_encoder(tiny_model_dir, synthetic_root, feature_cache, tmp_path):
     settings = base_settings(tiny_model_dir, synthetic_root, feature_cache, tmp_path / "run", method="full",
                              epochs=1, fold=1, checkpoint_every=50, gradient_checkpointing=True)

@@ -132,6 +132,7 @@ def test_mixup_batch_known_answer():
         mixup_batch(x, lens, y, 0.0, rng)
 
 
+@pytest.mark.slow
 def test_resume_with_every_loop_lever_on_is_exact(accelerator, tmp_path):
     train, val = make_split(30, 0), make_split(12, 1)
     settings = LoopSettings(epochs=4, batch_size=4, grad_accum=2, log_every=1, checkpoint_every=3, patience=None,

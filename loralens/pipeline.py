@@ -160,9 +160,8 @@ def variant_analyses(cfg: RunConfig, tcfg: TrainConfig) -> list[str] | None:
 def load_run_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read a run YAML (or the defaults) and apply `overrides` (dotted keys such as `train.epochs`; None = not given).
     Raises ConfigError naming every invalid field (`train.epochs`, `ranks.0`, ...) and the file."""
-    from loralens.training.config import _set_dotted
-
     from loralens.io import read_yaml_mapping
+    from loralens.training.config import _set_dotted
 
     base: dict[str, Any] = {} if path is None else read_yaml_mapping(path, "docs/pipeline.md")
     source = str(path) if path is not None else "run configuration"
@@ -469,7 +468,7 @@ def results_table(out: str | Path) -> str:
         s = read_json(summary_path)
         ms = s.get("mean_std") or {}
 
-        def pm(key: str) -> str:
+        def pm(key: str, ms: dict = ms) -> str:
             d = ms.get(key) or {}
             if d.get("mean") is None:
                 return "-"

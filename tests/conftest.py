@@ -14,6 +14,15 @@ RAVDESS = SHARED_DATA / "ravdess"
 RAVDESS_ORIGINAL = SHARED_DATA / "ravdess-original-sample"
 REFERENCE_HASHES = SHARED_DATA / "reference_hashes"
 
+# Tests on these session fixtures are `slow`: the first one to run pays for a whole tiny `loralens run` (~40 s).
+SLOW_FIXTURES = frozenset({"pipeline_run"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 def require(path: Path) -> Path:
     """Skip the calling test, with the reason, when shared data at `path` is absent."""
@@ -65,3 +74,21 @@ def tiny_whisper():
     torch.manual_seed(0)
     model = WhisperForConditionalGeneration(tiny_whisper_config())
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def pipeline_inputs(tmp_path_factory) -> dict[str, Path]:
+    """The tiny model folder, synthetic corpus and feature cache folder of tests/pipeline_helpers.py (once per
+    session). Do not modify them: copy what a test changes."""
+    from tests.pipeline_helpers import make_pipeline_inputs
+
+    return make_pipeline_inputs(tmp_path_factory.mktemp("pipeline_inputs"))
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(pipeline_inputs, tmp_path_factory) -> tuple[Path, list[str], float]:
+    """The whole tiny pipeline, run once per session: (output folder, echoed lines, wall seconds). Do not modify
+    it: copy it with `tests.pipeline_helpers.copy_run`."""
+    from tests.pipeline_helpers import run_tiny_pipeline
+
+    return run_tiny_pipeline(pipeline_inputs, tmp_path_factory.mktemp("pipeline_run") / "out")

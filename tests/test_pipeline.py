@@ -1,12 +1,12 @@
 """`loralens.pipeline` end to end on a tiny random Whisper (saved as a Hugging Face folder) and a small synthetic
 corpus: every stage's outputs, a re-run that trains and analyses nothing, a crash mid-analysis that redoes one
 analysis, a new rank that trains only the new variant, failures recorded in stages.json, and config errors that name
-the field. The full pipeline runs once per test session (`shared_run`); tests that change a run work on a copy.
+the field. The full pipeline runs once per test session (the `pipeline_run` fixture, tests/conftest.py); tests that
+change a run work on a copy.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -17,98 +17,18 @@ import yaml
 from loralens.errors import ConfigError
 from loralens.io import read_json
 from loralens.pipeline import RunConfig, load_run_config, run_pipeline
-
-N_SPEAKERS, CLIPS_PER_CLASS = 4, 2  # 4 speakers x 4 classes x 2 clips = 32 clips; 2 folds of 2 test speakers
-
-
-def make_tiny_model(folder: Path) -> Path:
-    """A random 2-layer Whisper (d_model 64, tests/conftest.py) and an 80-bin feature extractor, as a HF folder."""
-    import torch
-    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
-
-    from tests.conftest import tiny_whisper_config
-
-    torch.manual_seed(0)
-    WhisperForConditionalGeneration(tiny_whisper_config()).save_pretrained(folder)
-    WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
-    return folder
-
-
-def tiny_run_settings(model: Path, corpus: Path, features: Path, out: Path) -> dict[str, Any]:
-    """A run YAML mapping: LoRA r=4 (`ranks: [4]`, so the variant is lora_r4) and the frozen baseline, speaker
-    2-fold, 1 epoch, analyses on fold 0 with 2 clips per class and 10 bootstrap resamples."""
-    return {
-        "out": str(out),
-        "train": {"corpus": "manifest", "corpus_root": str(corpus), "model": str(model), "window": "trim",
-                  "folds": "speaker-kfold", "folds_k": 2, "epochs": 1, "batch_size": 4, "patience": None,
-                  "lr_head": 5e-3, "lr_encoder": 2e-3, "feature_cache": str(features), "seed": 0,
-                  "lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "head": {"projector_dim": 16}},
-        "ranks": [4],
-        "analysis": {"folds": [0], "batch_size": 8, "test_per_class": 2, "train_per_class": 2, "n_boot": 10},
-        "synthetic": True,
-    }
-
-
-_SHARED: dict[str, Any] = {}
-
-
-def shared_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The tiny model folder, corpus and feature cache (made once per session)."""
-    if "inputs" not in _SHARED:
-        from loralens.data.synthetic import generate_corpus
-
-        root = tmp_path_factory.mktemp("pipeline_inputs")
-        generate_corpus(root / "corpus", n_speakers=N_SPEAKERS, clips_per_class_per_speaker=CLIPS_PER_CLASS,
-                        min_duration=0.5, max_duration=1.0, seed=0)
-        _SHARED["inputs"] = {"model": make_tiny_model(root / "model"), "corpus": root / "corpus",
-                             "features": root / "features"}
-    return _SHARED["inputs"]
-
-
-def shared_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], float]:
-    """The whole pipeline, run once per session: (output folder, echoed lines, wall seconds). Do not modify it:
-    copy it with `copy_run`."""
-    if "run" not in _SHARED:
-        i = shared_inputs(tmp_path_factory)
-        out = tmp_path_factory.mktemp("pipeline_run") / "out"
-        lines: list[str] = []
-        t0 = time.perf_counter()
-        run_pipeline(RunConfig.model_validate(tiny_run_settings(i["model"], i["corpus"], i["features"], out)),
-                     echo=lines.append)
-        _SHARED["run"] = (out, lines, time.perf_counter() - t0)
-    return _SHARED["run"]
-
-
-def copy_run(src: Path, dst: Path) -> Path:
-    """A copy of a run output folder (paths inside it still name `src`: pass the new `out`)."""
-    shutil.copytree(src, dst)
-    return dst
-
-
-def settings_for(out: Path, tmp_path_factory: pytest.TempPathFactory, **changes: Any) -> dict[str, Any]:
-    i = shared_inputs(tmp_path_factory)
-    s = tiny_run_settings(i["model"], i["corpus"], i["features"], out)
-    s.update(changes)
-    return s
-
-
-def mtimes(root: Path, pattern: str) -> dict[str, int]:
-    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.glob(pattern))}
-
-
-def stages(out: Path) -> dict[str, dict]:
-    return {s["name"]: s for s in read_json(out / "stages.json")["stages"]}
+from tests.pipeline_helpers import copy_run, failing_analysis, mtimes, settings_for, stages, tiny_run_settings
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> tuple[Path, list[str], float]:
-    return shared_run(tmp_path_factory)
+def run(pipeline_run) -> tuple[Path, list[str], float]:
+    return pipeline_run
 
 
-def test_tiny_model_folder_loads(tmp_path_factory):
+def test_tiny_model_folder_loads(pipeline_inputs):
     from loralens.models.loading import load_feature_extractor, load_whisper
 
-    model = shared_inputs(tmp_path_factory)["model"]
+    model = pipeline_inputs["model"]
     assert load_whisper(model).config.d_model == 64
     fe = load_feature_extractor(model)
     assert fe.feature_size == 80 and fe.sampling_rate == 16000
@@ -152,7 +72,8 @@ def test_every_stage_writes_its_outputs(run):
 def _aggregate_leaves(node: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], dict]]:
     if isinstance(node, dict) and "per_fold" in node:
         return [(path, node)]
-    return [leaf for k, v in (node.items() if isinstance(node, dict) else []) for leaf in _aggregate_leaves(v, path + (k,))]
+    return [leaf for k, v in (node.items() if isinstance(node, dict) else [])
+            for leaf in _aggregate_leaves(v, path + (k,))]
 
 
 def test_aggregate_of_one_fold_equals_that_fold(run):
@@ -188,7 +109,7 @@ def test_aggregate_of_one_fold_equals_that_fold(run):
     assert claim["n_supported"] == (1 if claim["supported"] == [True] else 0)
 
 
-def test_rerun_trains_and_analyses_nothing(run, tmp_path, tmp_path_factory, monkeypatch):
+def test_rerun_trains_and_analyses_nothing(run, tmp_path, pipeline_inputs, monkeypatch):
     out = copy_run(run[0], tmp_path / "out")
     metrics = mtimes(out, "train/*/fold_*/metrics.json")
     results = mtimes(out, "analysis/*/fold_*/*/result.json")
@@ -201,7 +122,7 @@ def test_rerun_trains_and_analyses_nothing(run, tmp_path, tmp_path_factory, monk
     monkeypatch.setattr("loralens.analysis.api.context_from_runs", fail)
     lines: list[str] = []
     t0 = time.perf_counter()
-    run_pipeline(load_run_config(None, settings_for(out, tmp_path_factory)), echo=lines.append)
+    run_pipeline(load_run_config(None, settings_for(out, pipeline_inputs)), echo=lines.append)
     wall = time.perf_counter() - t0
     assert mtimes(out, "train/*/fold_*/metrics.json") == metrics
     assert mtimes(out, "analysis/*/fold_*/*/result.json") == results
@@ -214,14 +135,14 @@ def test_rerun_trains_and_analyses_nothing(run, tmp_path, tmp_path_factory, monk
     print(f"re-run wall time {wall:.1f} s")
 
 
-def test_deleted_result_redoes_only_that_analysis(run, tmp_path, tmp_path_factory):
+def test_deleted_result_redoes_only_that_analysis(run, tmp_path, pipeline_inputs):
     out = copy_run(run[0], tmp_path / "out")
     fold0 = out / "analysis" / "lora_r4" / "fold_0"
     (fold0 / "layer_contribution" / "result.json").unlink()
     before = mtimes(fold0, "*/result.json")
     metrics = mtimes(out, "train/*/fold_*/metrics.json")
     lines: list[str] = []
-    run_pipeline(load_run_config(None, settings_for(out, tmp_path_factory)), echo=lines.append)
+    run_pipeline(load_run_config(None, settings_for(out, pipeline_inputs)), echo=lines.append)
     after = mtimes(fold0, "*/result.json")
     assert set(after) == set(before) | {"layer_contribution/result.json"}
     assert {k: v for k, v in after.items() if k in before} == before
@@ -231,11 +152,11 @@ def test_deleted_result_redoes_only_that_analysis(run, tmp_path, tmp_path_factor
     assert st["analysis:lora_r4:fold_0"]["status"] == "done" and st["train:lora_r4"]["status"] == "skipped"
 
 
-def test_new_rank_trains_only_the_new_variant(run, tmp_path, tmp_path_factory):
+def test_new_rank_trains_only_the_new_variant(run, tmp_path, pipeline_inputs):
     out = copy_run(run[0], tmp_path / "out")
     metrics = mtimes(out, "train/*/fold_*/metrics.json")
     results = mtimes(out, "analysis/*/fold_*/*/result.json")
-    s = settings_for(out, tmp_path_factory, ranks=[4, 8])
+    s = settings_for(out, pipeline_inputs, ranks=[4, 8])
     s["analysis"]["names"] = ["layer_contribution"]
     run_pipeline(load_run_config(None, s), echo=lambda line: None)
     assert sorted(p.name for p in (out / "train").iterdir()) == ["frozen", "lora_r4", "lora_r8"]
@@ -254,7 +175,7 @@ def test_new_rank_trains_only_the_new_variant(run, tmp_path, tmp_path_factory):
     assert html.count("lora_r8") >= 2 and html.count("lora_r4") >= 2
 
 
-def test_failed_stage_is_recorded(run, tmp_path, tmp_path_factory, monkeypatch):
+def test_failed_stage_is_recorded(run, tmp_path, pipeline_inputs, monkeypatch):
     out = copy_run(run[0], tmp_path / "out")
     (out / "analysis" / "lora_r4" / "fold_0" / "probing" / "result.json").unlink()
 
@@ -263,38 +184,27 @@ def test_failed_stage_is_recorded(run, tmp_path, tmp_path_factory, monkeypatch):
 
     monkeypatch.setattr("loralens.analysis.api.analyze_run", crash)
     with pytest.raises(RuntimeError, match="simulated"):
-        run_pipeline(load_run_config(None, settings_for(out, tmp_path_factory)), echo=lambda line: None)
+        run_pipeline(load_run_config(None, settings_for(out, pipeline_inputs)), echo=lambda line: None)
     st = stages(out)
     assert st["analysis:lora_r4:fold_0"]["status"] == "failed"
     assert "RuntimeError: out of memory (simulated)" == st["analysis:lora_r4:fold_0"]["error"]
     assert "report" not in st
 
 
-def failing_analysis(monkeypatch, name: str) -> None:
-    """Make registered analysis `name` raise when it runs."""
-    import dataclasses
-
-    from loralens.analysis import suite
-
-    def crash(ctx):
-        raise RuntimeError(f"{name} broke (simulated)")
-
-    suite.available()
-    monkeypatch.setitem(suite.ANALYSES, name, dataclasses.replace(suite.ANALYSES[name], run=crash))
-
-
-def test_failed_analysis_is_reported_and_retried(run, tmp_path, tmp_path_factory, monkeypatch):
+def test_failed_analysis_is_reported_and_retried(run, tmp_path, pipeline_inputs, monkeypatch):
     out = copy_run(run[0], tmp_path / "out")
     fold0 = out / "analysis" / "lora_r4" / "fold_0"
     for name in ("layer_contribution", "similarity"):
         (fold0 / name / "result.json").unlink()
     failing_analysis(monkeypatch, "layer_contribution")
-    cfg = load_run_config(None, settings_for(out, tmp_path_factory))
+    cfg = load_run_config(None, settings_for(out, pipeline_inputs))
     run_pipeline(cfg, echo=lambda line: None)  # the other analyses and the report go on
     st = stages(out)
     assert st["analysis:lora_r4:fold_0"]["status"] == "failed" and st["report"]["status"] == "done"
-    assert st["analysis:lora_r4:fold_0"]["error"] == "layer_contribution: RuntimeError: layer_contribution broke (simulated)"
-    assert (fold0 / "similarity" / "result.json").exists() and not (fold0 / "layer_contribution" / "result.json").exists()
+    assert st["analysis:lora_r4:fold_0"]["error"] == \
+        "layer_contribution: RuntimeError: layer_contribution broke (simulated)"
+    assert (fold0 / "similarity" / "result.json").exists() and \
+        not (fold0 / "layer_contribution" / "result.json").exists()
     assert "simulated" in read_json(fold0 / "layer_contribution" / "error.json")["error"]
     from loralens.pipeline import failed_stages
 
@@ -308,10 +218,10 @@ def test_failed_analysis_is_reported_and_retried(run, tmp_path, tmp_path_factory
     assert not (fold0 / "layer_contribution" / "error.json").exists() and not failed_stages(out)
 
 
-def test_dry_run_trains_nothing(tmp_path, tmp_path_factory, monkeypatch):
+def test_dry_run_trains_nothing(tmp_path, pipeline_inputs, monkeypatch):
     out = tmp_path / "out"
     lines: list[str] = []
-    run_pipeline(load_run_config(None, settings_for(out, tmp_path_factory, ranks=[2, 4])), echo=lines.append,
+    run_pipeline(load_run_config(None, settings_for(out, pipeline_inputs, ranks=[2, 4])), echo=lines.append,
                  dry_run=True)
     assert not out.exists()
     text = "\n".join(lines)
@@ -342,9 +252,9 @@ def test_bad_config_names_the_field(tmp_path, change, field):
     assert field in str(e.value) and str(path) in str(e.value)
 
 
-def test_analysis_fold_not_trained_errors_before_training(tmp_path, tmp_path_factory):
+def test_analysis_fold_not_trained_errors_before_training(tmp_path, pipeline_inputs):
     out = tmp_path / "out"
-    s = settings_for(out, tmp_path_factory)
+    s = settings_for(out, pipeline_inputs)
     s["analysis"]["folds"] = [5]
     with pytest.raises(ConfigError, match=r"analysis.folds: fold\(s\) \[5\]"):
         run_pipeline(load_run_config(None, s), echo=lambda line: None)
@@ -352,10 +262,10 @@ def test_analysis_fold_not_trained_errors_before_training(tmp_path, tmp_path_fac
     assert stages(out)["data"]["status"] == "done"
 
 
-def test_single_fold_is_the_analysed_fold(tmp_path_factory):
+def test_single_fold_is_the_analysed_fold(pipeline_inputs):
     from loralens.pipeline import analysis_folds
 
-    i = shared_inputs(tmp_path_factory)
+    i = pipeline_inputs
     s = tiny_run_settings(i["model"], i["corpus"], i["features"], Path("unused"))
     del s["analysis"]["folds"]
     s["train"]["fold"] = 1

@@ -17,13 +17,13 @@ se^2 = (G - 1) / G * sum_g (theta_(g) - mean theta_(.))^2 over G groups.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import numpy as np
 
 from loralens.analysis.streaming import AnalysisInputError
 
-Estimate = Union[float, np.ndarray]
+Estimate = float | np.ndarray
 
 #: Bytes of resampled values materialised at once by reductions other than the mean.
 _CHUNK_BYTES = 64 * 2**20

@@ -152,7 +152,8 @@ def _sq_distances(x: torch.Tensor) -> torch.Tensor:
 
 
 def rbf_kernel(x: ArrayLike, sigma: float | None = None, scale: float = 1.0) -> torch.Tensor:
-    """RBF kernel matrix exp(-||x_i - x_j||^2 / (2 sigma^2)) `[n, n]`; sigma defaults to `median_bandwidth(x, scale)`."""
+    """RBF kernel matrix exp(-||x_i - x_j||^2 / (2 sigma^2)) `[n, n]`; sigma defaults to
+    `median_bandwidth(x, scale)`."""
     xt = as_f64(x, "x", 2)
     xt = xt - xt.mean(dim=0, keepdim=True)  # distances are unchanged; rounding of the expansion improves
     if sigma is None:
@@ -181,7 +182,8 @@ def rbf_cka(
     return _cka_from_hsic(_hsic(k, l, debiased), _hsic(k, k, debiased), _hsic(l, l, debiased))
 
 
-def kernel_matrix(x: ArrayLike, kernel: Kernel = "linear", sigma: float | None = None, scale: float = 1.0) -> torch.Tensor:
+def kernel_matrix(x: ArrayLike, kernel: Kernel = "linear", sigma: float | None = None,
+                  scale: float = 1.0) -> torch.Tensor:
     """Kernel matrix `[n, n]` of `x [n, d]`: linear (of the column-centered x) or RBF."""
     xt = as_f64(x, "x", 2)
     if kernel == "linear":
@@ -220,7 +222,8 @@ def cka_matrix(
     ky = kx if same else [_prepared_kernel(y, kernel, sigma, scale, debiased) for y in ys_]
     n = {k.shape[0] for k in kx + ky}
     if len(n) != 1:
-        raise AnalysisInputError(f"layers hold different numbers of examples: {sorted(n)}", hint="capture the same examples")
+        raise AnalysisInputError(f"layers hold different numbers of examples: {sorted(n)}",
+                                 hint="capture the same examples")
     dev = kx[0].device
     hxx = [_pair_hsic(k, k, debiased) for k in kx]
     hyy = hxx if same else [_pair_hsic(k, k, debiased) for k in ky]
@@ -287,7 +290,8 @@ class MinibatchCKA:
                 hint="pass one features matrix per layer, in the order given at construction",
             )
         kx = [_prepared_kernel(x, self.kernel, self.sigma, self.scale, True) for x in xs]
-        ky = kx if self.same else [_prepared_kernel(y, self.kernel, self.sigma, self.scale, True) for y in ys]  # type: ignore[union-attr]
+        ky = kx if self.same else [_prepared_kernel(y, self.kernel, self.sigma, self.scale, True)
+                                   for y in ys]  # type: ignore[union-attr]
         for i, k in enumerate(kx):
             self.hxx[i] += _debiased_hsic(k, k)
         if self.same:
@@ -305,7 +309,8 @@ class MinibatchCKA:
     def compute(self) -> np.ndarray:
         """CKA matrix `[n_x, n_y]` from the minibatches seen so far."""
         if self.n_batches == 0:
-            raise AnalysisInputError("MinibatchCKA.compute() before any update", hint="call update() on minibatches first")
+            raise AnalysisInputError("MinibatchCKA.compute() before any update",
+                                     hint="call update() on minibatches first")
         out = np.empty((self.n_x, self.n_y))
         for i in range(self.n_x):
             for j in range(self.n_y):
@@ -422,7 +427,8 @@ class LinearCKAMatrixAccumulator:
                 hint="pass one features matrix per layer, in the order given at construction",
             )
         px = [t.prepare(x, f"xs[{i}]") for i, (t, x) in enumerate(zip(self.x, xs))]
-        py = px if self.same else [t.prepare(y, f"ys[{j}]") for j, (t, y) in enumerate(zip(self.y, ys))]  # type: ignore[arg-type]
+        py = px if self.same else [t.prepare(y, f"ys[{j}]")
+                                   for j, (t, y) in enumerate(zip(self.y, ys))]  # type: ignore[arg-type]
         sizes = {p[0].shape[0] for p in px + py}
         if len(sizes) != 1:
             raise AnalysisInputError(f"layers of one minibatch hold different numbers of examples: {sorted(sizes)}")

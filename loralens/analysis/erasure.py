@@ -132,9 +132,11 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
         "definition": "single[l]: layer l skipped (resid_post = resid_pre); prefix[k-1]: layers 0..k-1 skipped; "
         "deltas are erased minus intact, paired per clip",
     }
-    result.update(erasure_curves(erasure_logits(ctx.adapted, ctx.test, ctx.device, desc="erasure: adapted"), n_classes, ctx.n_boot, ctx.seed))
+    result.update(erasure_curves(erasure_logits(ctx.adapted, ctx.test, ctx.device, desc="erasure: adapted"), n_classes,
+                                 ctx.n_boot, ctx.seed))
     if ctx.frozen is not None and ctx.option(NAME, "include_frozen", True):
-        result["frozen"] = erasure_curves(erasure_logits(ctx.frozen, ctx.test, ctx.device, desc="erasure: frozen"), n_classes, ctx.n_boot, ctx.seed)
+        result["frozen"] = erasure_curves(erasure_logits(ctx.frozen, ctx.test, ctx.device, desc="erasure: frozen"),
+                                          n_classes, ctx.n_boot, ctx.seed)
     return result
 
 
@@ -168,12 +170,13 @@ def reading(result: dict[str, Any]) -> str:
     if "frozen" in result:
         fr = result["frozen"]
         fw = _argmax(fr["single"]["delta_loss"]["value"])
-        text += f" In the frozen model the largest loss increase from a single erasure is at layer {fw} ({fr['single']['delta_loss']['value'][fw]:+.3g} nats)."
+        text += (f" In the frozen model the largest loss increase from a single erasure is at layer {fw} "
+                 f"({fr['single']['delta_loss']['value'][fw]:+.3g} nats).")
     return text
 
 
 def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
-    from loralens.report.figures import new_figure, report_style, save_figure
+    from loralens.plots.figures import new_figure, report_style, save_figure
 
     n = result["n_layers"]
     models = {"adapted": result}

@@ -40,7 +40,8 @@ _EPS = 1e-12
 
 
 # ----------------------------------------------------------------------------- shared curve helpers
-def curve(value: Sequence[float] | np.ndarray, low: Sequence[float] | np.ndarray, high: Sequence[float] | np.ndarray) -> dict[str, list[float]]:
+def curve(value: Sequence[float] | np.ndarray, low: Sequence[float] | np.ndarray,
+          high: Sequence[float] | np.ndarray) -> dict[str, list[float]]:
     """The results-JSON form of a per-layer curve: `{"value": [...], "low": [...], "high": [...]}` (plain floats;
     NaN becomes None so the JSON stays valid)."""
 
@@ -203,7 +204,8 @@ class ContributionObserver:
 register_observer("contribution", ContributionObserver)
 
 
-def contribution_per_clip(clf: EmotionClassifier, split: SplitData, device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
+def contribution_per_clip(clf: EmotionClassifier, split: SplitData,
+                          device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
     """Per-clip means over valid frames of each quantity of `QUANTITIES`, plus `resid_norm` (||resid_pre||):
     name -> `[n_clips, n_layers]` float64 (a pass with `ContributionObserver` alone)."""
     return run_pass(clf, split.batches, {"contribution": ContributionObserver(clf)}, device)["contribution"]
@@ -262,7 +264,7 @@ def reading(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
-    from loralens.report.figures import new_figure, report_style, save_figure
+    from loralens.plots.figures import new_figure, report_style, save_figure
 
     out_dir = Path(out_dir)
     n = result["n_layers"]

@@ -11,8 +11,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
-from pydantic import ValidationError
 
 from loralens.analysis.context import AnalysisContext, SplitData
 from loralens.data.batching import Collator, FeatureDataset
@@ -23,7 +21,7 @@ from loralens.models.classifier import EmotionClassifier
 from loralens.models.lora import ADAPTER, lora_modules
 from loralens.training.config import TrainConfig, config_hash
 from loralens.training.crossval import Prepared, build_classifier, make_accelerator, prepare
-from loralens.training.run_folder import RunFolder
+from loralens.training.run_folder import RunFolder, read_run_config
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -35,18 +33,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {str(device)!r}: CUDA is not available here", "use --device cpu (or auto)")
     return dev
-
-
-def read_run_config(run_dir: str | Path) -> TrainConfig:
-    """The `config.yaml` of a training run folder, validated."""
-    path = RunFolder(run_dir).config
-    if not path.exists():
-        raise RunFolderError(f"{path}: not found", "point at a training run folder (written by loralens train/run)")
-    try:
-        return TrainConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-    except (yaml.YAMLError, ValidationError) as e:
-        raise RunFolderError(f"{path}: unreadable configuration snapshot ({e})".splitlines()[0],
-                             "point at a run folder written by this version of loralens, or retrain it") from None
 
 
 def completed_fold(run_dir: str | Path, fold: int, cfg: TrainConfig) -> Path:
@@ -64,7 +50,7 @@ def load_fold_classifier(run_dir: str | Path, fold: int, prep: Prepared,
                          cfg: TrainConfig | None = None) -> EmotionClassifier:
     """The trained classifier of one fold: a copy of the base encoder, the fold's adapter (lora) or encoder weights
     (full), and its head; eval mode, no gradients required."""
-    from loralens.inference.fold_model import fold_classifier
+    from loralens.training.trained import fold_classifier
 
     cfg = cfg or read_run_config(run_dir)
     completed_fold(run_dir, fold, cfg)

@@ -52,7 +52,15 @@ from torch import Tensor
 from loralens.analysis.bootstrap import resample_indices
 from loralens.analysis.context import AnalysisContext, SplitData
 from loralens.analysis.divergence import kl_divergence, top1_agreement
-from loralens.analysis.layer_contribution import depth_fraction, valid_mask, layer_ticks, mean_curve, plot_curves, uar_boot, uar_curve
+from loralens.analysis.layer_contribution import (
+    depth_fraction,
+    layer_ticks,
+    mean_curve,
+    plot_curves,
+    uar_boot,
+    uar_curve,
+    valid_mask,
+)
 from loralens.analysis.passes import register_observer, run_pass
 from loralens.analysis.suite import Analysis, register
 from loralens.data.batching import Batch
@@ -151,7 +159,8 @@ def lens_readout(clf: EmotionClassifier, split: SplitData, device: torch.device 
 
 # ----------------------------------------------------------------------------- tuned lens
 def head_matrix(clf: EmotionClassifier) -> Tensor:
-    """W `[C, d]` float64: the head's logits are `W u + c` for a pooled vector u (projector and classifier are affine)."""
+    """W `[C, d]` float64: the head's logits are `W u + c` for a pooled vector u (projector and classifier are
+    affine)."""
     return (clf.head.classifier.weight.double() @ clf.head.projector.weight.double()).detach().cpu()
 
 
@@ -226,7 +235,8 @@ def lsq_solver(u: Tensor, offset: Tensor, target_logits: Tensor, metric: Tensor)
     return solve
 
 
-def fit_tuned_layer_lsq(u: Tensor, offset: Tensor, target_logits: Tensor, metric: Tensor, l2: float) -> tuple[Tensor, Tensor]:
+def fit_tuned_layer_lsq(u: Tensor, offset: Tensor, target_logits: Tensor, metric: Tensor,
+                        l2: float) -> tuple[Tensor, Tensor]:
     """`lsq_solver(u, offset, target_logits, metric)(l2)`: the closed-form correction for one ridge weight."""
     return lsq_solver(u, offset, target_logits, metric)(l2)
 
@@ -291,7 +301,8 @@ def fit_tuned_lens(
 
 
 # ----------------------------------------------------------------------------- curves
-def lens_curves(final_logits: Tensor, layer_logits: Tensor, labels: Tensor, n_classes: int, n_boot: int, seed: int) -> dict[str, Any]:
+def lens_curves(final_logits: Tensor, layer_logits: Tensor, labels: Tensor, n_classes: int, n_boot: int,
+                seed: int) -> dict[str, Any]:
     """`kl`, `agreement`, `uar` curves over layers from final logits `[n, C]` and per-layer logits `[n, L, C]`."""
     n_layers = layer_logits.shape[1]
     final = final_logits.double()[:, None, :].expand(-1, n_layers, -1)
@@ -394,12 +405,13 @@ def reading(result: dict[str, Any]) -> str:
         l = first_layer_at_least(tuned["agreement"]["value"], thr)
         where = f"layer {l} (depth {depth_fraction(l, n):.2f})" if l is not None else "no layer"
         parts.append(f"The tuned lens (fitted on the training split) reaches that agreement at {where}.")
-    parts.append(f"The last-layer lens reproduces the model's logits (max |diff| = {result['last_layer_max_abs_logit_diff']:.3g}).")
+    parts.append("The last-layer lens reproduces the model's logits (max |diff| = "
+                 f"{result['last_layer_max_abs_logit_diff']:.3g}).")
     return " ".join(parts)
 
 
 def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
-    from loralens.report.figures import new_figure, report_style, save_figure
+    from loralens.plots.figures import new_figure, report_style, save_figure
 
     n = result["n_layers"]
     series = {}
@@ -407,7 +419,8 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
                        ("tuned", "tuned lens, adapted"), ("tuned_frozen", "tuned lens, frozen")):
         if result.get(key):
             series[label] = result[key]
-    colors = {"logit lens, adapted": "C0", "logit lens, frozen": "C1", "tuned lens, adapted": "C2", "tuned lens, frozen": "C3"}
+    colors = {"logit lens, adapted": "C0", "logit lens, frozen": "C1", "tuned lens, adapted": "C2",
+              "tuned lens, frozen": "C3"}
     with report_style():
         fig, axes = new_figure(10.5, 3.3, 1, 3)
         for ax, metric, ylabel in (

@@ -17,7 +17,8 @@ For every adapted module (`blocks.{l}.attn.v_proj`, ...) and on every valid fram
 - `b_null`: the null distribution of the B side given these A outputs: for `null_draws` (199) seeded Gaussian B
   matrices, the k90 of a_out B^T and the biased linear CKA(a_out, a_out B^T), computed exactly from the Gram of
   a_out (`b_out_from_a`; no extra forward pass). The verdict on claim (ii) ranks the trained B among them.
-- t-SNE (sklearn, exact method up to 1000 clips, `random_state=seed`, PCA init, perplexity min(`perplexity`=30, (n-1)/3)) of the clip-pooled rank
+- t-SNE (sklearn, exact method up to 1000 clips, `random_state=seed`, PCA init, perplexity min(`perplexity`=30,
+  (n-1)/3)) of the clip-pooled rank
   space (mean of a_out over valid frames) for chosen layers (`tsne_layers`, default first, middle and last adapted
   layer), with the silhouette score of the emotions in the rank space itself (euclidean).
 
@@ -320,7 +321,7 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
     """k90 per module and kind; A-B CKA per module; t-SNE of the rank space by emotion."""
     from matplotlib.ticker import MaxNLocator
 
-    from loralens.report.figures import new_figure, report_style, save_figure
+    from loralens.plots.figures import new_figure, report_style, save_figure
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -430,5 +431,4 @@ def reading(result: dict[str, Any]) -> str:
     return text
 
 
-register(Analysis(NAME, "LoRA internals: rank space, updates and gradients", run, plot, reading,
-                  needs_lora=True, needs_grad=True))
+register(Analysis(NAME, "LoRA internals: rank space, updates and gradients", run, plot, reading))

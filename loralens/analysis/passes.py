@@ -184,7 +184,8 @@ class SharedPasses:
                     try:
                         observers[name] = OBSERVERS[name](clf)
                     except ConfigError:
-                        continue  # not defined for this model (e.g. the lens on a weighted-sum head): its analysis says so
+                        # not defined for this model (e.g. the lens on a weighted-sum head): its analysis says so
+                        continue
             names = tuple(observers)
             desc = f"{model} model, {split} clips ({', '.join(names)})" if self.progress else None
             done.update(run_pass(clf, batches, observers, device, n_clips=n_clips, desc=desc))
@@ -197,4 +198,5 @@ class SharedPasses:
 
 register_observer("pooled_hidden", PooledHiddenObserver)
 
-__all__ = ["OBSERVERS", "Observer", "PooledHidden", "PooledHiddenObserver", "SharedPasses", "batches_with_progress", "register_observer", "run_pass", "wanted_on"]
+__all__ = ["OBSERVERS", "Observer", "PooledHidden", "PooledHiddenObserver", "SharedPasses", "batches_with_progress",
+           "register_observer", "run_pass", "wanted_on"]

@@ -40,7 +40,15 @@ from torch import Tensor
 from loralens.analysis.bootstrap import resample_indices
 from loralens.analysis.capture import patch_from
 from loralens.analysis.context import AnalysisContext, SplitData
-from loralens.analysis.layer_contribution import curve_from_boot, depth_fraction, layer_ticks, mean_curve, plot_curves, uar_boot, uar_curve
+from loralens.analysis.layer_contribution import (
+    curve_from_boot,
+    depth_fraction,
+    layer_ticks,
+    mean_curve,
+    plot_curves,
+    uar_boot,
+    uar_curve,
+)
 from loralens.analysis.passes import batches_with_progress
 from loralens.analysis.suite import Analysis, register
 from loralens.errors import ConfigError
@@ -48,7 +56,8 @@ from loralens.models.classifier import EmotionClassifier
 from loralens.models.runner import RESID_POST
 
 NAME = "patching"
-DIRECTIONS: dict[str, tuple[str, str]] = {"adapted_to_frozen": ("adapted", "frozen"), "frozen_to_adapted": ("frozen", "adapted")}
+DIRECTIONS: dict[str, tuple[str, str]] = {"adapted_to_frozen": ("adapted", "frozen"),
+                                          "frozen_to_adapted": ("frozen", "adapted")}
 DEFAULT_RECOVERY_THRESHOLD = 0.5
 
 
@@ -189,7 +198,8 @@ def direction_result(logits: PatchLogits, n_classes: int, n_boot: int, seed: int
     """Curves of one direction: `recovered_logit_diff`, `uar`, `logit_diff` over layers, and the clean / corrupted
     references."""
     y = logits.labels
-    clean_ld, corrupt_ld, patched_ld = logit_diff(logits.clean, y), logit_diff(logits.corrupt, y), logit_diff(logits.patched, y)
+    clean_ld, corrupt_ld = logit_diff(logits.clean, y), logit_diff(logits.corrupt, y)
+    patched_ld = logit_diff(logits.patched, y)
     yn = y.numpy()
     idx = resample_indices(len(yn), n_boot, seed)
 
@@ -218,7 +228,8 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
         "n_layers": n_layers,
         "n_clips": ctx.test.n_clips,
         "recovery_threshold": float(ctx.option(NAME, "recovery_threshold", DEFAULT_RECOVERY_THRESHOLD)),
-        "definition": "X_to_Y: X's resid_post at layer l into Y's encoder (layers l+1.., final norm), read by X's head; "
+        "definition": "X_to_Y: X's resid_post at layer l into Y's encoder (layers l+1.., final norm), read by X's "
+                      "head; "
         "recovered = (mean LD_patched - mean LD(Y encoder, X head)) / (mean LD(X) - mean LD(Y encoder, X head)), "
         "LD = logit of the true class minus the mean of the others",
     }
@@ -244,7 +255,8 @@ def reading(result: dict[str, Any]) -> str:
     text = (
         f"Patching the adapted model's residual stream into the frozen encoder recovers at least {thr:.0%} of the "
         f"adapted model's correct-class logit difference {where}: the clean adapted run has LD "
-        f"{r['clean_logit_diff']['value']:.3g}, the frozen encoder with the adapted head {r['corrupt_logit_diff']['value']:.3g}. "
+        f"{r['clean_logit_diff']['value']:.3g}, the frozen encoder with the adapted head "
+        f"{r['corrupt_logit_diff']['value']:.3g}. "
         f"UAR of the patched read-out goes from {r['uar']['value'][0]:.2f} (layer 0) to {r['uar']['value'][-1]:.2f} "
         f"(last layer; clean {r['clean_uar']['value']:.2f})."
     )
@@ -252,12 +264,13 @@ def reading(result: dict[str, Any]) -> str:
     if rf:
         lf = first_at_least(rf["recovered_logit_diff"]["value"], thr)
         wf = f"layer {lf}" if lf is not None else "no layer"
-        text += f" In the reverse direction (frozen residual into the adapted encoder, frozen head) the threshold is reached at {wf}."
+        text += (" In the reverse direction (frozen residual into the adapted encoder, frozen head) the threshold is "
+                 f"reached at {wf}.")
     return text
 
 
 def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
-    from loralens.report.figures import new_figure, report_style, save_figure
+    from loralens.plots.figures import new_figure, report_style, save_figure
 
     n = result["n_layers"]
     labels = {"adapted_to_frozen": "adapted → frozen encoder (adapted head)",
@@ -288,6 +301,5 @@ register(
         run=run,
         plot=plot,
         reading=reading,
-        needs_frozen=True,
     )
 )

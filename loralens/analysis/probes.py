@@ -217,6 +217,7 @@ def speaker_probe_cv(
     seed: int = 0,
     **kwargs: Any,
 ) -> ProbeResult:
-    """Speaker-identity probe: `linear_probe_cv` with speakers as labels on `within_speaker_folds`; chance = 1 / n_speakers."""
+    """Speaker-identity probe: `linear_probe_cv` with speakers as labels on `within_speaker_folds`;
+    chance = 1 / n_speakers."""
     folds = within_speaker_folds(speakers, n_folds, seed)
     return linear_probe_cv(features, speakers, folds, c=c, seed=seed, **kwargs)

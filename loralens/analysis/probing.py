@@ -30,7 +30,7 @@ from loralens.analysis.bootstrap import resample_indices
 from loralens.analysis.context import AnalysisContext, SplitData
 from loralens.analysis.passes import PooledHiddenObserver, run_pass
 from loralens.analysis.probes import fit_probe, within_speaker_folds
-from loralens.analysis.streaming import AnalysisInputError, masked_mean
+from loralens.analysis.streaming import AnalysisInputError
 from loralens.analysis.suite import Analysis, register
 from loralens.models.classifier import EmotionClassifier
 
@@ -42,7 +42,8 @@ ALPHA = 0.05
 def pooled_hidden_states(model: EmotionClassifier, split: SplitData, device: torch.device) -> list[np.ndarray]:
     """Each hidden state pooled over each clip's valid frames: L + 1 arrays `[n_clips, d_model]` float32 (clip
     order of `split`). Index 0 is the embeddings, L the final-normed encoder output."""
-    return run_pass(model, split.batches, {"pooled_hidden": PooledHiddenObserver(model)}, device)["pooled_hidden"].per_layer
+    observers = {"pooled_hidden": PooledHiddenObserver(model)}
+    return run_pass(model, split.batches, observers, device)["pooled_hidden"].per_layer
 
 
 def uar_counts(y: np.ndarray, correct: np.ndarray, counts: np.ndarray, n_classes: int) -> np.ndarray:
@@ -171,7 +172,7 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
     }
     feats = {}
     preds: dict[str, list[np.ndarray]] = {}
-    for label, model in (("adapted", ctx.adapted), ("frozen", frozen)):
+    for label, _model in (("adapted", ctx.adapted), ("frozen", frozen)):
         x_tr = ctx.observed("pooled_hidden", label, "train", NAME).per_layer
         x_te = ctx.observed("pooled_hidden", label, "test", NAME).per_layer
         feats[label] = x_tr, x_te
@@ -199,7 +200,8 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
             entry["cv_folds"] = k
         result["emotion"][label] = entry
     result["emotion_gap"] = {"uar": stack_curve([
-        paired_uar_gap(y_te, pa, pf, n_classes, ctx.n_boot, ctx.seed) for pa, pf in zip(preds["adapted"], preds["frozen"])
+        paired_uar_gap(y_te, pa, pf, n_classes, ctx.n_boot, ctx.seed)
+        for pa, pf in zip(preds["adapted"], preds["frozen"])
     ])}
 
     if shuffled:
@@ -233,7 +235,7 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- plot and reading
 def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
     """Emotion UAR and speaker accuracy per hidden state, adapted vs frozen, with 95 % bootstrap bands."""
-    from loralens.report.figures import new_figure, report_style, save_figure
+    from loralens.plots.figures import new_figure, report_style, save_figure
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -296,5 +298,5 @@ def reading(result: dict[str, Any]) -> str:
     return text
 
 
-register(Analysis(NAME, "Linear probes per hidden state", run, plot, reading, needs_frozen=True, needs_train=True,
+register(Analysis(NAME, "Linear probes per hidden state", run, plot, reading,
                   observes=("pooled_hidden", "pooled_hidden@train")))

@@ -42,8 +42,8 @@ from loralens.analysis.cka import (
     kernel_matrix,
 )
 from loralens.analysis.context import AnalysisContext
-from loralens.analysis.spectra import components_for_energy, effective_rank, feature_spectrum
 from loralens.analysis.passes import batches_with_progress
+from loralens.analysis.spectra import components_for_energy, effective_rank, feature_spectrum
 from loralens.analysis.streaming import AnalysisInputError, CovarianceAccumulator, masked_mean
 from loralens.analysis.suite import Analysis, register
 
@@ -214,7 +214,7 @@ def _matrix(values: list[list[float | None]]) -> np.ndarray:
 def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
     """Four CKA heat maps (rows: adapted hidden state, columns: frozen hidden state), the diagonals with their
     jackknife bands and the verdict's departure threshold, and the singular spectra of the pooled representations."""
-    from loralens.report.figures import new_figure, report_style, save_figure
+    from loralens.plots.figures import new_figure, report_style, save_figure
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -295,4 +295,4 @@ def reading(result: dict[str, Any]) -> str:
 
 
 register(Analysis(NAME, "Representational similarity (CKA) of adapted and frozen", run, plot, reading,
-                  needs_frozen=True, observes=("pooled_hidden",)))
+                  observes=("pooled_hidden",)))

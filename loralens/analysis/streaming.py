@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Union
 
 import numpy as np
 import torch
 
 from loralens.errors import LoralensError
 
-ArrayLike = Union[torch.Tensor, np.ndarray]
+ArrayLike = torch.Tensor | np.ndarray
 
 
 class AnalysisInputError(LoralensError):
@@ -267,7 +266,8 @@ class CovarianceAccumulator:
         self.count += xt.shape[0]
 
     def centered_gram(self) -> torch.Tensor:
-        """Xc^T Xc `[dim, dim]` with Xc the column-centered examples; its eigenvalues are the squared singular values of Xc."""
+        """Xc^T Xc `[dim, dim]` with Xc the column-centered examples; its eigenvalues are the squared singular
+        values of Xc."""
         if self.count == 0:
             raise AnalysisInputError("CovarianceAccumulator has no examples yet")
         s = self._sum

@@ -7,6 +7,7 @@ Each analysis module registers one `Analysis`. The driver times each, records pe
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 import torch
 
+from loralens.analysis.catalogue import BY_NAME, CATALOGUE
 from loralens.analysis.context import AnalysisContext
 from loralens.errors import ConfigError
 from loralens.io import atomic_write_json, read_json
@@ -46,21 +48,15 @@ class Analysis:
 
 ANALYSES: dict[str, Analysis] = {}
 
-# Modules that register analyses, in the order the suite runs them (and the report shows them).
-ANALYSIS_MODULES: tuple[str, ...] = (
-    "loralens.analysis.layer_contribution",
-    "loralens.analysis.logit_lens",
-    "loralens.analysis.erasure",
-    "loralens.analysis.probing",
-    "loralens.analysis.similarity",
-    "loralens.analysis.lora_internals",
-    "loralens.analysis.weight_analysis",
-    "loralens.analysis.patching",
-)
+# Modules that register analyses, in the order the suite runs them (and the report shows them): the catalogue's.
+ANALYSIS_MODULES: tuple[str, ...] = tuple(e.module_name for e in CATALOGUE)
 
 
 def register(analysis: Analysis) -> Analysis:
-    """Add an analysis to the registry (called at import by each analysis module)."""
+    """Add an analysis to the registry (called at import by each analysis module). What a catalogued analysis
+    needs (frozen baseline, training split, LoRA, gradients) is its catalogue entry's."""
+    if analysis.name in BY_NAME:
+        analysis = dataclasses.replace(analysis, **BY_NAME[analysis.name].needs)
     ANALYSES[analysis.name] = analysis
     return analysis
 
@@ -110,15 +106,17 @@ class PeakRSS:
         self._interval = interval
         self._stop = threading.Event()
         self.peak_mib = 0.0
+        self.samples = 0  # how many readings were taken so far (lets a caller wait for the sampler)
 
     def _sample(self) -> None:
         self.peak_mib = max(self.peak_mib, self._process.memory_info().rss / 2**20)
+        self.samples += 1
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
             self._sample()
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self._sample()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -130,7 +128,8 @@ class PeakRSS:
         self._sample()
 
 
-def run_analysis(analysis: Analysis, ctx: AnalysisContext, out_dir: Path, *, key: str = "", force: bool = False) -> dict:
+def run_analysis(analysis: Analysis, ctx: AnalysisContext, out_dir: Path, *, key: str = "",
+                 force: bool = False) -> dict:
     """Run one analysis into `out_dir` (result.json + figures) unless a complete result with the same `key`
     (a hash of what the result depends on) is there. Returns the result dict (with its `meta`)."""
     out_dir = Path(out_dir)

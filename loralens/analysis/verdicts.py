@@ -175,7 +175,8 @@ def _late_onset(key: str, name: str, what: str, curve: tuple[list, list, list], 
                    f"{late:.2f}." if du is not None else
                    f"{what} is reached at depth {_depth_text(dp)} at best; no position reaches it for certain.")
     return _criterion(
-        key, name, outcome, reading, value=dp, value_text=_depth_text(dp) + (f" ({unit} {point})" if point is not None else ""),
+        key, name, outcome, reading, value=dp,
+        value_text=_depth_text(dp) + (f" ({unit} {point})" if point is not None else ""),
         threshold=late, threshold_text=f"depth > {late:.2f}", margin=None if dp is None else dp - late,
         band=[de, du], band_text=f"[{_depth_text(de)}, {_depth_text(du)}]", source=source,
         onset_point=point, onset_possible=possible, onset_certain=certain,
@@ -274,7 +275,8 @@ def delayed_specialization(results: Mapping[str, Any], thresholds: Mapping[str, 
         c["band_method"] = method
         criteria.append(c)
     numbers = {"n_layers": n_layers, "lens": lens,
-               "onset_depth": {c["criterion"]: c["value"] for c in criteria if c["criterion"] != "lens_onset_vs_frozen"}}
+               "onset_depth": {c["criterion"]: c["value"] for c in criteria
+                               if c["criterion"] != "lens_onset_vs_frozen"}}
     return _claim("delayed specialization", criteria, used, numbers)
 
 

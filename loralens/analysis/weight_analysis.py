@@ -31,6 +31,7 @@ import torch
 
 from loralens.analysis.context import AnalysisContext
 from loralens.analysis.spectra import effective_rank, singular_values, stable_rank
+from loralens.analysis.suite import Analysis, register
 from loralens.analysis.weight_space import (
     amplification_factor,
     delta_spectrum,
@@ -39,7 +40,6 @@ from loralens.analysis.weight_space import (
     relative_update_norm,
     subspace_overlap_grid,
 )
-from loralens.analysis.suite import Analysis, register
 from loralens.errors import ConfigError
 from loralens.models.lora import ADAPTER, delta_weight, lora_modules
 from loralens.models.runner import hook_layer
@@ -180,7 +180,7 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
     """Per-module measures, the dW spectra, and the overlap heat maps (when others were given)."""
     from matplotlib.ticker import MaxNLocator
 
-    from loralens.report.figures import new_figure, report_style, save_figure
+    from loralens.plots.figures import new_figure, report_style, save_figure
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -271,4 +271,4 @@ def reading(result: dict[str, Any]) -> str:
     return text
 
 
-register(Analysis(NAME, "Weight space of the LoRA updates", run, plot, reading, needs_lora=True))
+register(Analysis(NAME, "Weight space of the LoRA updates", run, plot, reading))

@@ -41,7 +41,8 @@ def lora_delta(lora_a: ArrayLike, lora_b: ArrayLike, scale: float = 1.0) -> torc
     return scale * (b @ a)
 
 
-def lora_svd(lora_a: ArrayLike, lora_b: ArrayLike, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def lora_svd(lora_a: ArrayLike, lora_b: ArrayLike,
+             scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Thin SVD of dW = scale * B A without forming dW: (U `[d_out, r]`, S `[r]` descending, Vh `[r, d_in]`).
 
     B = Q_b R_b and A^T = Q_a R_a give dW = Q_b (scale R_b R_a^T) Q_a^T, so only an r x r SVD is needed.
@@ -85,7 +86,8 @@ def subspace_overlap(a1: ArrayLike, a2: ArrayLike, i: int, j: int) -> float:
 
 
 def subspace_overlap_grid(a1: ArrayLike, a2: ArrayLike) -> np.ndarray:
-    """phi(A1, A2, i, j) for all i = 1..r1, j = 1..r2: `out[i-1, j-1]`, `[r1, r2]` (the heat maps of Hu et al. fig. 3)."""
+    """phi(A1, A2, i, j) for all i = 1..r1, j = 1..r2: `out[i-1, j-1]`, `[r1, r2]` (the heat maps of Hu et al.
+    fig. 3)."""
     u1, u2 = right_singular_basis(a1), right_singular_basis(a2)
     if u1.shape[0] != u2.shape[0]:
         raise AnalysisInputError(f"A1 and A2 act on different input sizes: {u1.shape[0]} vs {u2.shape[0]}")

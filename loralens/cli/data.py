@@ -87,7 +87,11 @@ def summary_cmd(corpus_name: str, root: Path, label_set: str | None, label_map: 
     With --folds, the fold check too: clips per class in every split, errors for folds that cannot measure a
     class (exit code 1) and warnings for weak validation splits."""
     from loralens.data.folds import (
-        check_fold_classes, describe_scheme, fold_check_hint, format_fold_check, resolve_folds,
+        check_fold_classes,
+        describe_scheme,
+        fold_check_hint,
+        format_fold_check,
+        resolve_folds,
     )
     from loralens.data.summary import format_summary, summarize
     from loralens.io import atomic_write_json
@@ -130,13 +134,20 @@ def summary_cmd(corpus_name: str, root: Path, label_set: str | None, label_map: 
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="JSON file to write the folds to (pass it back with --folds FILE).")
 def folds_cmd(corpus_name: str, root: Path, label_set: str | None, label_map: str | None, on_unknown_label: str,
-              scheme: str, k: int | None, n_val_speakers: int | None, seed: int, out: Path, **columns: str | None) -> None:
+              scheme: str, k: int | None, n_val_speakers: int | None, seed: int, out: Path,
+              **columns: str | None) -> None:
     """Make speaker-independent folds (with validation speakers), check what they can measure, write them.
 
     Prints the clips per class of every split; folds with errors (a test split missing a class training has, a
     class of one speaker) are not written (exit code 2), and the error names a scheme that works."""
     from loralens.data.folds import (
-        check_fold_classes, describe_scheme, fold_check_hint, format_fold_check, make_folds, resolve_scheme, save_folds,
+        check_fold_classes,
+        describe_scheme,
+        fold_check_hint,
+        format_fold_check,
+        make_folds,
+        resolve_scheme,
+        save_folds,
     )
     from loralens.errors import FoldError
 

@@ -44,5 +44,6 @@ def export(run_dir: Path, fold: int, out: Path, exact: bool, measure: bool, meas
                f"{len(info['labels'])} classes{', exact pooling with trust_remote_code=True' if exact else ''})")
     ag = info["agreement"]
     if ag:
-        click.echo(f"pipeline vs loralens predict on {ag['clips']} test clips: same label {100 * ag['agreement']:.1f} %, "
+        click.echo(f"pipeline vs loralens predict on {ag['clips']} test clips: "
+                   f"same label {100 * ag['agreement']:.1f} %, "
                    f"max abs. probability difference {ag['max_abs_prob_diff']:.2g}")

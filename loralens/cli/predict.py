@@ -60,7 +60,8 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], fold: int | None, ensemble:
         result.write(out, as_json=as_json)
     else:
         click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.to_csv(), nl=as_json)
-    models = f"fold {result.folds[0]}" if not result.ensemble else f"ensemble of folds {', '.join(map(str, result.folds))}"
+    folds = ", ".join(map(str, result.folds))
+    models = f"fold {result.folds[0]}" if not result.ensemble else f"ensemble of folds {folds}"
     acc = result.accuracy()
     click.echo(f"{len(result.clips)} clip(s) classified with {models}"
                + (f", {len(result.bad_files)} bad file(s) skipped" if result.bad_files else "")

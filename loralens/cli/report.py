@@ -9,7 +9,8 @@ import click
 from loralens.cli.options import Command
 
 
-@click.command(cls=Command, examples=["loralens report runs/loralens", "loralens report runs/loralens --out /tmp/report.html"])
+@click.command(cls=Command, examples=["loralens report runs/loralens",
+                                      "loralens report runs/loralens --out /tmp/report.html"])
 @click.argument("run_out", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the HTML file (default: RUN_OUT/report.html).")

@@ -8,6 +8,7 @@ import click
 
 from loralens.cli.options import Command
 
+
 def _ints(value: str | None) -> list[int] | None:
     if not value:
         return None
@@ -109,7 +110,8 @@ def run(config_file: Path | None, out: Path | None, corpus: str | None, corpus_r
         "out": str(out) if out else None,
         "train.corpus": corpus, "train.corpus_root": str(corpus_root) if corpus_root else None,
         "train.label_set": label_set, "train.label_map": _label_map(label_map),
-        "train.on_unknown_label": on_unknown_label, "train.on_bad_audio": on_bad_audio, "train.model": model, "train.window": window, "train.folds": folds,
+        "train.on_unknown_label": on_unknown_label, "train.on_bad_audio": on_bad_audio, "train.model": model,
+        "train.window": window, "train.folds": folds,
         "train.folds_k": folds_k, "train.fold": fold, "train.epochs": epochs, "train.seed": seed,
         "train.batch_size": batch_size, "train.lr_encoder": lr_encoder, "train.precision": precision,
         "method": method, "ranks": _ints(ranks), "target_modules": _targets(targets), "seeds": _ints(seeds),
@@ -129,7 +131,8 @@ def run(config_file: Path | None, out: Path | None, corpus: str | None, corpus_r
     click.echo(results_table(cfg.out))
     failed = failed_stages(cfg.out)
     if failed:  # e.g. an analysis that failed while the others went on: the report shows it; the exit code says it
-        raise click.ClickException("stage(s) failed: " + "; ".join(f"{s['name']} ({s.get('error', '')})" for s in failed)
+        raise click.ClickException("stage(s) failed: "
+                                   + "; ".join(f"{s['name']} ({s.get('error', '')})" for s in failed)
                                    + f"\n  the report is at {path}; re-run the same command to retry only what failed")
     click.echo(f"report: {path}" if path.suffix == ".html" else f"results: {path}")
 

@@ -104,8 +104,8 @@ def _d(field: str) -> str:
               help="Early stopping patience in epochs on validation UAR; 0 = off.")
 @click.option("--seed", type=int, show_default=_d("seed"), help="Seed of folds, initialisation and data order.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), show_default=_d("precision"),
-              help="Numeric precision (auto: bf16 on CPUs with AMX/AVX512-BF16 and on bf16 GPUs, else fp32; printed and "
-                   "saved in the run).")
+              help="Numeric precision (auto: bf16 on CPUs with AMX/AVX512-BF16 and on bf16 GPUs, else fp32; printed "
+                   "and saved in the run).")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
               show_default=_d("gradient_checkpointing"), help="Recompute activations to save memory.")
 @click.option("--num-workers", type=int, show_default=_d("num_workers"), help="DataLoader worker processes.")
@@ -139,14 +139,16 @@ def train(config_file: Path | None, dry_run: bool, **flags) -> None:
         "head.projector_dim": flags["projector_dim"], "head.weighted_layer_sum": flags["weighted_layer_sum"],
         "head.layer_norm": flags["layer_norm"],
         "window": flags["window"], "mask_padding": flags["mask_padding"],
-        "batch_size": flags["batch_size"], "eval_batch_size": flags["eval_batch_size"], "grad_accum": flags["grad_accum"],
+        "batch_size": flags["batch_size"], "eval_batch_size": flags["eval_batch_size"],
+        "grad_accum": flags["grad_accum"],
         "epochs": flags["epochs"], "lr_head": flags["lr_head"], "lr_encoder": flags["lr_encoder"],
         "weight_decay": flags["weight_decay"], "warmup_ratio": flags["warmup_ratio"], "schedule": flags["schedule"],
         "seed": flags["seed"], "precision": flags["precision"],
         "gradient_checkpointing": flags["gradient_checkpointing"], "num_workers": flags["num_workers"],
         "feature_cache": flags["feature_cache"], "run_dir": flags["run_dir"], "on_bad_audio": flags["on_bad_audio"],
         "checkpoint_every": flags["checkpoint_every"], "log_every": flags["log_every"],
-        **{f"corpus_options.{k}": flags[k] for k in ("audio_column", "label_column", "speaker_column", "session_column")},
+        **{f"corpus_options.{k}": flags[k] for k in ("audio_column", "label_column", "speaker_column",
+                                                     "session_column")},
     }
     # 0 switches these off (None in the config); None here means "flag not given"
     off = {k: 0 for k in ("grad_clip", "patience") if flags[k] == 0}

@@ -201,7 +201,8 @@ def _short(e: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-_UNREADABLE_HINT = "the file is damaged or not an audio format libsndfile reads (WAV, FLAC, OGG); re-download or convert it"
+_UNREADABLE_HINT = ("the file is damaged or not an audio format libsndfile reads (WAV, FLAC, OGG); "
+                    "re-download or convert it")
 _REPLACE_HINT = ("the file is damaged; re-download it or remove it from the corpus, or leave bad files out with "
                  "--on-bad-audio skip")
 

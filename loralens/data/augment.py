@@ -13,7 +13,6 @@ Masks are applied to the log-mel frames that see audio and filled with the clip'
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -38,7 +37,7 @@ class AugmentSettings:
     noise_prob: float = 0.5
 
     @classmethod
-    def from_config(cls, augment) -> "AugmentSettings":
+    def from_config(cls, augment) -> AugmentSettings:
         return cls(**{f: getattr(augment, f) for f in cls.__dataclass_fields__})
 
     @property

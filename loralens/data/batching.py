@@ -55,7 +55,7 @@ class Batch:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """A copy with every tensor on `device`."""
         return Batch(
             features=self.features.to(device, non_blocking=non_blocking),
@@ -64,7 +64,7 @@ class Batch:
             ids=list(self.ids),
         )
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         """Page-locked copy (DataLoader calls this when `pin_memory=True`)."""
         return Batch(
             features=self.features.pin_memory(),
@@ -124,7 +124,8 @@ def collate(
 
 @dataclass(frozen=True)
 class Collator:
-    """`collate` with fixed settings, picklable for DataLoader workers: `DataLoader(..., collate_fn=Collator("trim"))`."""
+    """`collate` with fixed settings, picklable for DataLoader workers:
+    `DataLoader(..., collate_fn=Collator("trim"))`."""
 
     window: Window = "trim"
     multiple: int = 2

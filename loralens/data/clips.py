@@ -25,7 +25,7 @@ class Clip:
     gender: str | None = None
     duration: float | None = None
 
-    def with_duration(self, seconds: float) -> "Clip":
+    def with_duration(self, seconds: float) -> Clip:
         return replace(self, duration=float(seconds))
 
 

@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ CACHE_FORMAT = "loralens-features-1"
 #: when that function changes what it returns. `default_loader_id()` adds the soxr version and quality.
 DEFAULT_LOADER_ID = "loralens.data.audio.load_audio/1"
 
-AudioSource = Union[Clip, str, os.PathLike, np.ndarray]
+AudioSource = Clip | str | os.PathLike | np.ndarray
 
 
 class FeatureCacheError(LoralensError):
@@ -69,12 +69,12 @@ class FeatureSettings:
                 raise ConfigError(f"feature settings: {name}={value!r} is not a positive integer")
 
     @classmethod
-    def from_n_mels(cls, n_mels: int) -> "FeatureSettings":
+    def from_n_mels(cls, n_mels: int) -> FeatureSettings:
         """Whisper's defaults with `n_mels` bins."""
         return cls(n_mels=int(n_mels))
 
     @classmethod
-    def from_extractor(cls, extractor: Any) -> "FeatureSettings":
+    def from_extractor(cls, extractor: Any) -> FeatureSettings:
         """The settings of a `WhisperFeatureExtractor` (e.g. from `load_feature_extractor(model)`).
 
         Raises ConfigError for extractors whose output is not a deterministic function of the audio
@@ -323,7 +323,8 @@ class FeatureCache:
     root: cache folder (shared by all runs). settings: the feature settings.
     loader: `(path, sr) -> [samples] float32`, default `loralens.data.audio.load_audio`; loader_id names
     it in the settings key (required with a custom loader; default `default_loader_id()`).
-    computed: features computed by this object (not counting cache hits); recovered: broken entries found and recomputed.
+    computed: features computed by this object (not counting cache hits); recovered: broken entries found and
+    recomputed.
     """
 
     root: Path

@@ -321,7 +321,8 @@ def generate_corpus(
     `<out_dir>/manifest.csv` (columns path,label,speaker,gender; path relative to `out_dir`) and
     `<out_dir>/synthetic.json` (the generation parameters: seed, speakers, profiles).
     Clip ids are the relative paths without extension; clips are sorted by id, as `load_corpus` does, and
-    `load_corpus("manifest", out_dir, ",".join(labels))` reads the same corpus back. Durations are uniform in [min_duration, max_duration] s,
+    `load_corpus("manifest", out_dir, ",".join(labels))` reads the same corpus back. Durations are uniform in
+    [min_duration, max_duration] s,
     drawn independently of the class. `n_speakers * len(labels) * clips_per_class_per_speaker` clips.
     """
     if clips_per_class_per_speaker < 1:
@@ -480,7 +481,8 @@ def acoustic_features(
     vspec = np.mean(power[voiced], axis=0) if voiced.any() else spec
     centres = np.array([500.0, 1000.0, 2000.0, 4000.0])
     centres = centres[centres * np.sqrt(2) <= sr / 2]
-    levels = [10 * np.log10(np.mean(vspec[(freqs >= c / np.sqrt(2)) & (freqs < c * np.sqrt(2))]) + 1e-30) for c in centres]
+    levels = [10 * np.log10(np.mean(vspec[(freqs >= c / np.sqrt(2)) & (freqs < c * np.sqrt(2))]) + 1e-30)
+              for c in centres]
     slope = np.polyfit(np.log2(centres), levels, 1)[0]
     hi_band = (freqs >= 1000.0) & (freqs < min(5000.0, sr / 2))
     lo_band = (freqs >= 50.0) & (freqs < 1000.0)

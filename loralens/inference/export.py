@@ -29,12 +29,13 @@ import numpy as np
 import torch
 
 from loralens.errors import ConfigError, LoralensError, RunFolderError, WeightsError
-from loralens.inference.fold_model import FoldModel, RunModels, fold_classifier, load_run_models
+from loralens.inference.fold_model import FoldModel, RunModels, load_run_models
 from loralens.inference.predict import InputClip, predict
 from loralens.io import atomic_write_json, atomic_write_text, read_json
 from loralens.models.classifier import EmotionClassifier, whisper_encoder
 from loralens.training.config import TrainConfig
 from loralens.training.run_folder import RunFolder
+from loralens.training.trained import fold_classifier
 
 REMOTE_CODE_FILE = "modeling_loralens_whisper.py"
 REMOTE_CLASS = "LoralensWhisperForAudioClassification"
@@ -205,7 +206,8 @@ def model_card(models: RunModels, fold: FoldModel, export: dict) -> str:
     ]
     if not exact and (cfg.window == "trim" or (ex and ex["agreement"] < LOW_AGREEMENT)):
         lines += ["", "**Prefer the exact export for this model**: "
-                  + ("it was trained on trimmed windows and never saw 30 s of padding, " if cfg.window == "trim" else "")
+                  + ("it was trained on trimmed windows and never saw 30 s of padding, "
+                     if cfg.window == "trim" else "")
                   + "transformers' pooling changes its predictions (figures below). `loralens export --exact` writes "
                   "a folder that, loaded with `trust_remote_code=True`, pools as loralens does."]
     if exact:
@@ -236,21 +238,24 @@ def model_card(models: RunModels, fold: FoldModel, export: dict) -> str:
               "- model selection on the validation split only (speakers taken from the training speakers)", "",
               "## Metrics", "",
               "| | UAR | WAR | macro-F1 |", "|---|---:|---:|---:|",
-              f"| this fold (test) | {100 * test.get('uar', float('nan')):.2f} % | {100 * test.get('war', float('nan')):.2f} % "
+              f"| this fold (test) | {100 * test.get('uar', float('nan')):.2f} % | "
+              f"{100 * test.get('war', float('nan')):.2f} % "
               f"| {100 * test.get('macro_f1', float('nan')):.2f} % |"]
     if summary and summary.get("mean_std"):
         ms = summary["mean_std"]
         lines.append(f"| mean ± std over {ms['uar'].get('n')} fold(s) | {_pm(ms['uar'])} | {_pm(ms['war'])} | "
                      f"{_pm(ms['macro_f1'])} |")
     lora = (f"LoRA r={cfg.lora.r}, alpha={cfg.lora.alpha:g}, dropout={cfg.lora.dropout:g} on "
-            f"{', '.join(cfg.lora.target_modules)} (layers {'all' if cfg.lora.layers is None else list(cfg.lora.layers)}), "
+            f"{', '.join(cfg.lora.target_modules)} (layers "
+            f"{'all' if cfg.lora.layers is None else list(cfg.lora.layers)}), "
             "merged into the weights" if cfg.method == "lora" else
             {"full": "every encoder weight fine-tuned", "frozen": "encoder frozen (head only)"}[cfg.method])
     lines += ["", "## Recipe", "",
               f"- base model `{cfg.model}`; {lora}",
               f"- head: masked mean pooling, projector {cfg.head.projector_dim}, linear classifier"
               + (", learned weighted sum of all hidden states" if cfg.head.weighted_layer_sum else ""),
-              f"- window `{cfg.window}`, padding mask {'on' if models.mask_padding else 'off'}; batch {cfg.batch_size}, "
+              f"- window `{cfg.window}`, padding mask {'on' if models.mask_padding else 'off'}; batch "
+              f"{cfg.batch_size}, "
               f"{cfg.epochs} epochs max (selected epoch {m.get('selected_epoch', 0) + 1}), lr head {cfg.lr_head:g}, "
               f"lr {'adapters' if cfg.method == 'lora' else 'encoder'} {cfg.lr_encoder:g}, {cfg.schedule} schedule, "
               f"seed {cfg.seed}; config hash `{m.get('config_hash')}`"]

@@ -8,17 +8,16 @@ base model and the fold's files (seconds for `tiny.en` and `base`).
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from loralens.errors import RunFolderError
 from loralens.models.classifier import EmotionClassifier, whisper_encoder
 from loralens.training.config import TrainConfig, config_hash
-from loralens.training.run_folder import RunFolder
+from loralens.training.run_folder import RunFolder, read_run_config
+from loralens.training.trained import fold_classifier
 
 
 @dataclass
@@ -56,7 +55,7 @@ class RunModels:
 
         return mask_padding_for(self.config)
 
-    def to(self, device: torch.device | str) -> "RunModels":
+    def to(self, device: torch.device | str) -> RunModels:
         for f in self.folds:
             f.classifier.to(device)
         return self
@@ -74,39 +73,12 @@ def complete_folds(run_dir: str | Path, cfg: TrainConfig) -> dict[int, dict]:
     return done
 
 
-def fold_classifier(run_dir: str | Path, fold: int, cfg: TrainConfig, encoder: torch.nn.Module,
-                    n_classes: int) -> EmotionClassifier:
-    """The trained classifier of fold `fold` of run `run_dir` (trained under `cfg`) on a copy of the base
-    `encoder` (a `WhisperEncoder`): the fold's adapter (lora) or encoder weights (full), and its head; eval mode,
-    no gradients required."""
-    from loralens.training.crossval import mask_padding_for
-
-    folder = RunFolder(run_dir).fold(fold)
-    clf = EmotionClassifier(
-        copy.deepcopy(encoder),
-        n_classes,
-        proj_size=cfg.head.projector_dim,
-        use_weighted_layer_sum=cfg.head.weighted_layer_sum, normalize_layers=cfg.head.layer_norm,
-        mask_padding=mask_padding_for(cfg),
-    )
-    if cfg.method == "lora":
-        clf.load_adapter(folder.adapter)
-        clf.lora_settings = cfg.lora.to_settings()
-    elif cfg.method == "full":
-        clf.encoder.load_state_dict(load_file(str(folder.encoder)))
-    clf.method = cfg.method
-    clf.head.load_state_dict(load_file(str(folder.head)))
-    clf.requires_grad_(False)
-    return clf.eval()
-
-
 def load_run_models(run_dir: str | Path, fold: int | None = None) -> RunModels:
     """The model of fold `fold` of a training run, or (fold None) the models of every complete fold.
 
     Raises RunFolderError when the folder is not a run, the fold is not complete, no fold is, or the folds
     disagree on the class names.
     """
-    from loralens.analysis.loading import read_run_config
     from loralens.models.loading import load_whisper
 
     run_dir = Path(run_dir)
@@ -135,4 +107,4 @@ def load_run_models(run_dir: str | Path, fold: int | None = None) -> RunModels:
     return RunModels(run_dir, cfg, names, folds)
 
 
-__all__ = ["FoldModel", "RunModels", "complete_folds", "fold_classifier", "load_run_models"]
+__all__ = ["FoldModel", "RunModels", "complete_folds", "load_run_models"]

@@ -103,8 +103,9 @@ class EmotionClassifier(nn.Module):
     # ----------------------------------------------------------------- construction
     @classmethod
     def from_whisper(
-        cls, model_or_source: nn.Module | str | os.PathLike[str], n_classes: int, *, dtype: torch.dtype = torch.float32, **kwargs: Any
-    ) -> "EmotionClassifier":
+        cls, model_or_source: nn.Module | str | os.PathLike[str], n_classes: int, *,
+        dtype: torch.dtype = torch.float32, **kwargs: Any
+    ) -> EmotionClassifier:
         """A classifier on the encoder of a Whisper model (decoder dropped) or of a source `load_whisper` accepts
         (embedded name, HF folder, `.pt`, CTranslate2 folder). kwargs go to `EmotionClassifier`."""
         if isinstance(model_or_source, (str, os.PathLike)):
@@ -114,7 +115,7 @@ class EmotionClassifier(nn.Module):
         return cls(whisper_encoder(model_or_source), n_classes, **kwargs)
 
     @classmethod
-    def from_audio_classification(cls, model: nn.Module, **kwargs: Any) -> "EmotionClassifier":
+    def from_audio_classification(cls, model: nn.Module, **kwargs: Any) -> EmotionClassifier:
         """A classifier sharing the encoder and copying the head weights of a transformers
         `WhisperForAudioClassification` (same `projector`, `classifier`, `layer_weights`)."""
         config = model.config
@@ -132,7 +133,7 @@ class EmotionClassifier(nn.Module):
     # ----------------------------------------------------------------- training setups
     def prepare_for(
         self, method: Method, lora: LoraSettings | None = None, *, gradient_checkpointing: bool = False
-    ) -> "EmotionClassifier":
+    ) -> EmotionClassifier:
         """Set which weights train.
 
         frozen: head only. full: every encoder weight (but the fixed sinusoidal positions, frozen as in

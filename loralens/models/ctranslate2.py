@@ -173,7 +173,8 @@ class _Reader:
         try:
             return raw[:-1].decode("utf-8")
         except UnicodeDecodeError:
-            raise WeightsError(f"{self.label}: {what} is not UTF-8 at offset {self.pos - n}", _HINT_REDOWNLOAD) from None
+            raise WeightsError(f"{self.label}: {what} is not UTF-8 at offset {self.pos - n}",
+                               _HINT_REDOWNLOAD) from None
 
 
 def parse_index(buf: np.ndarray, label: str) -> Ct2Index:
@@ -293,8 +294,10 @@ def _hf_layer(m: re.Match) -> str:
 # ("" for a block that is dropped: the zero k bias).
 _RULES: list[_Rule] = [
     (r"encoder/conv(?P<n>[12])/(?P<p>weight|bias)", lambda m: [f"model.encoder.conv{m['n']}.{m['p']}"]),
-    (r"(?P<side>encoder|decoder)/position_encodings/encodings", lambda m: [f"model.{m['side']}.embed_positions.weight"]),
-    (r"(?P<side>encoder|decoder)/layer_norm/(?P<p>gamma|beta)", lambda m: [f"model.{m['side']}.layer_norm.{_NORM[m['p']]}"]),
+    (r"(?P<side>encoder|decoder)/position_encodings/encodings",
+     lambda m: [f"model.{m['side']}.embed_positions.weight"]),
+    (r"(?P<side>encoder|decoder)/layer_norm/(?P<p>gamma|beta)",
+     lambda m: [f"model.{m['side']}.layer_norm.{_NORM[m['p']]}"]),
     (r"decoder/embeddings/weight", lambda m: ["model.decoder.embed_tokens.weight"]),
     (r"decoder/projection/weight", lambda m: ["proj_out.weight"]),
     (

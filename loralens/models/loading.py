@@ -28,8 +28,7 @@ import torch
 
 from loralens.errors import WeightsError
 from loralens.models import ctranslate2 as ct2
-from loralens.models import openai_pt
-from loralens.models import registry
+from loralens.models import openai_pt, registry
 
 HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -140,7 +139,8 @@ def _ct2_side_config(folder: Path) -> dict:
 
 
 def build_config(fields: dict[str, int], folder: Path | None) -> Any:
-    """A `WhisperConfig` from architecture `fields` plus token ids and suppress lists from the side files in `folder`."""
+    """A `WhisperConfig` from architecture `fields` plus token ids and suppress lists from the side files in
+    `folder`."""
     from transformers import WhisperConfig
 
     side = _ct2_side_config(folder) if folder else {}
@@ -344,7 +344,8 @@ def check_state_dict(model: Any, state: dict[str, torch.Tensor], label: str) -> 
     if missing:
         problems.append(f"{len(missing)} missing ({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''})")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected ({', '.join(unexpected[:4])}{', ...' if len(unexpected) > 4 else ''})")
+        problems.append(f"{len(unexpected)} unexpected "
+                        f"({', '.join(unexpected[:4])}{', ...' if len(unexpected) > 4 else ''})")
     if wrong:
         problems.append(f"shape mismatch: {'; '.join(wrong[:4])}")
     if problems:

@@ -179,7 +179,8 @@ def to_openai_checkpoint(model: Any, dtype: torch.dtype = torch.float16) -> dict
             continue
         name = hf_to_openai_name(key)
         if name is None:
-            raise WeightsError(f"HF key {key!r} has no openai-whisper name", "only plain Whisper models can be exported")
+            raise WeightsError(f"HF key {key!r} has no openai-whisper name",
+                               "only plain Whisper models can be exported")
         sd[name] = value.detach().to(dtype).contiguous().clone()
     return {"dims": dims, "model_state_dict": sd}
 

@@ -23,7 +23,8 @@ from loralens.errors import MissingExtraError, WeightsError
 
 @dataclass(frozen=True)
 class EmbeddedFiles:
-    """Where an embedded model lies: `folder` holds config.json and tokenizer.json; `parts` is model.bin or its parts."""
+    """Where an embedded model lies: `folder` holds config.json and tokenizer.json; `parts` is model.bin or its
+    parts."""
 
     folder: Path
     parts: tuple[Path, ...]

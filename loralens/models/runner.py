@@ -296,7 +296,8 @@ class EncoderRunner:
         if start_at is not None:
             h = resid
             if h.dim() != 3 or h.shape[-1] != self.d_model:
-                raise ConfigError(f"start_at residual has shape {tuple(h.shape)}, expected [batch, frames, {self.d_model}]")
+                raise ConfigError(f"start_at residual has shape {tuple(h.shape)}, expected [batch, frames, "
+                                  f"{self.d_model}]")
             mel_frames = 2 * h.shape[1]
         else:
             if features is None or features.dim() != 3:
@@ -371,7 +372,8 @@ class EncoderRunner:
                 lora_by_layer.setdefault(hook_layer(prefix), []).append((prefix, module))
 
         def run_layer(l: int, layer: nn.Module, h: Tensor) -> Tensor:
-            handles = [hd for prefix, module in lora_by_layer.get(l, []) for hd in _lora_hooks(prefix, module, point, wanted, rewire)]
+            handles = [hd for prefix, module in lora_by_layer.get(l, [])
+                       for hd in _lora_hooks(prefix, module, point, wanted, rewire)]
             try:
                 residual = h
                 x = layer.self_attn_layer_norm(h)

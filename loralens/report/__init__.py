@@ -1,1 +1,1 @@
-"""Figures and the self-contained HTML report, read back from a run folder."""
+"""The self-contained HTML report, read back from a run folder (figures are drawn by `loralens.plots`)."""

@@ -27,11 +27,10 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 from loralens.errors import ConfigError
 from loralens.io import atomic_write_text
-from loralens.report.figures import image_data_uri, png_dpi, png_size
+from loralens.report.images import image_data_uri, png_dpi, png_size
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -47,7 +46,7 @@ class MeanStd:
     n: int | None = None
 
 
-Cell = Union[str, int, float, MeanStd, None]
+Cell = str | int | float | MeanStd | None
 
 
 #: Tables with more columns than this are set compact (`table.wide`): smaller type, wrapping headers.
@@ -81,7 +80,7 @@ class Figure:
     and when the image cannot be shown; caption: shown under it. width: CSS width (e.g. '60%'), default
     the natural width capped at the text column."""
 
-    source: Union[str, "os.PathLike[str]", bytes]
+    source: str | os.PathLike[str] | bytes
     caption: str = ""
     alt: str = ""
     width: str | None = None
@@ -202,7 +201,7 @@ class Report:
         self.footer = footer
         self.sections: list[Section] = []
 
-    def add_section(self, section: Section) -> "Report":
+    def add_section(self, section: Section) -> Report:
         if not isinstance(section, Section):
             raise ConfigError(f"add_section got {type(section).__name__}", "pass a loralens.report.html.Section")
         self.sections.append(section)

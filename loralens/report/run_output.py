@@ -22,21 +22,12 @@ from typing import Any
 import yaml
 
 from loralens.analysis.aggregate import AGGREGATE_DIR
+from loralens.analysis.catalogue import ORDER
 from loralens.errors import RunFolderError
 from loralens.io import read_json
 
-#: Analyses in suite order (`loralens.analysis.suite.ANALYSIS_MODULES`; kept here so that building a report does
-#: not import torch; a test checks that both agree).
-ANALYSIS_ORDER: tuple[str, ...] = (
-    "layer_contribution",
-    "logit_lens",
-    "erasure",
-    "probing",
-    "similarity",
-    "lora_internals",
-    "weight_analysis",
-    "patching",
-)
+#: Analyses in suite order (the torch-free catalogue, `loralens.analysis.catalogue`).
+ANALYSIS_ORDER: tuple[str, ...] = ORDER
 
 #: Files an analysis driver may leave when an analysis fails (read for the message; optional).
 ERROR_FILES: tuple[str, ...] = ("error.json", "error.txt")

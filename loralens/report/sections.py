@@ -8,12 +8,12 @@ macro-F1, recall) are stored as fractions and shown in percent; fold aggregates 
 from __future__ import annotations
 
 import json
-
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from loralens.analysis.catalogue import BY_NAME, CATALOGUE
 from loralens.report.html import (
     Cell,
     Figure,
@@ -32,67 +32,10 @@ RAVDESS_DOWNLOAD = "loralens data download ravdess --dest data/ravdess"
 RAVDESS_RUN = "loralens run --corpus ravdess --corpus-root data/ravdess"
 
 #: Report titles and one-line descriptions of the analyses (a result's meta.title wins for the title).
-ANALYSIS_INFO: dict[str, tuple[str, str]] = {
-    "layer_contribution": (
-        "Layer contributions",
-        "Relative norm of each block's attention and MLP update against the residual stream it is added to "
-        "(||update|| / ||resid_pre||) and their cosine with it, for the adapted and the frozen model.",
-    ),
-    "logit_lens": (
-        "Logit lens",
-        "The classification head applied to every layer's residual stream: KL divergence from the final "
-        "prediction (nats), top-1 agreement with it and UAR against the labels, per layer; a tuned lens too.",
-    ),
-    "erasure": (
-        "Layer erasure",
-        "Change of UAR, loss and confidence when one layer's update is removed, and when layers 0..k-1 are.",
-    ),
-    "probing": (
-        "Linear probes",
-        "UAR of linear probes for emotion and accuracy of probes for speaker identity on every hidden state, "
-        "adapted and frozen.",
-    ),
-    "similarity": (
-        "Representation similarity",
-        "CKA (linear and RBF, biased and debiased) between the adapted (rows) and frozen (columns) hidden "
-        "states, and the spectra of the pooled representations.",
-    ),
-    "lora_internals": (
-        "LoRA internals",
-        "Components needed for 90 % of the energy of the LoRA A and B outputs and gradients, and CKA between "
-        "A and B in the forward and backward pass, for trained, initial and random adapters.",
-    ),
-    "weight_analysis": (
-        "LoRA weight updates",
-        "Spectrum, stable rank, relative norm ||dW|| / ||W||, amplification factor and intruder dimensions of "
-        "each adapted module's weight update.",
-    ),
-    "patching": (
-        "Activation patching",
-        "Fraction of the source model's correct-class logit difference recovered when one layer's residual "
-        "stream is patched from frozen into adapted and back, with UAR per layer.",
-    ),
-}
+ANALYSIS_INFO: dict[str, tuple[str, str]] = {e.name: (e.title, e.description) for e in CATALOGUE}
 
 #: What the uncertainty shown by each analysis is (the figures' bands and the numbers' intervals).
-CI_NOTES: dict[str, str] = {
-    "layer_contribution": "Bands are percentile-bootstrap intervals over test clips (per-clip means over valid "
-                          "frames; the same resamples for every layer).",
-    "logit_lens": "Bands are percentile-bootstrap intervals over test clips; the last layer's lens logits equal the "
-                  "model's output exactly (last_layer_max_abs_logit_diff must be 0).",
-    "erasure": "Bands are percentile-bootstrap intervals over test clips (the same resamples for every layer).",
-    "probing": "Emotion-probe UAR is scored on the fold's test clips (speakers unseen by the probe) with a "
-               "percentile-bootstrap interval over those clips; the speaker probe is scored out of fold within the "
-               "training speakers (within-speaker folds: not speaker independent by design; chance = 1 / speakers).",
-    "similarity": "CKA matrices are full-sample estimates; the diagonal curves carry 95 % delete-a-group jackknife "
-                  "bands over test clips (no clip is ever paired with its own copy, unlike a bootstrap resample, "
-                  "which pulls kernel estimators up; diagonal_band in the result). Results written before this "
-                  "change carry percentile-bootstrap bands (n_boot_diagonal), biased upwards.",
-    "lora_internals": "Energy counts and CKA values are point estimates on a class-balanced sample of test clips; "
-                      "read the trained adapter against the init and random controls, not against an interval.",
-    "weight_analysis": "Weight statistics are exact properties of the saved adapter: no sampling, no interval.",
-    "patching": "Bands are percentile-bootstrap intervals over test clips.",
-}
+CI_NOTES: dict[str, str] = {e.name: e.ci_note for e in CATALOGUE}
 
 CLAIMS: dict[str, tuple[str, str]] = {
     "delayed_specialization": (
@@ -107,18 +50,9 @@ CLAIMS: dict[str, tuple[str, str]] = {
     ),
 }
 
-#: Curves shown aggregated over folds (path in the analysis result, row label) and what their columns index.
+#: Curves shown aggregated over folds (path in the result, row label) and what their columns index.
 AGGREGATE_CURVES: dict[str, tuple[str, tuple[tuple[tuple[str, ...], str], ...]]] = {
-    "layer_contribution": ("layer", ((("difference", "total_rel"), "difference (adapted \u2212 frozen), total_rel"),)),
-    "logit_lens": ("layer", ((("adapted", "agreement"), "adapted, agreement with final"),
-                             (("adapted", "uar"), "adapted, UAR"))),
-    "erasure": ("erased layer", ((("single", "delta_uar"), "single layer erased, \u0394 UAR"),)),
-    "probing": ("hidden state (0 = embeddings)", ((("emotion", "adapted", "uar"), "emotion probe, adapted, UAR"),
-                                                  (("emotion", "frozen", "uar"), "emotion probe, frozen, UAR"))),
-    "similarity": ("hidden state (0 = embeddings)", ((("diagonal", "linear_debiased"),
-                                                      "diagonal linear CKA (debiased)"),)),
-    "patching": ("patched layer", ((("frozen_to_adapted", "recovered_logit_diff"),
-                                    "frozen \u2192 adapted, recovered logit difference"),)),
+    e.name: (e.curves_axis, e.key_curves) for e in CATALOGUE if e.curves_axis
 }
 
 
@@ -245,7 +179,7 @@ def _number(value: Any) -> Cell:
 
 def _unusable_image(path: Path) -> str | None:
     """Why the figure file at `path` cannot be embedded (unreadable, not a PNG or SVG), or None when it can."""
-    from loralens.report.figures import image_mime
+    from loralens.report.images import image_mime
 
     try:
         with open(path, "rb") as f:
@@ -391,7 +325,8 @@ def _skipped_files(run: RunOutput, summary: Mapping[str, Any] | None) -> list[Ma
 
 def results_section(run: RunOutput, figure_dir: Path) -> tuple[Section, Section]:
     """The results section (mean ± std, per fold, per class, ablation, bar chart) and the confusion section."""
-    from loralens.report.result_figures import confusion_grid_figure, uar_per_variant_figure
+    from loralens.plots.confusion import confusion_grid_figure
+    from loralens.plots.results import uar_per_variant_figure
 
     labels = run.labels
     notes: list[str] = []
@@ -688,8 +623,8 @@ def analysis_sections(run: RunOutput) -> list[Section]:
             groups = sorted({r.result["diagonal_band"].get("groups") for _, r in complete} - {None})
             ci += f" Here: jackknife over {', '.join(str(g) for g in groups)} groups of clips."
             boot = set()
-        if name in ("weight_analysis", "lora_internals"):
-            boot = set()  # no bootstrap in these
+        if name in BY_NAME and not BY_NAME[name].bootstrap:
+            boot = set()
         alpha = {r.result.get("alpha") for _, r in complete} - {None}
         level = f"{100 * (1 - float(next(iter(alpha)))):.0f} % " if len(alpha) == 1 else "95 % "
         if boot:

@@ -45,7 +45,8 @@ def load_trainable(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], 
     unknown = set(tensors) - set(params)
     if missing or unknown:
         raise RunFolderError(
-            f"{source}: parameters do not match the model (missing {sorted(missing)[:3]}, unknown {sorted(unknown)[:3]})",
+            f"{source}: parameters do not match the model (missing {sorted(missing)[:3]}, unknown "
+            f"{sorted(unknown)[:3]})",
             "the checkpoint belongs to another model or method; use a new run folder")
     with torch.no_grad():
         for n, t in tensors.items():

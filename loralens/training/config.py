@@ -57,7 +57,7 @@ class HeadConfig(_Strict):
     layer_norm: bool = False
 
     @model_validator(mode="after")
-    def _layer_norm_needs_sum(self) -> "HeadConfig":
+    def _layer_norm_needs_sum(self) -> HeadConfig:
         if self.layer_norm and not self.weighted_layer_sum:
             raise ValueError("head.layer_norm applies to the weighted layer sum only: set head.weighted_layer_sum "
                              "too, or drop head.layer_norm")
@@ -173,7 +173,7 @@ class TrainConfig(_Strict):
     log_every: int = Field(10, ge=1, description="optimiser steps between log lines")
 
     @model_validator(mode="after")
-    def _check_method(self) -> "TrainConfig":
+    def _check_method(self) -> TrainConfig:
         if self.method == "frozen" and self.gradient_checkpointing:
             raise ValueError("gradient_checkpointing has no effect with method 'frozen' (the encoder does not train)")
         if self.method == "frozen" and self.augment.on_audio:
@@ -246,7 +246,8 @@ def _format_error(e: ValidationError, source: str) -> ConfigError:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
-        lines.append(f"{loc}: {msg} (got {err.get('input')!r})" if err["type"] != "extra_forbidden" else f"{loc}: {msg}")
+        lines.append(f"{loc}: {msg} (got {err.get('input')!r})" if err["type"] != "extra_forbidden"
+                     else f"{loc}: {msg}")
     fields = ", ".join(".".join(str(p) for p in err["loc"]) for err in e.errors())
     return ConfigError(f"{source}: invalid training configuration field(s) {fields}:\n  " + "\n  ".join(lines),
                        "fix the named field(s); `loralens train --help` lists every option")

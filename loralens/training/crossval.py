@@ -30,7 +30,7 @@ from loralens.training.config import TrainConfig, config_hash
 from loralens.training.loop import LoopSettings, Split, epoch_batches, evaluate, fit, kept_batches, step_groups
 from loralens.training.metrics import aggregate_folds
 from loralens.training.precision import PrecisionChoice, resolve_precision
-from loralens.training.run_folder import FoldFolder, RunFolder
+from loralens.training.run_folder import FoldFolder, RunFolder, read_log
 
 
 def default_feature_cache() -> Path:
@@ -38,12 +38,11 @@ def default_feature_cache() -> Path:
     return Path(os.environ.get("LORALENS_CACHE", "~/.cache/loralens")).expanduser() / "features"
 
 
-def make_accelerator(precision: "str | PrecisionChoice" = "auto"):
+def make_accelerator(precision: str | PrecisionChoice = "auto"):
     """An `accelerate.Accelerator` with bf16 autocast when `precision` (a config value, resolved by
     `resolve_precision`, or an already resolved `PrecisionChoice`) comes out as bf16, fp32 otherwise.
     Under `accelerate launch` it picks up the launcher's processes."""
     from accelerate import Accelerator
-
     from accelerate.state import AcceleratorState
 
     choice = precision if isinstance(precision, PrecisionChoice) else resolve_precision(precision)
@@ -104,7 +103,8 @@ def _load_corpus(cfg: TrainConfig, echo: Callable[[str], None] | None = None) ->
     from loralens.data.corpora import load_corpus
 
     if cfg.corpus_root is None:
-        raise ConfigError("corpus_root is not set", "pass --corpus-root (the folder of the corpus) or set it in the config")
+        raise ConfigError("corpus_root is not set",
+                          "pass --corpus-root (the folder of the corpus) or set it in the config")
     return load_corpus(cfg.corpus, cfg.corpus_root, cfg.label_set, label_map=cfg.label_map,
                        on_unknown_label=cfg.on_unknown_label, warn=echo,
                        options=cfg.corpus_options)
@@ -432,7 +432,8 @@ def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict
 
 
 def _fold_figures(folder: FoldFolder, metrics: dict) -> None:
-    from loralens.report.training_figures import confusion_figure, read_log, training_curve
+    from loralens.plots.confusion import confusion_figure
+    from loralens.plots.training import training_curve
 
     title = f"{metrics['name']} ({metrics['method']})"
     if folder.log.exists():

@@ -76,7 +76,7 @@ class LoopSettings:
     label_smoothing: float = 0.0
 
     @classmethod
-    def from_config(cls, cfg) -> "LoopSettings":
+    def from_config(cls, cfg) -> LoopSettings:
         names = [f for f in cls.__dataclass_fields__ if hasattr(cfg, f)]
         out = cls(**{n: getattr(cfg, n) for n in names})
         augment = getattr(cfg, "augment", None)
@@ -103,7 +103,8 @@ class FitResult:
 
 
 # ------------------------------------------------------------------------------------------ batch order
-def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, group_batches: int = 16) -> list[list[int]]:
+def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,
+                  group_batches: int = 16) -> list[list[int]]:
     """Global batches (lists of split indices) of `epoch`: a pure function of (lengths, batch_size, seed, epoch).
     Shuffled, length-grouped within groups of `group_batches` batches, batch order shuffled."""
     from loralens.data.batching import LengthGroupedBatchSampler
@@ -189,7 +190,8 @@ def predict(model: torch.nn.Module, split: Split, accelerator, batch_size: int, 
     processes with `gather_for_metrics` (the duplicates that pad the last batch are dropped), in split order."""
     from tqdm.auto import tqdm
 
-    loader = DataLoader(_Indexed(split), batch_size=batch_size, shuffle=False, collate_fn=_IndexedCollate(split.collate),
+    loader = DataLoader(_Indexed(split), batch_size=batch_size, shuffle=False,
+                        collate_fn=_IndexedCollate(split.collate),
                         num_workers=num_workers)
     loader = accelerator.prepare_data_loader(loader, device_placement=False)
     was_training = model.training
@@ -369,7 +371,8 @@ def fit(
         loader = DataLoader(train.dataset, batch_sampler=local[start:], collate_fn=train.collate,
                             num_workers=settings.num_workers, generator=gen)
         model.train()
-        bar = tqdm(total=len(groups), initial=start // settings.grad_accum, desc=f"{desc} epoch {epoch + 1}/{settings.epochs}",
+        bar = tqdm(total=len(groups), initial=start // settings.grad_accum,
+                   desc=f"{desc} epoch {epoch + 1}/{settings.epochs}",
                    unit="step", disable=not accelerator.is_local_main_process, dynamic_ncols=True)
         it = iter(loader)
         for g_index in range(start // settings.grad_accum, len(groups)):

@@ -54,7 +54,8 @@ def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: in
     return cm
 
 
-def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -> ClassificationMetrics:
+def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int],
+                           labels: Sequence[str]) -> ClassificationMetrics:
     """UAR, WAR, macro-F1, per-class recall and the confusion matrix of predictions `y_pred` (class indices into
     `labels`) against `y_true`. An empty split gives NaN rates."""
     labels = list(labels)

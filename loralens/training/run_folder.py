@@ -17,11 +17,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 
 from loralens.errors import RunFolderError
 from loralens.io import atomic_write_text, read_json
@@ -66,7 +68,7 @@ class RunFolder:
         """`precision.json`: what `precision` resolved to when the run started (kept for every later session)."""
         return self.root / "precision.json"
 
-    def fold(self, index: int) -> "FoldFolder":
+    def fold(self, index: int) -> FoldFolder:
         return FoldFolder(self.root / f"fold_{index}")
 
     def fold_indices(self) -> list[int]:
@@ -200,7 +202,7 @@ class RunLock:
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "command": self.command or " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])[:300]}
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         import json
         import socket
 
@@ -261,8 +263,25 @@ class RunLock:
         if holder and holder.get("pid") == os.getpid():
             self.path.unlink(missing_ok=True)
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def read_log(path: str | os.PathLike[str]) -> list[dict]:
+    """The records of a `log.jsonl` training log (one JSON object a line; blank lines ignored)."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def read_run_config(run_dir: str | Path) -> TrainConfig:
+    """The `config.yaml` of a training run folder, validated."""
+    path = RunFolder(run_dir).config
+    if not path.exists():
+        raise RunFolderError(f"{path}: not found", "point at a training run folder (written by loralens train/run)")
+    try:
+        return TrainConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    except (yaml.YAMLError, ValidationError) as e:
+        raise RunFolderError(f"{path}: unreadable configuration snapshot ({e})".splitlines()[0],
+                             "point at a run folder written by this version of loralens, or retrain it") from None

@@ -29,7 +29,8 @@ def _features(batch: int = 2, frames: int = 120, seed: int = 1) -> torch.Tensor:
 
 def test_parse_hook_name():
     p = parse_hook_name("blocks.11.attn.v_proj.hook_lora_b")
-    assert (p.layer, p.kind, p.module, p.is_lora, p.prefix) == (11, "hook_lora_b", "v_proj", True, "blocks.11.attn.v_proj")
+    assert (p.layer, p.kind, p.module, p.is_lora, p.prefix) == (11, "hook_lora_b", "v_proj", True,
+                                                                "blocks.11.attn.v_proj")
     p = parse_hook_name("blocks.0.hook_resid_mid")
     assert (p.layer, p.kind, p.module, p.is_lora, p.prefix) == (0, "hook_resid_mid", None, False, None)
     assert parse_hook_name("ln_final.hook_out").layer is None
@@ -87,8 +88,10 @@ def test_remove_adapters_gives_the_base_model(tiny_whisper):
     assert not torch.allclose(adapted, base)
     torch.testing.assert_close(removed, base, rtol=0, atol=1e-6)
     # layer 0 keeps its adapter: layer 1's input is the adapted one
-    assert torch.equal(removed_layer1.captured["blocks.1.hook_resid_pre"], adapted_run.captured["blocks.1.hook_resid_pre"])
-    assert set(remove_adapters(runner, layers=[1])) == {"blocks.1.attn.v_proj.hook_lora_b", "blocks.1.mlp.fc1.hook_lora_b"}
+    assert torch.equal(removed_layer1.captured["blocks.1.hook_resid_pre"],
+                       adapted_run.captured["blocks.1.hook_resid_pre"])
+    assert set(remove_adapters(runner, layers=[1])) == {"blocks.1.attn.v_proj.hook_lora_b",
+                                                        "blocks.1.mlp.fc1.hook_lora_b"}
 
 
 def test_capture_pooled_is_masked_mean_of_captures(tiny_whisper):
@@ -100,5 +103,6 @@ def test_capture_pooled_is_masked_mean_of_captures(tiny_whisper):
     with torch.no_grad():
         out = runner(x, mel_lengths, capture=["blocks.1.hook_resid_post"])
     assert out.lengths.tolist() == [60, 31]
-    assert torch.equal(pooled["blocks.1.hook_resid_post"], masked_mean(out.captured["blocks.1.hook_resid_post"], out.lengths))
+    assert torch.equal(pooled["blocks.1.hook_resid_post"],
+                       masked_mean(out.captured["blocks.1.hook_resid_post"], out.lengths))
     assert pooled["ln_final.hook_out"].shape == (2, 64)

@@ -208,7 +208,8 @@ def test_bad_inputs_raise_analysis_errors() -> None:
     assert np.isnan(linear_cka(np.ones((5, 3)), np.random.default_rng(0).normal(size=(5, 3))))
 
 
-def test_cka_matrix_with_many_examples_uses_feature_space_sums_with_the_same_values(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cka_matrix_with_many_examples_uses_feature_space_sums_with_the_same_values(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     import loralens.analysis.cka as cka
 
     rng = np.random.default_rng(10)

@@ -11,6 +11,8 @@ import torch
 from loralens.analysis.cka import linear_cka
 from loralens.analysis.cka_bands import Design, band_coverage, bands, draw_maps, population_cka, sample
 
+pytestmark = pytest.mark.slow  # end-to-end runs of several seconds each (`-m "not slow"` leaves them out)
+
 
 def test_population_cka_is_what_the_debiased_estimator_converges_to():
     design = Design(n=4000, d=12, k=3, sigma_x=0.6, sigma_y=0.9)

@@ -10,7 +10,11 @@ import torch
 
 from loralens.analysis import erasure as er
 from loralens.analysis.suite import ANALYSES
-from tests.analysis.helpers import single_thread, tiny_classifiers, tiny_context  # noqa: F401 (single_thread: autouse fixture)
+from tests.analysis.helpers import (  # noqa: F401 (single_thread: autouse fixture)
+    single_thread,
+    tiny_classifiers,
+    tiny_context,
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +73,7 @@ def test_per_clip_metrics_known_values():
     assert m3["pred"][:, 1].tolist() == [0, 1]
 
 
+@pytest.mark.slow
 def test_run_json_plot_reading(ctx, tmp_path):
     result = er.run(ctx)
     assert result["layers"] == [0, 1, 2] and result["prefix_k"] == [1, 2, 3]
@@ -82,7 +87,8 @@ def test_run_json_plot_reading(ctx, tmp_path):
         assert np.allclose(
             np.array(block["single"]["loss"]["value"]) - base["loss"], block["single"]["delta_loss"]["value"]
         )
-        assert np.allclose(np.array(block["prefix"]["uar"]["value"]) - base["uar"], block["prefix"]["delta_uar"]["value"])
+        assert np.allclose(np.array(block["prefix"]["uar"]["value"]) - base["uar"],
+                           block["prefix"]["delta_uar"]["value"])
     assert json.loads(json.dumps(result)) == result
     paths = er.plot(result, tmp_path)
     assert sorted(p.suffix for p in paths) == [".png", ".svg"]

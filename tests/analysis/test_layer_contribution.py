@@ -95,6 +95,7 @@ def test_uar_boot_matches_metrics():
     assert lc.uar_boot(labels, labels, None, 4) == 1.0  # perfect predictions, 1-d input
 
 
+@pytest.mark.slow
 def test_run_structure_difference_json_plot_reading(tmp_path):
     ctx = tiny_context(n_layers=2)
     result = lc.run(ctx)
@@ -129,6 +130,7 @@ def test_run_without_frozen():
     assert "layer" in lc.reading(result)
 
 
+@pytest.mark.slow
 def test_suite_driver_runs_these_analyses(tmp_path):
     """Through the suite driver: result.json with meta, figures and reading for each of this helper's analyses."""
     from loralens.analysis.suite import run_suite

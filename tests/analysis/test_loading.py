@@ -16,12 +16,11 @@ from safetensors.torch import load_file
 from loralens.analysis.loading import balanced_sample, context_from_runs, read_run_config
 from loralens.errors import RunFolderError
 from loralens.io import atomic_write_json, read_json
-from tests.test_pipeline import shared_run
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return shared_run(tmp_path_factory)[0]
+def run(pipeline_run):
+    return pipeline_run[0]
 
 
 @pytest.fixture(scope="module")

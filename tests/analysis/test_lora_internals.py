@@ -122,6 +122,7 @@ def test_needs_adapters():
         lora_internals.run(ctx)
 
 
+@pytest.mark.slow
 def test_suite_plot_json(tmp_path):
     ctx = tiny_context(train=False, frozen=False, options={"lora_internals": {"per_class": 2}})
     with torch.no_grad():  # the suite itself switches gradients on for lora_internals
@@ -153,6 +154,7 @@ def reconstructed():
     return ctx, lora_internals.run(ctx)
 
 
+@pytest.mark.slow
 def test_init_uses_the_reconstructed_initial_a(reconstructed, tmp_path):
     ctx, r = reconstructed
     assert r["init_a_source"] == lora_internals.INIT_RECONSTRUCTED == "reconstructed peft initialisation"
@@ -232,7 +234,8 @@ def test_b_side_from_the_a_gram_equals_what_is_captured(ctx_and_result):
         assert cka == pytest.approx(e["cka_ab_forward_biased"], abs=1e-5)
         # the null: 199 seeded draws, each a k90 within the rank and a CKA in (0, 1]
         null = e["b_null"]
-        assert null["draws"] == lora_internals.NULL_DRAWS == len(null["b_out_k90"]) == len(null["cka_ab_forward_biased"])
+        assert null["draws"] == lora_internals.NULL_DRAWS == len(null["b_out_k90"]) == \
+            len(null["cka_ab_forward_biased"])
         assert all(1 <= k <= r["rank"][p] for k in null["b_out_k90"])
         assert all(0 < c <= 1 + 1e-9 for c in null["cka_ab_forward_biased"])
         # an isotropic B (orthonormal columns) keeps A's geometry: CKA exactly 1

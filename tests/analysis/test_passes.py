@@ -62,6 +62,7 @@ def _results(ctx, tmp_path, names):
     return {k: {kk: vv for kk, vv in v.items() if kk not in ("meta", "reading")} for k, v in res.items()}
 
 
+@pytest.mark.slow
 def test_suite_runs_one_pass_per_model_and_split_with_the_numbers_of_separate_passes(tmp_path):
     shared_ctx = tiny_context(n_boot=20)
     counts = _count_runs(shared_ctx)
@@ -94,6 +95,7 @@ def _assert_close(a, b, where):
         assert a == b, where
 
 
+@pytest.mark.slow
 def test_a_second_observer_asked_later_gets_its_own_pass_and_the_memo_is_cleared(tmp_path):
     ctx = tiny_context(n_boot=20)
     counts = _count_runs(ctx)
@@ -133,6 +135,7 @@ def test_two_observers_may_not_edit_one_point_and_names_are_checked():
     assert {"contribution", "lens", "pooled_hidden"} <= set(passes.OBSERVERS)
 
 
+@pytest.mark.slow
 def test_disabled_passes_run_each_request_alone_with_the_same_numbers(tmp_path):
     ctx = tiny_context(n_boot=20)
     ctx.passes = SharedPasses(enabled=False)

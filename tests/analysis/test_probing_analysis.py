@@ -49,6 +49,7 @@ def coded_result():
         return probing.run(ctx)
 
 
+@pytest.mark.slow
 def test_decodable_labels_and_shuffled_chance(coded_result):
     r = coded_result
     L = 2
@@ -88,6 +89,7 @@ def test_paired_gap_known_answers():
     assert g["std"] < np.hypot(a["std"], b["std"])
 
 
+@pytest.mark.slow
 def test_random_features_near_chance_and_contract(tmp_path):
     ctx = tiny_context(n_boot=30, options={"probing": {"speaker_folds": 2}})
     out = run_analysis(ANALYSES["probing"], ctx, tmp_path / "probing")

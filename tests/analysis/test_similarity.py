@@ -57,6 +57,7 @@ def test_streamed_linear_equals_in_memory():
     assert np.array(r["frames_linear_biased"], dtype=float).shape == (3, 3)
 
 
+@pytest.mark.slow
 def test_plot_and_json_roundtrip(tmp_path):
     ctx = tiny_context(n_boot=20)
     out = run_analysis(ANALYSES["similarity"], ctx, tmp_path / "sim")

@@ -83,6 +83,15 @@ def test_unknown_analysis_names_valid_ones(fake_registry):
         suite.resolve(["nope"])
 
 
+def _wait_for_samples(rss, count: int) -> None:
+    """Block until `rss` has taken `count` readings: waits on the sampler's progress, not on a fixed sleep."""
+    import threading
+
+    tick = threading.Event()
+    while rss.samples < count:
+        tick.wait(0.005)
+
+
 def test_peak_rss_sees_memory_allocated_inside_the_block():
     import numpy as np
 
@@ -93,8 +102,6 @@ def test_peak_rss_sees_memory_allocated_inside_the_block():
     with PeakRSS(interval=0.01) as during:
         block = np.ones(200 * 2**20 // 8)  # 200 MiB, touched
         block[::512] += 1
-        import time
-
-        time.sleep(0.1)
+        _wait_for_samples(during, during.samples + 2)  # the background thread read the RSS with the block alive
         del block
     assert during.peak_mib > before.peak_mib + 150

@@ -283,6 +283,7 @@ def test_verdicts_combines_and_is_json():
         verdicts(LATE, {"agreement": 0.5})
 
 
+@pytest.mark.slow
 def test_verdicts_on_real_results_of_tiny_models():
     """The result layouts the analyses actually write are read: every criterion decided or inconclusive, none
     missing; and identical adapted and frozen models (B = 0) give claim (i) not supported end to end."""

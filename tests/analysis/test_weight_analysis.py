@@ -84,6 +84,7 @@ def test_overlap_with_itself_and_another_rank():
     assert r8["A"]["random_diagonal"] == pytest.approx([1 / 64, 2 / 64, 3 / 64, 4 / 64])
 
 
+@pytest.mark.slow
 def test_suite_plot_json(tmp_path):
     ctx = tiny_context(b_std=0.3, train=False, frozen=False)
     ctx.options = {"weight_analysis": {"others": {"seed 1": ctx.adapted}}}

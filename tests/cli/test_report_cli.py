@@ -19,6 +19,7 @@ def run_out(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_report_command_writes_the_page(run_out, tmp_path):
     result = CliRunner().invoke(report, [str(run_out)])
     assert result.exit_code == 0, result.output

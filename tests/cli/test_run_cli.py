@@ -3,11 +3,12 @@ nothing, the dry-run plan of the variants the flags ask for, and bad values that
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from loralens.cli import main
 from loralens.io import read_json
-from tests.test_pipeline import copy_run, failing_analysis, mtimes, shared_inputs, shared_run, stages
+from tests.pipeline_helpers import copy_run, failing_analysis, mtimes, stages
 
 
 def _flags(i: dict) -> list[str]:
@@ -15,8 +16,9 @@ def _flags(i: dict) -> list[str]:
             "--folds", "speaker-kfold", "--folds-k", "2", "--epochs", "1", "--batch-size", "4"]
 
 
-def test_run_from_flags_one_fold_without_baseline(tmp_path, tmp_path_factory, monkeypatch, capsys):
-    i = shared_inputs(tmp_path_factory)
+@pytest.mark.slow
+def test_run_from_flags_one_fold_without_baseline(tmp_path, pipeline_inputs, monkeypatch, capsys):
+    i = pipeline_inputs
     monkeypatch.setenv("LORALENS_CACHE", str(tmp_path / "cache"))  # the default feature cache
     out = tmp_path / "out"
     code = main(["run", *_flags(i), "--out", str(out), "--fold", "1", "--ranks", "2", "--no-baseline",
@@ -40,8 +42,8 @@ def test_run_from_flags_one_fold_without_baseline(tmp_path, tmp_path_factory, mo
     assert yaml.safe_load((out / "run.yaml").read_text())["baseline"] is False
 
 
-def test_rerun_from_run_yaml_redoes_nothing(tmp_path, tmp_path_factory, capsys):
-    out = copy_run(shared_run(tmp_path_factory)[0], tmp_path / "out")
+def test_rerun_from_run_yaml_redoes_nothing(tmp_path, pipeline_run, capsys):
+    out = copy_run(pipeline_run[0], tmp_path / "out")
     metrics = mtimes(out, "train/*/fold_*/metrics.json")
     results = mtimes(out, "analysis/*/fold_*/*/result.json")
     code = main(["run", "--config", str(out / "run.yaml"), "--out", str(out)])
@@ -54,8 +56,8 @@ def test_rerun_from_run_yaml_redoes_nothing(tmp_path, tmp_path_factory, capsys):
     assert {s["status"] for n, s in stages(out).items() if n != "report"} == {"skipped"}
 
 
-def test_other_training_settings_are_refused_before_anything_runs(tmp_path, tmp_path_factory, capsys):
-    out = copy_run(shared_run(tmp_path_factory)[0], tmp_path / "out")
+def test_other_training_settings_are_refused_before_anything_runs(tmp_path, pipeline_run, capsys):
+    out = copy_run(pipeline_run[0], tmp_path / "out")
     before = (out / "run.yaml").read_text()
     assert main(["run", "--config", str(out / "run.yaml"), "--out", str(out), "--epochs", "2"]) == 2
     err = capsys.readouterr().err
@@ -63,8 +65,8 @@ def test_other_training_settings_are_refused_before_anything_runs(tmp_path, tmp_
     assert "--out" in err and (out / "run.yaml").read_text() == before
 
 
-def test_failed_analysis_exits_1_after_the_report(tmp_path, tmp_path_factory, monkeypatch, capsys):
-    out = copy_run(shared_run(tmp_path_factory)[0], tmp_path / "out")
+def test_failed_analysis_exits_1_after_the_report(tmp_path, pipeline_run, monkeypatch, capsys):
+    out = copy_run(pipeline_run[0], tmp_path / "out")
     (out / "analysis" / "lora_r4" / "fold_0" / "probing" / "result.json").unlink()
     failing_analysis(monkeypatch, "probing")
     before = (out / "report.html").stat().st_mtime_ns
@@ -74,8 +76,8 @@ def test_failed_analysis_exits_1_after_the_report(tmp_path, tmp_path_factory, mo
     assert "re-run the same command" in err and (out / "report.html").stat().st_mtime_ns > before
 
 
-def test_dry_run_plans_every_variant(tmp_path, tmp_path_factory, capsys):
-    i = shared_inputs(tmp_path_factory)
+def test_dry_run_plans_every_variant(tmp_path, pipeline_inputs, capsys):
+    i = pipeline_inputs
     out = tmp_path / "out"
     code = main(["run", *_flags(i), "--out", str(out), "--ranks", "2,8", "--seeds", "0,1", "--full", "--dry-run"])
     printed = capsys.readouterr().out

@@ -15,6 +15,7 @@ import sys
 import tempfile
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from loralens.cli import main
@@ -22,7 +23,7 @@ from loralens.io import read_json
 from loralens.training.run_folder import LOCK_NAME
 from tests.cli.test_own_corpus_cli import balanced_rows, write_manifest
 from tests.cli.test_run_cli import _flags
-from tests.test_pipeline import copy_run, shared_inputs, shared_run
+from tests.pipeline_helpers import copy_run
 from tests.training.conftest import REPO, subprocess_env
 
 _HOLD = ("import sys, time\nfrom loralens.training.run_folder import RunLock\n"
@@ -45,8 +46,8 @@ def _dead_pid() -> int:
 # ------------------------------------------------------------------------- 1: the run-folder lock
 
 
-def test_a_second_command_on_a_held_folder_is_refused_naming_the_holder(tmp_path, tmp_path_factory, capsys):
-    out = copy_run(shared_run(tmp_path_factory)[0], tmp_path / "out")
+def test_a_second_command_on_a_held_folder_is_refused_naming_the_holder(tmp_path, pipeline_run, capsys):
+    out = copy_run(pipeline_run[0], tmp_path / "out")
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     proc = _hold_lock(out)
     capsys.readouterr()  # what building the shared run printed
@@ -76,8 +77,8 @@ def test_a_second_command_on_a_held_folder_is_refused_naming_the_holder(tmp_path
         proc.wait()
 
 
-def test_a_stale_lock_is_taken_over(tmp_path, tmp_path_factory, capsys):
-    out = copy_run(shared_run(tmp_path_factory)[0], tmp_path / "out")
+def test_a_stale_lock_is_taken_over(tmp_path, pipeline_run, capsys):
+    out = copy_run(pipeline_run[0], tmp_path / "out")
     pid = _dead_pid()
     (out / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": socket.gethostname(),
                                              "started": "2026-01-01T00:00:00+0000", "command": "loralens run"}))
@@ -92,8 +93,8 @@ def test_a_stale_lock_is_taken_over(tmp_path, tmp_path_factory, capsys):
 # ------------------------------------------------------------------------- 10: dry runs are honest
 
 
-def test_dry_run_refuses_what_the_real_run_refuses(tmp_path, tmp_path_factory, capsys):
-    out = copy_run(shared_run(tmp_path_factory)[0], tmp_path / "out")
+def test_dry_run_refuses_what_the_real_run_refuses(tmp_path, pipeline_run, capsys):
+    out = copy_run(pipeline_run[0], tmp_path / "out")
     assert main(["run", "--config", str(out / "run.yaml"), "--out", str(out), "--epochs", "2", "--dry-run"]) == 2
     dry = capsys.readouterr()
     assert main(["run", "--config", str(out / "run.yaml"), "--out", str(out), "--epochs", "2"]) == 2
@@ -111,20 +112,21 @@ def test_dry_run_refuses_what_the_real_run_refuses(tmp_path, tmp_path_factory, c
 # ------------------------------------------------------------------------- 5: bad audio left out and listed
 
 
-def _corpus_with_a_silent_clip(tmp_path, tmp_path_factory):
+def _corpus_with_a_silent_clip(tmp_path, pipeline_inputs):
     corpus = tmp_path / "corpus"
-    shutil.copytree(shared_inputs(tmp_path_factory)["corpus"], corpus)
+    shutil.copytree(pipeline_inputs["corpus"], corpus)
     sf.write(corpus / "silent.wav", np.zeros(8000, dtype=np.float32), 16000)
     with open(corpus / "manifest.csv", "a", newline="") as f:
         csv.writer(f).writerow(["silent.wav", "happy", "spk0", "female"])
     return corpus
 
 
+@pytest.mark.slow
 def test_bad_audio_stops_with_a_hint_naming_the_flag_or_is_listed_in_summary_and_report(
-        tmp_path, tmp_path_factory, monkeypatch, capsys):
-    i = shared_inputs(tmp_path_factory)
+        tmp_path, pipeline_inputs, monkeypatch, capsys):
+    i = pipeline_inputs
     monkeypatch.setenv("LORALENS_CACHE", str(tmp_path / "cache"))
-    corpus = _corpus_with_a_silent_clip(tmp_path, tmp_path_factory)
+    corpus = _corpus_with_a_silent_clip(tmp_path, pipeline_inputs)
     flags = _flags({**i, "corpus": corpus})
     common = ["--fold", "0", "--ranks", "2", "--no-baseline", "--analyses", "layer_contribution",
               "--test-per-class", "2", "--n-boot", "10"]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
 from loralens.cli.train import main, train
 from loralens.io import read_json
-from tests.training.conftest import base_settings, cli_args, one_thread
-from tests.training.conftest import feature_cache, synthetic_root, tiny_model_dir  # noqa: F401 (fixtures)
+from tests.training.conftest import base_settings, cli_args, feature_cache, one_thread, synthetic_root, tiny_model_dir  # noqa: F401 (fixtures)
 
 
 def _yaml_config(path, settings):
@@ -28,6 +28,7 @@ def test_config_file_with_flag_overrides_dry_run(tiny_model_dir, synthetic_root,
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_frozen_run_end_to_end(tiny_model_dir, synthetic_root, feature_cache, tmp_path, capsys):
     settings = base_settings(tiny_model_dir, synthetic_root, feature_cache, tmp_path / "run", method="frozen",
                              epochs=3)

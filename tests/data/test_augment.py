@@ -8,7 +8,14 @@ import pytest
 import soundfile as sf
 import torch
 
-from loralens.data.augment import AugmentedFeatureDataset, AugmentSettings, add_noise, clip_rng, spec_mask, speed_perturb
+from loralens.data.augment import (
+    AugmentedFeatureDataset,
+    AugmentSettings,
+    add_noise,
+    clip_rng,
+    spec_mask,
+    speed_perturb,
+)
 from loralens.data.batching import FeatureDataset
 from loralens.data.clips import Clip
 from loralens.data.features import FeatureCache, FeatureSettings, compute_features

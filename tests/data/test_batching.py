@@ -102,7 +102,8 @@ def test_batch_to_device_copies_all_tensors(items):
 
 def test_trim_batch_runs_through_the_whisper_encoder_stem(tiny_whisper, items):
     # the stride-2 conv maps an even T onto exactly T / 2 encoder frames, what `lengths` counts in
-    batch = collate([FeatureItem(it.id, fake(80, it.features.n_frames, it.features.stored_frames, -1.0, 0.1), it.label) for it in items])
+    batch = collate([FeatureItem(it.id, fake(80, it.features.n_frames, it.features.stored_frames, -1.0, 0.1),
+                                 it.label) for it in items])
     enc = tiny_whisper.model.encoder
     with torch.no_grad():
         x = enc.conv2(torch.nn.functional.gelu(enc.conv1(batch.features)))

@@ -203,7 +203,8 @@ def test_real_clips_full_and_trim_batches_equal_the_extractor(ravdess_root, tmp_
 
 @pytest.fixture
 def clip_files(tmp_path) -> list[Path]:
-    return [write_flac(tmp_path / "audio" / f"c{i}.flac", tone(0.4 + 0.15 * i, freq=200 + 90 * i, seed=i)) for i in range(4)]
+    return [write_flac(tmp_path / "audio" / f"c{i}.flac", tone(0.4 + 0.15 * i, freq=200 + 90 * i, seed=i))
+            for i in range(4)]
 
 
 def test_second_pass_computes_nothing_and_gives_identical_tensors(tmp_path, clip_files):
@@ -378,11 +379,13 @@ def test_benchmark_script_end_to_end(tmp_path, clip_files):
     import importlib.util
     import json
 
-    spec = importlib.util.spec_from_file_location("bench_feature_cache", Path(__file__).parents[2] / "bench" / "feature_cache.py")
+    spec = importlib.util.spec_from_file_location("bench_feature_cache",
+                                                  Path(__file__).parents[2] / "bench" / "feature_cache.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "bench.json"
-    bench.main(["--root", str(tmp_path / "audio"), "--cache", str(tmp_path / "c"), "--out", str(out), "--sample", "2", "--batch-size", "2", "--no-progress"])
+    bench.main(["--root", str(tmp_path / "audio"), "--cache", str(tmp_path / "c"), "--out", str(out), "--sample", "2",
+                "--batch-size", "2", "--no-progress"])
     result = json.loads(out.read_text())
     assert result["clips"] == 4 and result["cold"]["computed"] == 4 and result["warm"]["computed"] == 0
     assert result["extractor_paths"]["cache_full_equal_to_extractor"] == "2/2"

@@ -190,6 +190,7 @@ def _class_means(measured, name: str) -> dict[str, float]:
     return {lab: float(col[labels == lab].mean()) for lab in LABELS}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name, order",
     [
@@ -207,12 +208,14 @@ def test_class_means_follow_the_profiles(measured, name, order):
     assert ranked == order, means
 
 
+@pytest.mark.slow
 def test_pitch_level_follows_the_profiles(measured):
     means = _class_means(measured, "f0_mean_hz")
     assert min(means["angry"], means["happy"]) > means["neutral"] * 1.15
     assert means["sad"] < means["neutral"] * 0.92
 
 
+@pytest.mark.slow
 def test_rates_and_levels_are_close_to_the_profile_values(measured):
     rate = _class_means(measured, "syllable_rate")
     rms = _class_means(measured, "rms_dbfs")
@@ -238,6 +241,7 @@ def test_speakers_differ_in_pitch(measured):
         assert measured_f0 == pytest.approx(nominal[s], rel=0.15)
 
 
+@pytest.mark.slow
 def test_separable_by_acoustics_but_not_by_duration(measured):
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import LeaveOneGroupOut, cross_val_score

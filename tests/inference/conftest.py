@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.conftest import base_settings, train_in_process
-from tests.training.conftest import feature_cache, synthetic_root, tiny_model_dir  # noqa: F401 (fixtures)
+from tests.training.conftest import base_settings, feature_cache, synthetic_root, tiny_model_dir, train_in_process  # noqa: F401 (fixtures)
 
 
 def _train(tmp_path_factory, name: str, model: Path, corpus: Path, cache: Path, **over) -> Path:

@@ -20,8 +20,9 @@ from loralens.errors import ConfigError, RunFolderError
 from loralens.inference.export import export_fold
 from loralens.inference.fold_model import load_run_models
 from loralens.inference.predict import predict
-from tests.training.conftest import subprocess_env
-from tests.training.conftest import feature_cache, synthetic_root, tiny_model_dir  # noqa: F401 (fixtures)
+from tests.training.conftest import feature_cache, subprocess_env, synthetic_root, tiny_model_dir  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.slow  # end-to-end runs of several seconds each (`-m "not slow"` leaves them out)
 
 # Runs in a fresh interpreter: plain transformers only; prints the model class, the logits of each clip's 30-s
 # features and the pipeline's scores.

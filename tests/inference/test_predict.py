@@ -105,7 +105,8 @@ def test_bad_file_skipped_or_stopping(trim_run, synthetic_root, tmp_path):
     res = predict(trim_run, [good[0], silent, tmp_path / "missing.wav", good[1]], fold=0, on_bad_audio="skip",
                   on_bad=seen.append)
     assert [c.path for c in res.clips] == [str(good[0]), str(good[1])]
-    assert [Path(b.path).name for b in res.bad_files] == ["silent.wav", "missing.wav"] == [Path(b.path).name for b in seen]
+    assert [Path(b.path).name for b in res.bad_files] == ["silent.wav", "missing.wav"] == \
+        [Path(b.path).name for b in seen]
     assert "silent" in res.bad_files[0].reason and "not found" in res.bad_files[1].reason
     with pytest.raises(AudioError, match="silent.wav"):
         predict(trim_run, [good[0], silent, good[1]], fold=0)

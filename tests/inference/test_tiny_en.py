@@ -15,8 +15,7 @@ from loralens.cli import main
 from loralens.inference.predict import predict
 from loralens.io import read_json
 from loralens.models.registry import is_installed
-from tests.training.conftest import base_settings, train_in_process
-from tests.training.conftest import feature_cache, synthetic_root  # noqa: F401 (fixtures)
+from tests.training.conftest import base_settings, feature_cache, synthetic_root, train_in_process  # noqa: F401 (fixtures)
 
 
 @pytest.mark.slow

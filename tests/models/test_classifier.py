@@ -79,7 +79,8 @@ def test_frozen_step_changes_no_encoder_weight(tiny_whisper):
 def test_lora_step_changes_only_adapters_and_head(tiny_whisper):
     settings = LoraSettings(r=4, alpha=8, target_modules=("v_proj", "fc1"))
     clf = EmotionClassifier.from_whisper(tiny_whisper, n_classes=2).prepare_for("lora", settings)
-    assert set(lora_modules(clf.encoder)) == {"blocks.0.attn.v_proj", "blocks.1.attn.v_proj", "blocks.0.mlp.fc1", "blocks.1.mlp.fc1"}
+    assert set(lora_modules(clf.encoder)) == {"blocks.0.attn.v_proj", "blocks.1.attn.v_proj", "blocks.0.mlp.fc1",
+                                              "blocks.1.mlp.fc1"}
     before = {k: v.clone() for k, v in clf.state_dict().items()}
     for _ in range(2):  # B starts at 0: A moves from the second step on
         _step(clf, _features(frames=200))

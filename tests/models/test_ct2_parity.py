@@ -13,6 +13,8 @@ from loralens.models.loading import load_feature_extractor, load_whisper
 from loralens.models.registry import embedded_files
 from tests.conftest import RAVDESS
 
+pytestmark = pytest.mark.slow  # end-to-end runs of several seconds each (`-m "not slow"` leaves them out)
+
 ctranslate2 = pytest.importorskip("ctranslate2")
 
 TOLERANCE = 2e-3
@@ -68,7 +70,8 @@ def test_encoder_matches_ctranslate2(name, tmp_path):
 def test_greedy_tokens_match_ctranslate2():
     """The decoder too: greedy token ids of tiny.en agree with CTranslate2's greedy search on the same features."""
     if not (RAVDESS / "Actor_03").is_dir():
-        pytest.skip(f"needs real speech (a sentence to decode) from {RAVDESS}; the synthetic fallback decodes to nothing")
+        pytest.skip(f"needs real speech (a sentence to decode) from {RAVDESS}; the synthetic fallback decodes to "
+                    "nothing")
     extractor = load_feature_extractor("tiny.en")
     features = extractor(_audio(), sampling_rate=16000, return_tensors="np").input_features.astype(np.float32)
     reference = ctranslate2.models.Whisper(str(embedded_files("tiny.en").folder), device="cpu",

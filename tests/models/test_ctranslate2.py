@@ -194,7 +194,8 @@ def test_truncated_real_file(tmp_path):
     bad = tmp_path / "model.bin"
     with open(src, "rb") as f:
         bad.write_bytes(f.read(src.stat().st_size - 10_000))
-    with pytest.raises(WeightsError, match=r"ends early while reading the data of encoder/position_encodings/encodings"):
+    with pytest.raises(WeightsError,
+                       match=r"ends early while reading the data of encoder/position_encodings/encodings"):
         ct2.read_ctranslate2(bad)
 
 
@@ -254,7 +255,8 @@ def test_wrong_shape(tiny_ct2_f32, tmp_path):
         v["encoder/layer_0/ffn/linear_1/weight"] = v["encoder/layer_0/ffn/linear_1/weight"][:, :100].copy()
 
     out = _rewrite(tiny_ct2_f32, tmp_path / "x", edit)
-    with pytest.raises(WeightsError, match=r"model\.encoder\.layers\.0\.fc2\.weight: \(64, 100\) instead of \(64, 128\)"):
+    with pytest.raises(WeightsError,
+                       match=r"model\.encoder\.layers\.0\.fc2\.weight: \(64, 100\) instead of \(64, 128\)"):
         load_whisper(out)
 
 

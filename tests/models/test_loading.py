@@ -42,7 +42,8 @@ def _assert_same_weights(a, b) -> None:
 
 def test_tiny_en_config(tiny_en):
     c = tiny_en.config
-    assert (c.encoder_layers, c.decoder_layers, c.d_model, c.encoder_attention_heads, c.encoder_ffn_dim) == (4, 4, 384, 6, 1536)
+    assert (c.encoder_layers, c.decoder_layers, c.d_model, c.encoder_attention_heads, c.encoder_ffn_dim) == \
+        (4, 4, 384, 6, 1536)
     assert (c.num_mel_bins, c.vocab_size, c.max_source_positions, c.max_target_positions) == (80, 51864, 1500, 448)
     assert (c.decoder_start_token_id, c.eos_token_id, c.pad_token_id) == (50257, 50256, 50256)
     assert c.suppress_tokens[:3] == [1, 2, 7] and c.begin_suppress_tokens == [220, 50256]
@@ -201,7 +202,8 @@ def test_no_partial_model_is_built(tiny_whisper):
     state = dict(tiny_whisper.state_dict())
     state["model.encoder.layers.0.fc1.weight"] = state["model.encoder.layers.0.fc1.weight"][:5]
     state["extra.weight"] = torch.zeros(1)
-    with pytest.raises(WeightsError, match=r"src: weights do not fit .*1 unexpected \(extra\.weight\).*fc1\.weight: \(5, 64\) instead of \(128, 64\)"):
+    with pytest.raises(WeightsError, match=r"src: weights do not fit .*1 unexpected \(extra\.weight\)"
+                                           r".*fc1\.weight: \(5, 64\) instead of \(128, 64\)"):
         loading.build_model(tiny_whisper.config, state, "src")
 
 

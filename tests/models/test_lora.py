@@ -39,7 +39,8 @@ def test_settings_defaults_and_validation():
     assert (s.r, s.alpha, s.dropout, s.target_modules, s.layers, s.scaling) == (32, 64, 0.1, ("v_proj",), None, 2.0)
     config = s.peft_config()
     assert config.r == 32 and config.lora_alpha == 64 and config.init_lora_weights is True
-    for bad in (dict(r=0), dict(dropout=1.0), dict(target_modules=("w_proj",)), dict(target_modules=()), dict(layers=())):
+    for bad in (dict(r=0), dict(dropout=1.0), dict(target_modules=("w_proj",)), dict(target_modules=()),
+                dict(layers=())):
         with pytest.raises(ConfigError):
             LoraSettings(**bad)
     with pytest.raises(ConfigError, match="do not exist"):
@@ -94,7 +95,8 @@ def test_save_load_round_trip_in_peft_format(tmp_path):
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in out.iterdir()}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
     config = json.loads((out / "adapter_config.json").read_text())
-    assert config["r"] == 8 and config["layers_to_transform"] == [1] and set(config["target_modules"]) == {"v_proj", "fc1"}
+    assert config["r"] == 8 and config["layers_to_transform"] == [1] and \
+        set(config["target_modules"]) == {"v_proj", "fc1"}
 
     # with our loader
     fresh = _fresh_encoder()

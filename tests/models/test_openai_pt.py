@@ -28,9 +28,11 @@ def test_checkpoint_looks_like_openai(tiny_en_pt):
     assert ckpt["dims"] == dict(n_mels=80, n_vocab=51864, n_audio_ctx=1500, n_audio_state=384, n_audio_head=6,
                                 n_audio_layer=4, n_text_ctx=448, n_text_state=384, n_text_head=6, n_text_layer=4)
     sd = ckpt["model_state_dict"]
-    for key in ("encoder.blocks.0.attn.query.weight", "encoder.blocks.0.attn.key.weight", "encoder.blocks.0.mlp.0.weight",
+    for key in ("encoder.blocks.0.attn.query.weight", "encoder.blocks.0.attn.key.weight",
+                "encoder.blocks.0.mlp.0.weight",
                 "encoder.blocks.3.mlp.2.bias", "encoder.positional_embedding", "encoder.ln_post.weight",
-                "decoder.token_embedding.weight", "decoder.positional_embedding", "decoder.blocks.3.cross_attn.value.bias",
+                "decoder.token_embedding.weight", "decoder.positional_embedding",
+                "decoder.blocks.3.cross_attn.value.bias",
                 "decoder.blocks.0.cross_attn_ln.weight", "decoder.ln.bias"):
         assert key in sd, key
     assert "encoder.blocks.0.attn.key.bias" not in sd

@@ -116,6 +116,7 @@ def _read(clips) -> list[np.ndarray]:
     return audio
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tiny.en", "base"])
 def test_greedy_transcription_of_ravdess(name, clips, request):
     folder = request.getfixturevalue("tiny_en_hf" if name == "tiny.en" else "base_hf")
@@ -130,6 +131,7 @@ def test_greedy_transcription_of_ravdess(name, clips, request):
     assert score <= 0.2
 
 
+@pytest.mark.slow
 def test_base_detects_english_unprompted(base_hf, clips):
     # No language given: the generation config detects it, then transcribes (not translates).
     hyps = transcribe(base_hf, _read(clips[1:2]))

@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 import re
 
+import pytest
+
 from loralens.analysis.aggregate import aggregate_run
 from loralens.io import atomic_write_json
 from loralens.report.build import build_report
@@ -62,6 +64,7 @@ def two_fold_run(root):
         aggregate_run(root, variant)
 
 
+@pytest.mark.slow
 def test_two_folds_show_mean_std_table_and_verdict_counts(tmp_path):
     two_fold_run(tmp_path)
     run = read_run_output(tmp_path)
@@ -93,6 +96,7 @@ def test_two_folds_show_mean_std_table_and_verdict_counts(tmp_path):
     assert "numbers.modules" not in text
 
 
+@pytest.mark.slow
 def test_one_fold_changes_nothing(tmp_path):
     make_run_output(tmp_path)
     before = build_report(tmp_path, tmp_path / "before.html").read_text(encoding="utf-8")

@@ -8,8 +8,9 @@ The production page itself has no script. Any console line Chromium logs for the
 as an error: the page runs no script, so a console line can only be the browser complaining (blocked
 fetch, bad image, CSP violation).
 
-Needs Chromium: when absent, `scripts/install-chromium.sh` is tried (root + apt-get); the test skips
-with the reason when it cannot be installed. Set LORALENS_SCREENSHOT_DIR to keep the screenshot.
+Needs Chromium: when absent the test skips with the reason. It installs nothing unless asked: with
+LORALENS_INSTALL_BROWSER=1 it first runs `scripts/install-chromium.sh` (root + apt-get). Set LORALENS_SCREENSHOT_DIR to
+keep the screenshot.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loralens.report.figures import new_figure, report_style, save_figure
+from loralens.plots.figures import new_figure, report_style, save_figure
 from loralens.report.html import CSP, Figure, MeanStd, Report, Section, Table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,8 +101,9 @@ def chromium() -> str:
     path = _find_chromium()
     if path:
         return path
-    if os.environ.get("LORALENS_NO_BROWSER_INSTALL"):
-        pytest.skip("Chromium not found and LORALENS_NO_BROWSER_INSTALL is set")
+    if os.environ.get("LORALENS_INSTALL_BROWSER") != "1":
+        pytest.skip("Chromium not found; set LORALENS_INSTALL_BROWSER=1 to let this test run "
+                    "scripts/install-chromium.sh (apt-get as root), or run that script yourself")
     if not shutil.which("apt-get") or (os.geteuid() != 0 and not shutil.which("sudo")):
         pytest.skip("Chromium not found and not installable here (needs apt-get as root); "
                     "run scripts/install-chromium.sh on a Debian machine")
@@ -173,6 +175,7 @@ def _real_report(tmp_path: Path) -> tuple[Report, int]:
     return report, 2
 
 
+@pytest.mark.slow
 def test_report_loads_cleanly_in_headless_chromium(chromium, tmp_path):
     report, n_figures = _real_report(tmp_path)
     path = report.write(tmp_path / "report.html")
@@ -199,6 +202,7 @@ def test_report_loads_cleanly_in_headless_chromium(chromium, tmp_path):
         shutil.copy(shot, Path(keep) / "report-screenshot.png")
 
 
+@pytest.mark.slow
 def test_the_check_catches_a_broken_page(chromium, tmp_path):
     # Negative control: an external image (blocked by the CSP), a corrupt embedded PNG and a script error
     # must all be reported, so a clean result above means something.

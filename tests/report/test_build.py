@@ -24,8 +24,9 @@ from loralens.data.folds import Fold, folds_to_json
 from loralens.data.summary import summarize
 from loralens.errors import RunFolderError
 from loralens.io import atomic_write_json, atomic_write_text
+from loralens.plots.figures import new_figure, save_figure
 from loralens.report.build import FIGURE_DIR, build_report
-from loralens.report.figures import PNG_SIGNATURE, new_figure, save_figure
+from loralens.report.images import PNG_SIGNATURE
 from loralens.report.run_output import ANALYSIS_ORDER
 from loralens.training.config import LoraConfig, TrainConfig, config_hash, config_to_yaml
 from loralens.training.metrics import aggregate_folds, classification_metrics
@@ -441,6 +442,7 @@ def test_analysis_order_is_the_suite_order():
     assert ANALYSIS_ORDER == tuple(m.rsplit(".", 1)[1] for m in ANALYSIS_MODULES)
 
 
+@pytest.mark.slow
 def test_report_loads_in_headless_chromium(built, tmp_path):
     test_browser = pytest.importorskip("tests.report.test_browser")
     chromium = test_browser._find_chromium()
@@ -453,6 +455,7 @@ def test_report_loads_in_headless_chromium(built, tmp_path):
     assert not math.isnan(sum(img["width"] for img in result["images"]))
 
 
+@pytest.mark.slow
 def test_real_analysis_results_are_shown(tmp_path):
     # The suite driver's own result.json, meta and figures (tiny random models), read back by the report.
     pytest.importorskip("loralens.analysis.layer_contribution")
@@ -477,6 +480,7 @@ def test_real_analysis_results_are_shown(tmp_path):
     assert "lora_r8, fold 0: not run." in text  # the analyses not run
 
 
+@pytest.mark.slow
 def test_building_does_not_import_torch(built, tmp_path):
     import subprocess
     import sys
@@ -498,4 +502,5 @@ def test_verdicts_in_the_format_verdicts_py_writes_are_shown():
     claims = _claims(v)
     assert set(claims) == {"delayed_specialization", "forward_alignment_backward_differentiation"}
     assert all(c["supported"] is None and c["statement"] for c in claims.values())
-    assert claims["delayed_specialization"]["thresholds"]["agreement_threshold"] == v["thresholds"]["agreement_threshold"]
+    assert claims["delayed_specialization"]["thresholds"]["agreement_threshold"] == \
+        v["thresholds"]["agreement_threshold"]

@@ -15,15 +15,7 @@ import numpy as np
 import pytest
 
 from loralens.errors import ConfigError, RunFolderError
-from loralens.report.figures import (
-    image_data_uri,
-    new_figure,
-    png_data_uri,
-    png_dpi,
-    png_size,
-    report_style,
-    save_figure,
-)
+from loralens.plots.figures import new_figure, report_style, save_figure
 from loralens.report.html import (
     CSP,
     Figure,
@@ -37,6 +29,7 @@ from loralens.report.html import (
     format_seconds,
     reproducibility_table,
 )
+from loralens.report.images import image_data_uri, png_data_uri, png_dpi, png_size
 
 EVIL = '<script>alert("x")</script> & <img src=http://example.com/a.png>'
 VOID = {"meta", "img", "br", "hr", "link", "input", "source", "wbr", "col"}
@@ -194,7 +187,8 @@ def test_page_is_self_contained_escaped_and_well_formed(tmp_path):
         for name in ("src", "href"):
             value = attrs.get(name)
             if value is not None:
-                assert value.startswith(("data:image/png;base64,", "data:image/svg+xml;base64,", "#")), (tag, value[:60])
+                assert value.startswith(("data:image/png;base64,", "data:image/svg+xml;base64,", "#")), \
+                    (tag, value[:60])
     assert f'content="{CSP}"' in page
     assert "&lt;img src=http://example.com/a.png&gt;" in page  # as text; no attribute holds it (above)
 

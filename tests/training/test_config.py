@@ -54,7 +54,8 @@ def test_snapshot_round_trip_and_hash(tmp_path: Path):
     assert again == cfg
     assert config_hash(again) == config_hash(cfg)
     # where the run lives and which fold runs now do not change the hash; the learning rate does
-    assert config_hash(make_config({"epochs": 3, "method": "frozen", "run_dir": "elsewhere", "fold": 2})) == config_hash(cfg)
+    assert config_hash(make_config({"epochs": 3, "method": "frozen", "run_dir": "elsewhere",
+                                    "fold": 2})) == config_hash(cfg)
     assert config_hash(make_config({"epochs": 3, "method": "frozen", "lr_head": 0.5})) != config_hash(cfg)
     assert yaml.safe_load(p.read_text())["lora"]["r"] == 32
 
@@ -98,7 +99,8 @@ def test_recipe_levers_are_hashed_only_when_set():
     assert config_hash(make_config({**base, "validation_speakers": None, "select_on": "uar", "lp_ft_epochs": 0,
                                     "average_last": 1, "augment": {"speed": [], "mixup_alpha": 0.0}})) == h0
     levers = [{"validation_speakers": 4}, {"select_on": "loss"}, {"lp_ft_epochs": 5}, {"average_last": 3},
-              {"augment": {"spec_time_masks": 2}}, {"augment": {"spec_freq_masks": 2}}, {"augment": {"speed": [0.9, 1.1]}},
+              {"augment": {"spec_time_masks": 2}}, {"augment": {"spec_freq_masks": 2}}, {"augment": {"speed": [0.9,
+                                                                                                               1.1]}},
               {"augment": {"noise_snr_db": [10, 30]}}, {"augment": {"mixup_alpha": 0.2}},
               {"augment": {"label_smoothing": 0.1}}, {"augment": {"spec_time_masks": 1, "spec_time_width": 20}}]
     hashes = {config_hash(make_config({**base, **lever})) for lever in levers}

@@ -17,6 +17,7 @@ from loralens.training.crossval import train
 from tests.training.conftest import base_settings, train_in_process
 
 
+@pytest.mark.slow
 def test_run_folder_contents(reference_run):
     settings, run = reference_run
     cfg = make_config(settings)
@@ -129,6 +130,7 @@ def test_pooled_head_equals_classifier(tiny_whisper, weighted, normalized):
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_frozen_method_trains_head_on_cached_encoder_outputs(tiny_model_dir, synthetic_root, feature_cache, tmp_path):
     settings = base_settings(tiny_model_dir, synthetic_root, feature_cache, tmp_path / "run", method="frozen",
                              lora=None, epochs=30, lr_head=2e-2, fold=0, checkpoint_every=50, log_every=10)
@@ -145,6 +147,7 @@ def test_frozen_method_trains_head_on_cached_encoder_outputs(tiny_model_dir, syn
     assert s["missing_folds"] == ["fold1"]
 
 
+@pytest.mark.slow
 def test_full_method_saves_encoder(tiny_model_dir, synthetic_root, feature_cache, tmp_path):
     settings = base_settings(tiny_model_dir, synthetic_root, feature_cache, tmp_path / "run", method="full",
                              epochs=1, fold=1, checkpoint_every=50, gradient_checkpointing=True)

@@ -46,6 +46,7 @@ def test_select_on_loss_picks_the_epoch_of_lowest_validation_loss(accelerator, t
     assert ce == pytest.approx(min(losses), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_average_last_holds_the_mean_of_the_epochs_ending_with_the_selected_one(accelerator, tmp_path):
     train, val = make_split(40, 0), make_split(30, 1)
     torch.manual_seed(0)
@@ -131,6 +132,7 @@ def test_mixup_batch_known_answer():
         mixup_batch(x, lens, y, 0.0, rng)
 
 
+@pytest.mark.slow
 def test_resume_with_every_loop_lever_on_is_exact(accelerator, tmp_path):
     train, val = make_split(30, 0), make_split(12, 1)
     settings = LoopSettings(epochs=4, batch_size=4, grad_accum=2, log_every=1, checkpoint_every=3, patience=None,

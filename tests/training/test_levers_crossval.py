@@ -24,12 +24,13 @@ AUGMENT = {"spec_time_masks": 2, "spec_time_width": 10, "spec_freq_masks": 1, "s
            "label_smoothing": 0.1}
 
 
+@pytest.mark.slow
 def test_lp_ft_starts_from_the_probe_head(tiny_model_dir, synthetic_root, feature_cache, tmp_path):
     from loralens.data.batching import Collator, FeatureDataset
     from loralens.data.corpora import load_corpus
     from loralens.data.features import FeatureCache, FeatureSettings
-    from loralens.models.loading import load_whisper
     from loralens.models.classifier import whisper_encoder
+    from loralens.models.loading import load_whisper
     from loralens.training.crossval import build_classifier
     from loralens.training.metrics import classification_metrics
 
@@ -55,7 +56,8 @@ def test_lp_ft_starts_from_the_probe_head(tiny_model_dir, synthetic_root, featur
     batch = Collator("trim")([ds[i] for i in range(len(ds))])
     with torch.no_grad():
         pred = clf(batch.features, batch.mel_lengths).argmax(-1).tolist()
-    assert classification_metrics(batch.labels.tolist(), pred, corpus.labels).uar == pytest.approx(lp["validation"]["uar"])
+    assert classification_metrics(batch.labels.tolist(), pred,
+                                  corpus.labels).uar == pytest.approx(lp["validation"]["uar"])
     # rerunning the complete fold does nothing; the head stage is not repeated
     mtime = (fold / "lp" / "head.safetensors").stat().st_mtime_ns
     train_in_process(settings)
@@ -99,6 +101,7 @@ def test_validation_speakers_in_train_and_run(tiny_model_dir, six_speakers, feat
     assert [len(f["speakers"]["validation"]) for f in folds] == [2, 2]
 
 
+@pytest.mark.slow
 def test_sigkill_with_every_lever_on_then_rerun_matches_uninterrupted(tiny_model_dir, synthetic_root, feature_cache,
                                                                      tmp_path, capsys):
     levers = {"augment": AUGMENT, "select_on": "loss", "average_last": 2, "lp_ft_epochs": 2, "epochs": 3}
@@ -118,19 +121,23 @@ def test_sigkill_with_every_lever_on_then_rerun_matches_uninterrupted(tiny_model
     out = capsys.readouterr().out
     assert "fold 0 (fold0): complete, skipped" in out and "resuming fold_1 from step" in out
     for k in (0, 1):
-        got, want = read_json(run_dir / f"fold_{k}" / "metrics.json"), read_json(tmp_path / "ref" / f"fold_{k}" / "metrics.json")
+        got = read_json(run_dir / f"fold_{k}" / "metrics.json")
+        want = read_json(tmp_path / "ref" / f"fold_{k}" / "metrics.json")
         for key in ("selected_epoch", "epochs_trained", "steps", "validation", "test", "averaged_epochs",
                     "selected_validation"):
             assert got[key] == want[key], (k, key)
         assert got["linear_probe"]["validation"] == want["linear_probe"]["validation"]
         for log in ("log.jsonl", "lp/log.jsonl"):
             assert strip_times(run_dir / f"fold_{k}" / log) == strip_times(tmp_path / "ref" / f"fold_{k}" / log)
-        assert read_json(run_dir / f"fold_{k}" / "predictions.json") == read_json(tmp_path / "ref" / f"fold_{k}" / "predictions.json")
+        assert read_json(run_dir / f"fold_{k}" / "predictions.json") == \
+            read_json(tmp_path / "ref" / f"fold_{k}" / "predictions.json")
     # the augmentation did act: the reference's training loss differs from an unaugmented run's first epoch
     plain = base_settings(tiny_model_dir, synthetic_root, feature_cache, tmp_path / "plain", fold=0, epochs=1)
     with one_thread():
         train(make_config(plain))
-    first = lambda p: json.loads([x for x in p.read_text().splitlines() if '"type": "step"' in x][0])["loss"]  # noqa: E731
+    # noqa: E731
+    def first(p):
+        return json.loads([x for x in p.read_text().splitlines() if '"type": "step"' in x][0])["loss"]
     assert first(tmp_path / "plain" / "fold_0" / "log.jsonl") != first(tmp_path / "ref" / "fold_0" / "log.jsonl")
 
 
@@ -156,5 +163,6 @@ def test_validation_speakers_on_ravdess6_keeps_test_splits_and_the_default(tmp_p
     for d, f in zip(default, four):
         assert f.test == d.test
         speakers = {by_id[i].speaker for i in f.validation}
-        assert len(speakers) == 4 and sorted(by_id[i].gender for i in f.validation[::2]) == ["female"] * 2 + ["male"] * 2
+        assert len(speakers) == 4 and \
+            sorted(by_id[i].gender for i in f.validation[::2]) == ["female"] * 2 + ["male"] * 2
         assert len({by_id[i].speaker for i in f.train}) == 16

@@ -2,7 +2,8 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix as sk_cm, f1_score, recall_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
+from sklearn.metrics import confusion_matrix as sk_cm
 
 from loralens.training.metrics import aggregate_folds, classification_metrics, confusion_matrix, mean_std
 

@@ -15,6 +15,8 @@ from safetensors.torch import load_file
 from loralens.io import read_json
 from tests.training.conftest import REPO, cli_args, strip_times, subprocess_env
 
+pytestmark = pytest.mark.slow  # end-to-end runs of several seconds each (`-m "not slow"` leaves them out)
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -59,4 +61,5 @@ def test_two_processes_match_one(reference_run, tmp_path):
     assert got["validation"]["uar"] == pytest.approx(want["validation"]["uar"])
     # evaluation gathered every clip exactly once
     assert sum(map(sum, got["test"]["confusion"])) == got["sizes"]["test"]
-    assert read_json(run_dir / "fold_0" / "predictions.json")["ids"] == read_json(ref / "fold_0" / "predictions.json")["ids"]
+    assert read_json(run_dir / "fold_0" / "predictions.json")["ids"] == \
+        read_json(ref / "fold_0" / "predictions.json")["ids"]

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from loralens.io import read_json
 from tests.training.conftest import (
     REPO,
@@ -41,6 +43,7 @@ def _kill_when_mid_epoch_in_fold_1(proc: subprocess.Popen, run_dir, timeout: flo
     raise AssertionError("no mid-epoch checkpoint of fold 1 appeared")
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_rerun_matches_uninterrupted(reference_run, tmp_path, capsys):
     ref_settings, ref_dir = reference_run
     run_dir = tmp_path / "run"

@@ -54,7 +54,8 @@ def resolve_label_set(spec: CorpusSpec, label_set: str | None, found: list[Clip]
     if not spec.raw_labels and name == "all":
         present = {c.label for c in found or []}
         # the shared vocabulary in the built-ins' order first (neutral, calm, happy, ...), other labels by name
-        labels = [v for v in manifest.SHARED_VOCABULARY if v in present] + sorted(present - set(manifest.SHARED_VOCABULARY))
+        shared = manifest.SHARED_VOCABULARY
+        labels = [v for v in shared if v in present] + sorted(present - set(shared))
         return LabelSet.identity("all", labels, "every label in the manifest")
     choices = ", ".join(list(spec.label_sets) + ([] if spec.raw_labels else ["all"]))
     raise CorpusError(

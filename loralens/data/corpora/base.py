@@ -37,7 +37,7 @@ class LabelSet:
     description: str = ""
 
     @classmethod
-    def identity(cls, name: str, labels: Iterable[str], description: str = "") -> "LabelSet":
+    def identity(cls, name: str, labels: Iterable[str], description: str = "") -> LabelSet:
         labels = tuple(labels)
         return cls(name, labels, {label: label for label in labels}, description)
 

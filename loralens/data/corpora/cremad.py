@@ -14,8 +14,19 @@ from pathlib import Path
 
 from loralens.data.clips import Clip
 from loralens.data.corpora.base import (
-    ANGRY, DISGUST, FEARFUL, FOUR_CLASS, HAPPY, NEUTRAL, SAD,
-    CorpusSpec, LabelSet, audio_files, check_unique_ids, clip_id, require_dir,
+    ANGRY,
+    DISGUST,
+    FEARFUL,
+    FOUR_CLASS,
+    HAPPY,
+    NEUTRAL,
+    SAD,
+    CorpusSpec,
+    LabelSet,
+    audio_files,
+    check_unique_ids,
+    clip_id,
+    require_dir,
 )  # fmt: skip
 from loralens.errors import CorpusError
 

@@ -18,8 +18,19 @@ from pathlib import Path
 
 from loralens.data.clips import Clip
 from loralens.data.corpora.base import (
-    ANGRY, DISGUST, FEARFUL, FOUR_CLASS, HAPPY, NEUTRAL, SAD, SURPRISED,
-    CorpusSpec, LabelSet, check_unique_ids, clip_id, require_dir,
+    ANGRY,
+    DISGUST,
+    FEARFUL,
+    FOUR_CLASS,
+    HAPPY,
+    NEUTRAL,
+    SAD,
+    SURPRISED,
+    CorpusSpec,
+    LabelSet,
+    check_unique_ids,
+    clip_id,
+    require_dir,
 )  # fmt: skip
 from loralens.errors import CorpusError
 
@@ -57,7 +68,8 @@ def parse(root: Path) -> list[Clip]:
     missing: list[str] = []
     for session in sessions:
         eval_dir = session / "dialog" / "EmoEvaluation"
-        eval_files = sorted(p for p in eval_dir.glob("*.txt") if not p.name.startswith(".")) if eval_dir.is_dir() else []
+        eval_files = (sorted(p for p in eval_dir.glob("*.txt") if not p.name.startswith("."))
+                      if eval_dir.is_dir() else [])
         if not eval_files:
             raise CorpusError(
                 f"{NAME}: no evaluation files {eval_dir}/*.txt",

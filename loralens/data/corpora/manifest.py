@@ -17,7 +17,17 @@ from pathlib import Path
 
 from loralens.data.clips import Clip
 from loralens.data.corpora.base import (
-    ANGRY, CALM, DISGUST, FEARFUL, FOUR_CLASS, HAPPY, NEUTRAL, SAD, SURPRISED, CorpusSpec, LabelSet,
+    ANGRY,
+    CALM,
+    DISGUST,
+    FEARFUL,
+    FOUR_CLASS,
+    HAPPY,
+    NEUTRAL,
+    SAD,
+    SURPRISED,
+    CorpusSpec,
+    LabelSet,
 )
 from loralens.errors import CorpusError
 
@@ -44,7 +54,8 @@ def find_manifest(root: str | Path) -> Path:
             )
         path = found[0]
     if not path.is_file():
-        raise CorpusError(f"{NAME}: manifest {path} not found", "pass a .csv or .jsonl file with columns path, label, speaker")
+        raise CorpusError(f"{NAME}: manifest {path} not found",
+                          "pass a .csv or .jsonl file with columns path, label, speaker")
     if path.suffix.lower() not in (".csv", ".jsonl"):
         raise CorpusError(f"{NAME}: {path}: unknown manifest format {path.suffix!r}", "use a .csv or .jsonl file")
     return Path(os.path.abspath(path))
@@ -107,7 +118,8 @@ def read_manifest(root: str | Path) -> Manifest:
         )
     # A clip id is the path without extension unless an `id` is given; two files of one name in different
     # formats (a.mp3, a.ogg) are two clips, so they keep their extension in the id.
-    stems = Counter(Path(os.path.relpath(a, folder)).with_suffix("").as_posix() for _, a, r in entries if not r.get("id"))
+    stems = Counter(Path(os.path.relpath(a, folder)).with_suffix("").as_posix()
+                    for _, a, r in entries if not r.get("id"))
     clips: list[Clip] = []
     lines: dict[str, int] = {}
     for line, audio, row in entries:
@@ -203,7 +215,8 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
         absent = [c for c in REQUIRED if c not in header]
         if absent:
             raise CorpusError(
-                f"{NAME}: {path} line 1: missing column(s) {', '.join(absent)} (header: {', '.join(header) or 'empty'})",
+                f"{NAME}: {path} line 1: missing column(s) {', '.join(absent)} (header: "
+                f"{', '.join(header) or 'empty'})",
                 f"the header must name {', '.join(REQUIRED)} (optional: {', '.join(OPTIONAL)})",
             )
         rows = []

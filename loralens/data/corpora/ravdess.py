@@ -18,8 +18,22 @@ from pathlib import Path
 
 from loralens.data.clips import Clip
 from loralens.data.corpora.base import (
-    ANGRY, CALM, DISGUST, FEARFUL, FOUR_CLASS, HAPPY, NEUTRAL, SAD, SURPRISED,
-    CorpusSpec, LabelSet, audio_files, check_unique_ids, clip_id, require_dir, warn_skipped,
+    ANGRY,
+    CALM,
+    DISGUST,
+    FEARFUL,
+    FOUR_CLASS,
+    HAPPY,
+    NEUTRAL,
+    SAD,
+    SURPRISED,
+    CorpusSpec,
+    LabelSet,
+    audio_files,
+    check_unique_ids,
+    clip_id,
+    require_dir,
+    warn_skipped,
 )  # fmt: skip
 from loralens.errors import CorpusError
 
@@ -75,7 +89,8 @@ def parse_name(stem: str) -> RavdessName:
         raise ValueError(f"{stem!r}: intensity, statement and repetition must each be 01 or 02")
     if not 1 <= actor <= 24:
         raise ValueError(f"{stem!r}: actor {actor:02d} is not 01..24")
-    return RavdessName(modality, channel, EMOTIONS[emotion - 1], INTENSITIES[intensity - 1], statement, repetition, actor)
+    return RavdessName(modality, channel, EMOTIONS[emotion - 1], INTENSITIES[intensity - 1], statement, repetition,
+                       actor)
 
 
 def parse(root: Path) -> list[Clip]:

@@ -14,8 +14,19 @@ from pathlib import Path
 
 from loralens.data.clips import Clip
 from loralens.data.corpora.base import (
-    ANGRY, DISGUST, FEARFUL, FOUR_CLASS, HAPPY, NEUTRAL, SAD,
-    CorpusSpec, LabelSet, audio_files, check_unique_ids, clip_id, require_dir,
+    ANGRY,
+    DISGUST,
+    FEARFUL,
+    FOUR_CLASS,
+    HAPPY,
+    NEUTRAL,
+    SAD,
+    CorpusSpec,
+    LabelSet,
+    audio_files,
+    check_unique_ids,
+    clip_id,
+    require_dir,
 )  # fmt: skip
 from loralens.errors import CorpusError
 
@@ -46,7 +57,8 @@ def parse(root: Path) -> list[Clip]:
         nested = sorted(
             p for p in root.iterdir() if p.is_dir() and any(_DIR_RE.match(q.name) for q in p.iterdir() if q.is_dir())
         )
-        hint = f"the emotion folders are in {nested[0]}: pass that folder" if nested else f"pass the folder that holds {_EXPECTED}"
+        hint = (f"the emotion folders are in {nested[0]}: pass that folder" if nested
+                else f"pass the folder that holds {_EXPECTED}")
         raise CorpusError(f"{NAME}: no OAF_*/YAF_* folders in {root}", hint)
     clips: list[Clip] = []
     for folder in dirs:

@@ -16,8 +16,7 @@ from loralens.cli import main
 from loralens.data.corpora import load_corpus
 from loralens.errors import CorpusError, MissingExtraError
 from loralens.io import read_json
-from tests.training.conftest import base_settings, cli_args, one_thread
-from tests.training.conftest import feature_cache, synthetic_root, tiny_model_dir  # noqa: F401 (fixtures)
+from tests.training.conftest import base_settings, cli_args, feature_cache, one_thread, synthetic_root, tiny_model_dir  # noqa: F401 (fixtures)
 
 datasets = pytest.importorskip("datasets", reason="the hf corpus needs the `datasets` extra (pip install -e '.[hf]')")
 
@@ -127,6 +126,7 @@ def test_data_summary_cli_matches_the_manifest(hf_folders, synthetic_root, capsy
     assert got["durations"]["total_s"] == pytest.approx(ref["durations"]["total_s"])
 
 
+@pytest.mark.slow
 def test_training_on_the_dataset_equals_the_manifest_run(hf_folders, tiny_model_dir, synthetic_root, feature_cache,
                                                          tmp_path):
     runs = {}

@@ -51,7 +51,8 @@ def test_unknown_label_set(emodb):
 
 
 def test_empty_after_label_selection(emodb):
-    with pytest.raises(CorpusError, match=r"no clips with labels sad, fearful .*\(4 clip\(s\) before label selection\)"):
+    with pytest.raises(CorpusError,
+                       match=r"no clips with labels sad, fearful .*\(4 clip\(s\) before label selection\)"):
         load_corpus("emodb", emodb, "sad,fearful")
 
 

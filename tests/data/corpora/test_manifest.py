@@ -43,7 +43,8 @@ def test_csv(data):
     assert by_id["audio/b"].session is None and by_id["audio/sub/c"].gender is None
     assert by_id[f"../{data.name}_outside/d"].gender == "male"
     # A folder holding manifest.csv works too; a custom label set selects and orders classes.
-    with pytest.warns(CorpusWarning, match=r"left out 1 clip\(s\) whose labels are not in the label set sad,happy: angry \(1\)"):
+    with pytest.warns(CorpusWarning,
+                      match=r"left out 1 clip\(s\) whose labels are not in the label set sad,happy: angry \(1\)"):
         sel = load_corpus("manifest", data, "sad,happy", with_durations=True)
     assert sel.labels == ("sad", "happy") and len(sel.clips) == 3
     assert all(c.duration == pytest.approx(0.25) for c in sel.clips)
@@ -82,7 +83,8 @@ def test_missing_file_names_file_and_line(data):
     [
         ("path,label,speaker\naudio/a.wav,,s1\n", r"line 2: empty 'label'"),
         ("path,label,speaker,gender\naudio/a.wav,x,s1,robot\n", r"line 2: gender 'robot'"),
-        ("path,label,speaker,id\naudio/a.wav,x,s1,same\naudio/b.flac,y,s1,same\n", r"lines 2 and 3 have the same clip id .same."),
+        ("path,label,speaker,id\naudio/a.wav,x,s1,same\naudio/b.flac,y,s1,same\n",
+         r"lines 2 and 3 have the same clip id .same."),
         ("path,label,speaker\n", "lists no clips"),
     ],
 )

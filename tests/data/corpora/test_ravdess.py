@@ -55,7 +55,8 @@ def test_parse_name_fields():
     assert (n.emotion, n.intensity, n.statement, n.repetition, n.actor) == ("angry", "strong", 1, 2, 12)
     assert (n.speaker, n.gender, n.is_audio_speech) == ("Actor_12", "female", True)
     assert parse_name("03-02-03-01-01-01-07").is_audio_speech is False  # song
-    for bad in ("03-01-09-01-01-01-01", "03-01-01-03-01-01-01", "03-01-01-01-01-01-25", "3-1-1", "04-01-01-01-01-01-01"):
+    for bad in ("03-01-09-01-01-01-01", "03-01-01-03-01-01-01", "03-01-01-01-01-01-25", "3-1-1",
+                "04-01-01-01-01-01-01"):
         with pytest.raises(ValueError):
             parse_name(bad)
 

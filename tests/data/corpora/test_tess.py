@@ -39,7 +39,8 @@ def test_4class(mini):
 
 def test_file_emotion_must_match_its_folder(mini, build_layout):
     build_layout(mini, ["OAF_angry/OAF_back_sad.wav"])
-    with pytest.raises(CorpusError, match=r"OAF_back_sad.wav: file name does not end in the folder's emotion \(angry\)"):
+    with pytest.raises(CorpusError,
+                       match=r"OAF_back_sad.wav: file name does not end in the folder's emotion \(angry\)"):
         load_corpus("tess", mini)
 
 

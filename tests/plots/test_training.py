@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import matplotlib.image as mpimg
 
-from loralens.report.training_figures import confusion_figure, read_log, training_curve
+from loralens.plots.confusion import confusion_figure
+from loralens.plots.training import training_curve
+from loralens.training.run_folder import read_log
 
 
 def test_training_curve_and_confusion(tmp_path):

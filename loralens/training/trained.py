@@ -1,0 +1,41 @@
+"""A trained fold's classifier, rebuilt from its run folder: the base encoder (copied), the fold's adapter (`lora`) or
+encoder weights (`full`), and its head. Used by the analyses (`analysis.loading`) and by `predict` / `export`
+(`inference.fold_model`), which both stand above training."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from loralens.models.classifier import EmotionClassifier
+from loralens.training.config import TrainConfig
+from loralens.training.run_folder import RunFolder
+
+
+def fold_classifier(run_dir: str | Path, fold: int, cfg: TrainConfig, encoder: torch.nn.Module,
+                    n_classes: int) -> EmotionClassifier:
+    """The trained classifier of fold `fold` of run `run_dir` (trained under `cfg`) on a copy of the base
+    `encoder` (a `WhisperEncoder`): the fold's adapter (lora) or encoder weights (full), and its head; eval mode,
+    no gradients required."""
+    from loralens.training.crossval import mask_padding_for
+
+    folder = RunFolder(run_dir).fold(fold)
+    clf = EmotionClassifier(
+        copy.deepcopy(encoder),
+        n_classes,
+        proj_size=cfg.head.projector_dim,
+        use_weighted_layer_sum=cfg.head.weighted_layer_sum, normalize_layers=cfg.head.layer_norm,
+        mask_padding=mask_padding_for(cfg),
+    )
+    if cfg.method == "lora":
+        clf.load_adapter(folder.adapter)
+        clf.lora_settings = cfg.lora.to_settings()
+    elif cfg.method == "full":
+        clf.encoder.load_state_dict(load_file(str(folder.encoder)))
+    clf.method = cfg.method
+    clf.head.load_state_dict(load_file(str(folder.head)))
+    clf.requires_grad_(False)
+    return clf.eval()

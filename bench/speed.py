@@ -32,7 +32,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -56,7 +57,7 @@ def matmul_peak(n: int = 2048) -> dict[str, float]:
     out = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        s = _time(lambda: a @ b, repeat=5, warmup=2)
+        s = _time(lambda a=a, b=b: a @ b, repeat=5, warmup=2)
         out[name] = 2 * n**3 / s / 1e9
     return out
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from loralens.analysis.loading import context_from_runs, read_run_config
-from loralens.analysis.suite import Analysis, resolve, run_suite
+from loralens.analysis.suite import Analysis, complete_result, resolve, run_suite
 from loralens.errors import ConfigError
 from loralens.io import atomic_write_json, read_json
 from loralens.training.config import config_hash
@@ -83,11 +83,7 @@ def analysis_errors(out_dir: str | Path, names: Iterable[str]) -> dict[str, str]
 
 
 def _complete(out_dir: Path, name: str, key: str) -> dict | None:
-    path = out_dir / name / "result.json"
-    if not path.exists():
-        return None
-    r = read_json(path)
-    return r if r.get("meta", {}).get("key") == key else None
+    return complete_result(out_dir / name, key)
 
 
 def analysis_complete(

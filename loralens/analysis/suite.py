@@ -134,8 +134,8 @@ def run_analysis(analysis: Analysis, ctx: AnalysisContext, out_dir: Path, *, key
     (a hash of what the result depends on) is there. Returns the result dict (with its `meta`)."""
     out_dir = Path(out_dir)
     result_path = out_dir / "result.json"
-    if not force and _complete(out_dir, key):
-        return read_json(result_path)
+    if not force and (old := complete_result(out_dir, key)) is not None:
+        return old
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
@@ -193,8 +193,8 @@ def run_suite(
     passes = getattr(ctx, "passes", None)  # a bare context (tests, custom drivers) may have no shared passes
     if passes is not None:
         # the shared passes run the observers of every analysis still to compute, once per (model, split)
-        passes.wanted = tuple(dict.fromkeys(o for a in chosen if force or not _complete(Path(out_root) / a.name, key)
-                                            for o in a.observes))
+        pending = [a for a in chosen if force or complete_result(Path(out_root) / a.name, key) is None]
+        passes.wanted = tuple(dict.fromkeys(o for a in pending for o in a.observes))
     try:
         _run_each(ctx, chosen, out_root, results, key=key, force=force, progress=progress, keep_going=keep_going)
     finally:
@@ -203,9 +203,13 @@ def run_suite(
     return results
 
 
-def _complete(folder: Path, key: str) -> bool:
-    path = folder / "result.json"
-    return path.exists() and read_json(path).get("meta", {}).get("key") == key
+def complete_result(folder: Path, key: str) -> dict | None:
+    """The result in `folder/result.json` when it is complete under `key` (a hash of what it depends on); else None."""
+    path = Path(folder) / "result.json"
+    if not path.exists():
+        return None
+    result = read_json(path)
+    return result if result.get("meta", {}).get("key") == key else None
 
 
 def _run_each(ctx: AnalysisContext, chosen: list[Analysis], out_root: Path, results: dict[str, dict], *, key: str,

@@ -59,6 +59,9 @@ from loralens.models.runner import LORA_A, LORA_B, hook_layer
 
 NAME = "lora_internals"
 KINDS = ("a_out", "b_out", "a_grad", "b_grad")
+# clips per backward pass: peak memory is the autograd graph of one pass (about 60 MB per clip and layer for
+# `base` on 4-s clips); 4 keeps the suite's peak near the other analyses' at little cost in speed
+GRAD_BATCH = 4
 VARIANTS = ("trained", "init", "random")
 INIT_RECONSTRUCTED = "reconstructed peft initialisation"
 INIT_FALLBACK = "trained A (initial weights unavailable)"
@@ -165,6 +168,19 @@ def _initial_weights(ctx: AnalysisContext, saved: dict[str, tuple[torch.Tensor, 
     return out, INIT_RECONSTRUCTED
 
 
+def _split_batches(batches: list[Batch], size: int) -> list[Batch]:
+    """Each batch cut into sub-batches of at most `size` clips (same padded frames, so each clip sees the same
+    input): the autograd graph of a backward pass grows with the batch, and this analysis keeps one alive."""
+    if size < 1:
+        raise AnalysisInputError(f"lora_internals: grad_batch must be >= 1, got {size}")
+    out = []
+    for b in batches:
+        for s in range(0, len(b.ids), size):
+            sel = slice(s, s + size)
+            out.append(Batch(b.features[sel], b.mel_lengths[sel], b.labels[sel], b.ids[sel]))
+    return out
+
+
 def _collect(ctx: AnalysisContext, batches: list[Batch], prefixes: list[str], ranks: dict[str, int],
              d_outs: dict[str, int]) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray], float]:
     """Run the sample with gradients; per-module statistics, pooled rank-space vectors `[n, r]`, summed loss."""
@@ -248,7 +264,8 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
         raise AnalysisInputError(f"lora_internals needs at least 5 sampled clips, got {chosen.size}")
     labels = labels_all[chosen]
     ids = ctx.test.ids
-    batches = list(_sample_batches(ctx.test.batches, chosen))
+    grad_batch = int(ctx.option(NAME, "grad_batch", GRAD_BATCH))
+    batches = _split_batches(list(_sample_batches(ctx.test.batches, chosen)), grad_batch)
     adapted_layers = sorted({hook_layer(p) for p in prefixes})
     tsne_layers = ctx.option(NAME, "tsne_layers", None)
     if tsne_layers is None:

@@ -272,3 +272,34 @@ def test_mismatched_initial_adapter_is_refused():
     with pytest.raises(ConfigError, match="initial adapter modules"):
         lora_internals.run(ctx)
     assert all(torch.equal(m.lora_A[ADAPTER].weight, before[p]) for p, m in mods.items())
+
+
+def test_gradient_batch_size_does_not_change_the_numbers(ctx_and_result):
+    """Cutting the backward passes into smaller batches (the memory knob) changes only float rounding."""
+    ctx, r = ctx_and_result
+    ctx.options = {**ctx.options, "lora_internals": {**ctx.options.get("lora_internals", {}), "grad_batch": 1}}
+    try:
+        one = lora_internals.run(ctx)
+    finally:
+        ctx.options["lora_internals"].pop("grad_batch")
+    assert one["sample"] == r["sample"]
+    for p in r["module_order"]:
+        for v in ("trained", "init", "random"):
+            a, b = r["modules"][p][v], one["modules"][p][v]
+            for key in ("a_out_k90", "b_out_k90", "a_grad_k90", "b_grad_k90"):
+                assert a[key] == b[key], (p, v, key)
+            for key in ("a_out_frobenius", "b_out_frobenius", "a_grad_frobenius", "b_grad_frobenius"):
+                assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-9), (p, v, key)
+            for key in ("cka_ab_forward", "cka_ab_backward"):
+                assert (a[key] is None) == (b[key] is None)
+                if a[key] is not None:
+                    assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (p, v, key)
+    for v in r["loss"]:
+        assert one["loss"][v] == pytest.approx(r["loss"][v], rel=1e-5)
+
+
+def test_gradient_batch_must_be_positive(ctx_and_result):
+    from loralens.errors import LoralensError
+
+    with pytest.raises(LoralensError, match="grad_batch"):
+        lora_internals._split_batches([], 0)

@@ -85,6 +85,7 @@ RECIPES: dict[str, dict] = {
     "lora-val4": _with(LORA, validation_speakers=4),
     "lora-sel-loss": _with(LORA, select_on="loss"),
     "lora-lpft": _with(LORA, lp_ft_epochs=20),
+    "lora-lpft-val4": _with(LORA, lp_ft_epochs=20, validation_speakers=4),
     "lora-specaug": _with(LORA, augment=SPEC),
     "lora-speed": _with(LORA, augment={"speed": [0.9, 1.0, 1.1]}),
     "lora-noise": _with(LORA, augment={"noise_snr_db": [10.0, 30.0], "noise_prob": 0.5}),

@@ -64,6 +64,9 @@ def keep_fp32(modules: list[torch.nn.Module]) -> Callable[[], None]:
     return undo
 
 
+SEED_VARIANT = "fp32, other dropout masks (noise yardstick)"
+
+
 def variants(clf: Any) -> dict[str, Callable[[], list[torch.nn.Module]] | None]:
     """Name -> the modules kept in fp32 (None: plain fp32, no autocast)."""
     from loralens.models.lora import ADAPTER, lora_modules
@@ -72,14 +75,19 @@ def variants(clf: Any) -> dict[str, Callable[[], list[torch.nn.Module]] | None]:
     lora = list(lora_modules(clf.encoder).values())
     return {
         "fp32": None,
+        # the yardstick: fp32 again with other LoRA-dropout masks, i.e. what training's own randomness moves
+        SEED_VARIANT: None,
         "bf16 (as trained now)": lambda: [],
         "bf16, LoRA branch fp32": lambda: [m.lora_A[ADAPTER] for m in lora] + [m.lora_B[ADAPTER] for m in lora],
         "bf16, adapted v_proj fp32 (base + LoRA)": lambda: lora,
-        "bf16, head fp32 (pooling, projector, classifier)": lambda: [clf.head],
+        # the classifier calls the head's parts and the runner the layers' parts directly (not their forward), so
+        # those parts are what is kept in fp32
+        "bf16, head fp32 (projector, classifier)": lambda: [clf.head.projector, clf.head.classifier],
         "bf16, attention fp32": lambda: [layer.self_attn for layer in layers],
         "bf16, MLP fp32": lambda: [m for layer in layers for m in (layer.fc1, layer.fc2)],
         "bf16, conv front end fp32": lambda: [clf.encoder.conv1, clf.encoder.conv2],
-        "bf16, last 2 layers fp32": lambda: layers[-2:],
+        "bf16, last 2 layers fp32": lambda: [m for layer in layers[-2:] for m in
+                                             (layer.self_attn, layer.fc1, layer.fc2)],
     }
 
 
@@ -106,8 +114,8 @@ def flat(ps: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1).float() for p in ps])
 
 
-def grads(clf: Any, batches: list, bf16: bool) -> dict[str, torch.Tensor]:
-    torch.manual_seed(1234)  # the same dropout masks in every variant
+def grads(clf: Any, batches: list, bf16: bool, seed: int = 1234) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)  # the same dropout masks in every variant
     clf.zero_grad(set_to_none=True)
     for b in batches:
         with _autocast(bf16):
@@ -123,8 +131,8 @@ def make_opt(clf: Any, lr_encoder: float, lr_head: float) -> torch.optim.Optimiz
                               {"params": g["head"], "lr": lr_head}], weight_decay=0.01)
 
 
-def train_steps(clf: Any, batches: list, bf16: bool, lr_encoder: float, lr_head: float) -> None:
-    torch.manual_seed(4321)
+def train_steps(clf: Any, batches: list, bf16: bool, lr_encoder: float, lr_head: float, seed: int = 4321) -> None:
+    torch.manual_seed(seed)
     opt = make_opt(clf, lr_encoder, lr_head)
     params = [p for p in clf.parameters() if p.requires_grad]
     for b in batches:
@@ -209,9 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         clf.load_state_dict(start)
         t = time.perf_counter()
         with variant(clf, name, table) as bf16:
-            g = grads(clf, gb, bf16)
+            shift = 1 if name == SEED_VARIANT else 0
+            g = grads(clf, gb, bf16, seed=1234 + shift)
             clf.load_state_dict(start)
-            train_steps(clf, steps, bf16, args.lr_encoder, args.lr_head)
+            train_steps(clf, steps, bf16, args.lr_encoder, args.lr_head, seed=4321 + shift)
         end = {k: flat(ps) for k, ps in groups(clf).items()}
         loss, acc = eval_loss(clf, held_b)
         if name == "fp32":

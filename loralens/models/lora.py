@@ -203,8 +203,8 @@ def refuse_lora_variants(modules: Mapping[str, LoraLayer], source: str,
         if variant is not None:
             raise error(
                 f"{source}: the LoRA adapter on {prefix} is the peft variant {variant}; loralens reads plain LoRA "
-                "only (B A x * scaling added to the base projection), its taps and weight analyses would be "
-                "silently wrong",
+                "only (B A x * scaling added to the base projection): its LoRA hook points and weight analyses "
+                "would be silently wrong",
                 hint="use a plain LoRA adapter (peft LoraConfig without use_dora or another variant), or merge "
                 "this one into the base weights (PeftModel.merge_and_unload()) and use the merged model as the base",
             )

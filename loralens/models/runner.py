@@ -550,7 +550,7 @@ def _lora_taps(lora: Mapping[str, nn.Module], wanted: frozenset[str]) -> dict[in
                     f"{prefix}: adapter is merged or disabled, its hook_lora_a/b points do not run",
                     hint="unmerge / enable the adapter before capturing its points",
                 )
-            refuse_lora_variants({prefix: module}, "hook_lora_a/b points")
+            refuse_lora_variants({prefix: module}, "the runner's hook_lora_a/b points")
             taps.setdefault(hook_layer(prefix), []).append((prefix, module))
     return taps
 

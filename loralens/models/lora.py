@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
-from loralens.errors import ConfigError, WeightsError
+from loralens.errors import ConfigError, LoralensError, WeightsError
 
 #: encoder module name (inside a `WhisperEncoderLayer`) -> hook-point prefix inside `blocks.{l}`
 MODULE_HOOK_PREFIX: dict[str, str] = {
@@ -141,6 +141,11 @@ def load_adapter(encoder: nn.Module, adapter_dir: str | os.PathLike[str], *, tra
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         peft_model = PeftModel.from_pretrained(encoder, str(path), is_trainable=trainable)
     encoder.train(was_training)
+    try:
+        refuse_lora_variants(lora_modules(encoder), f"adapter {path}", WeightsError)
+    except WeightsError:
+        peft_model.unload()  # leave the encoder as it was given: without the refused adapter
+        raise
     return peft_model
 
 
@@ -172,6 +177,37 @@ def lora_modules(encoder: nn.Module) -> dict[str, LoraLayer]:
                 raise ConfigError(f"LoRA module {name!r} is not an encoder attention/MLP projection")
             found[prefix] = module
     return found
+
+
+def lora_variant(module: LoraLayer, adapter: str = ADAPTER) -> str | None:
+    """The peft LoRA variant of `adapter` in `module`, named by the LoraConfig field that selects it and its class
+    (e.g. `use_dora (DoraLinearVariant)`), or None for plain LoRA, which adds `B(A(dropout(x))) * scaling` to the
+    base output: the only form loralens' LoRA taps (`hook_lora_b` divides peft's scaling back out) and weight
+    analyses (`delta_weight = scaling * B @ A`) read correctly."""
+    variant = getattr(module, "lora_variant", {}).get(adapter)  # peft >= 0.16: DoRA and the other variants
+    if variant is not None:
+        fields = [k for k, cls in getattr(module, "lora_variants", {}).items() if k and cls is type(variant)]
+        return f"{'+'.join(fields[0]) if fields else 'unknown field'} ({type(variant).__name__})"
+    if getattr(module, "use_dora", {}).get(adapter):  # earlier peft: DoRA was the only variant
+        return "use_dora (DoRA)"
+    return None
+
+
+def refuse_lora_variants(modules: Mapping[str, LoraLayer], source: str,
+                         error: type[LoralensError] = ConfigError) -> None:
+    """Raise `error` naming `source`, the adapted module and the variant when one of `modules` (hook prefix ->
+    LoraLayer, as `lora_modules` returns them) holds a peft LoRA variant (DoRA and others): loralens reads plain
+    LoRA only (see `lora_variant`)."""
+    for prefix, module in modules.items():
+        variant = lora_variant(module)
+        if variant is not None:
+            raise error(
+                f"{source}: the LoRA adapter on {prefix} is the peft variant {variant}; loralens reads plain LoRA "
+                "only (B A x * scaling added to the base projection): its LoRA hook points and weight analyses "
+                "would be silently wrong",
+                hint="use a plain LoRA adapter (peft LoraConfig without use_dora or another variant), or merge "
+                "this one into the base weights (PeftModel.merge_and_unload()) and use the merged model as the base",
+            )
 
 
 def delta_weight(module: LoraLayer, adapter: str = ADAPTER) -> torch.Tensor:

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -31,7 +32,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from loralens.errors import ConfigError
-from loralens.models.lora import ADAPTER, MODULE_HOOK_PREFIX, _unwrap, lora_modules
+from loralens.models.lora import ADAPTER, MODULE_HOOK_PREFIX, _unwrap, lora_modules, refuse_lora_variants
 
 RESID_PRE = "hook_resid_pre"
 ATTN_OUT = "hook_attn_out"
@@ -146,6 +147,87 @@ def padding_mask(lengths: Tensor, frames: int, dtype: torch.dtype) -> Tensor:
     return mask[:, None, None, :]
 
 
+Point = Callable[[str, Tensor], Tensor]
+LoraTap = tuple[str, nn.Module]  # (hook prefix, peft LoraLayer)
+
+
+@dataclass
+class RunPlan:
+    """One call of the runner, resolved from its arguments and checked before anything runs.
+
+    first, last: the layers run (inclusive); skip: layers whose output is their input; final_norm: whether the
+        final layer norm runs (`ln_final.hook_out`).
+    resid: with `start_at`, the residual `[batch, frames, d_model]` layer `first` starts from; None: the run embeds
+        the features.
+    mel_lengths: valid mel frames `[batch]` int64 on the input's device, or None (all valid); lengths: valid encoder
+        frames `[batch]` int64; frames: encoder frames of the window.
+    mask: additive key mask `[batch, 1, 1, frames]` of self-attention, or None (nothing padded, or masking off).
+    capture: names whose values are returned (`grad_capture` ones included); grad: names whose gradient is
+        retained; edits: name -> function replacing the value.
+    lora_taps: layer -> the LoRA modules of that layer whose `hook_lora_a` / `hook_lora_b` points are wanted.
+    checkpointing: recompute each layer in backward (gradient checkpointing with grad enabled).
+    """
+
+    first: int
+    last: int
+    skip: frozenset[int]
+    final_norm: bool
+    resid: Tensor | None
+    mel_lengths: Tensor | None
+    lengths: Tensor
+    frames: int
+    mask: Tensor | None
+    capture: frozenset[str]
+    grad: frozenset[str]
+    edits: dict[str, Edit]
+    lora_taps: dict[int, list[LoraTap]]
+    checkpointing: bool
+
+    @property
+    def layers(self) -> range:
+        """The layers the run passes through, skipped ones included."""
+        return range(self.first, self.last + 1)
+
+    @property
+    def wanted(self) -> frozenset[str]:
+        """Points whose value is read (captured or edited)."""
+        return self.capture | frozenset(self.edits)
+
+    @property
+    def rewire(self) -> frozenset[str]:
+        """Points whose value must flow on into the network (edited, or with a retained gradient)."""
+        return self.grad | frozenset(self.edits)
+
+
+class HookPoints:
+    """The hook points of one run: every value passes `points(name, tensor)`, which applies the edit at that point,
+    makes the value keep its gradient when asked, captures it (the first value reaching the point) and returns what
+    the rest of the network sees."""
+
+    def __init__(self, plan: RunPlan) -> None:
+        self.edits = plan.edits
+        self.grad = plan.grad
+        self.capture = plan.capture
+        self.captured: dict[str, Tensor] = {}
+
+    def __call__(self, name: str, t: Tensor) -> Tensor:
+        fn = self.edits.get(name)
+        if fn is not None:
+            new = fn(t)
+            if not isinstance(new, Tensor) or new.shape != t.shape:
+                got = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__
+                raise ConfigError(f"edit of {name!r} returned {got}, expected a tensor of shape {tuple(t.shape)}")
+            t = new
+        if name in self.grad:
+            if t.requires_grad:
+                t.retain_grad()
+            else:
+                t = t.detach().requires_grad_(True)
+        if name in self.capture and name not in self.captured:
+            self.captured[name] = t
+        return t
+
+
 class EncoderRunner:
     """Runs a transformers `WhisperEncoder` (possibly with peft LoRA layers injected) with hook points.
 
@@ -240,12 +322,52 @@ class EncoderRunner:
             the runner's `mask_padding`); only has an effect when `mel_lengths` leave some frames padded.
         gradient_checkpointing: recompute each layer in backward (non-reentrant checkpoint) to save memory.
         """
-        enc = self.encoder
-        n_layers = self.n_layers
+        plan = self.plan(features, mel_lengths, capture=capture, grad_capture=grad_capture, edits=edits,
+                         skip_layers=skip_layers, stop_after=stop_after, start_at=start_at, final_norm=final_norm,
+                         mask_padding=mask_padding, gradient_checkpointing=gradient_checkpointing)
+        return self.run(plan, features)
+
+    # ------------------------------------------------------------------------------------------ the run plan
+    def plan(
+        self,
+        features: Tensor | None,
+        mel_lengths: Tensor | None = None,
+        *,
+        capture: Iterable[str] = (),
+        grad_capture: Iterable[str] = (),
+        edits: Mapping[str, Edit] | None = None,
+        skip_layers: Iterable[int] = (),
+        stop_after: int | None = None,
+        start_at: tuple[int, Tensor] | None = None,
+        final_norm: bool | None = None,
+        mask_padding: bool | None = None,
+        gradient_checkpointing: bool = False,
+    ) -> RunPlan:
+        """The `RunPlan` of a call with these arguments (those of `__call__`), every argument checked; nothing
+        runs. Raises ConfigError on the first problem found."""
         capture = list(dict.fromkeys(capture))
         grad_names = list(dict.fromkeys(grad_capture))
         edits = dict(edits or {})
-        lora = lora_modules(enc)
+        lora = lora_modules(self.encoder)
+        self._check_points(capture, grad_names, edits, lora, gradient_checkpointing)
+        first, last, skip, final_norm = self._layer_range(start_at, stop_after, skip_layers, final_norm)
+        _check_computed([*capture, *grad_names, *edits], first, last, skip, final_norm)
+        resid, batch, mel_frames, frames, device = self._input_shape(features, start_at)
+        mel_lengths, lengths = _lengths(mel_lengths, batch, mel_frames, frames, device)
+        use_mask = self.mask_padding if mask_padding is None else mask_padding
+        mask = self._attention_mask(lengths, frames) if use_mask and mel_lengths is not None else None
+        capture_set = frozenset(capture) | frozenset(grad_names)
+        return RunPlan(
+            first=first, last=last, skip=frozenset(skip), final_norm=final_norm, resid=resid, mel_lengths=mel_lengths,
+            lengths=lengths, frames=frames, mask=mask, capture=capture_set, grad=frozenset(grad_names), edits=edits,
+            lora_taps=_lora_taps(lora, capture_set | frozenset(edits)),
+            checkpointing=gradient_checkpointing and torch.is_grad_enabled(),
+        )
+
+    def _check_points(self, capture: list[str], grad_names: list[str], edits: dict[str, Edit],
+                      lora: Mapping[str, nn.Module], gradient_checkpointing: bool) -> None:
+        """Hook names exist, edits are functions, grad_capture can work."""
+        n_layers = self.n_layers
         valid = hook_names(n_layers, lora)
         check_hook_names(capture, valid, n_layers, "capture")
         check_hook_names(grad_names, valid, n_layers, "grad_capture")
@@ -261,9 +383,13 @@ class EncoderRunner:
                 hint="run analyses with gradient_checkpointing=False",
             )
 
+    def _layer_range(self, start_at: tuple[int, Tensor] | None, stop_after: int | None, skip_layers: Iterable[int],
+                     final_norm: bool | None) -> tuple[int, int, set[int], bool]:
+        """(first layer, last layer, skipped layers, final_norm) of the run, checked against the encoder."""
+        n_layers = self.n_layers
         first = 0
         if start_at is not None:
-            first, resid = start_at
+            first = start_at[0]
             if not 0 <= first < n_layers:
                 raise ConfigError(f"start_at layer {first} not in 0..{n_layers - 1}")
         last = n_layers - 1 if stop_after is None else stop_after
@@ -275,158 +401,174 @@ class EncoderRunner:
             raise ConfigError(f"skip_layers {sorted(bad_skip)} not in 0..{n_layers - 1}")
         if final_norm is None:
             final_norm = stop_after is None
+        return first, last, skip, final_norm
 
-        def produced(name: str) -> bool:
-            if name == LN_FINAL:
-                return final_norm
-            layer = hook_layer(name)
-            if not first <= layer <= last:
-                return False
-            return layer not in skip or name.endswith((RESID_PRE, RESID_POST))
-
-        absent = [n for n in [*capture, *grad_names, *edits] if not produced(n)]
-        if absent:
-            raise ConfigError(
-                f"hook point(s) {sorted(set(absent))} are not computed in this run "
-                f"(layers {first}..{last}, skipped {sorted(skip)}, final_norm={final_norm})",
-                hint="capture/edit only points of layers that run; skipped layers have only resid_pre/resid_post",
-            )
-
-        # --- input
+    def _input_shape(self, features: Tensor | None, start_at: tuple[int, Tensor] | None
+                     ) -> tuple[Tensor | None, int, int, int, torch.device]:
+        """(start residual or None, batch, mel frames, encoder frames, device) of the run's input, checked."""
         if start_at is not None:
-            h = resid
-            if h.dim() != 3 or h.shape[-1] != self.d_model:
-                raise ConfigError(f"start_at residual has shape {tuple(h.shape)}, expected [batch, frames, "
+            resid = start_at[1]
+            if resid.dim() != 3 or resid.shape[-1] != self.d_model:
+                raise ConfigError(f"start_at residual has shape {tuple(resid.shape)}, expected [batch, frames, "
                                   f"{self.d_model}]")
-            mel_frames = 2 * h.shape[1]
-        else:
-            if features is None or features.dim() != 3:
-                shape = None if features is None else tuple(features.shape)
-                raise ConfigError(f"features of shape {shape}: expected [batch, n_mels, mel_frames]")
-            if features.shape[1] != enc.conv1.in_channels:
-                raise ConfigError(
-                    f"features have {features.shape[1]} mel bins, the encoder expects {enc.conv1.in_channels}",
-                    hint="extract features with this model's feature extractor (80 or 128 mel bins)",
-                )
-            mel_frames = features.shape[-1]
-            h = None
-        batch = (resid if start_at is not None else features).shape[0]
-        frames = (mel_frames + 1) // 2 if start_at is None else mel_frames // 2
-        device = (resid if start_at is not None else features).device
+            return resid, resid.shape[0], 2 * resid.shape[1], resid.shape[1], resid.device
+        if features is None or features.dim() != 3:
+            shape = None if features is None else tuple(features.shape)
+            raise ConfigError(f"features of shape {shape}: expected [batch, n_mels, mel_frames]")
+        in_channels = self.encoder.conv1.in_channels
+        if features.shape[1] != in_channels:
+            raise ConfigError(
+                f"features have {features.shape[1]} mel bins, the encoder expects {in_channels}",
+                hint="extract features with this model's feature extractor (80 or 128 mel bins)",
+            )
+        mel_frames = features.shape[-1]
+        return None, features.shape[0], mel_frames, (mel_frames + 1) // 2, features.device
 
-        if mel_lengths is None:
-            lengths = torch.full((batch,), frames, dtype=torch.long, device=device)
-        else:
-            mel_lengths = torch.as_tensor(mel_lengths, device=device).long()
-            if mel_lengths.shape != (batch,):
-                raise ConfigError(f"mel_lengths has shape {tuple(mel_lengths.shape)}, expected [{batch}]")
-            if (mel_lengths < 1).any() or (mel_lengths > mel_frames).any():
-                raise ConfigError(
-                    f"mel_lengths {mel_lengths.tolist()} outside 1..{mel_frames} (the window's mel frames)"
-                )
-            lengths = torch.clamp(encoder_lengths(mel_lengths), max=frames)
+    def _attention_mask(self, lengths: Tensor, frames: int) -> Tensor | None:
+        """The additive key mask when some frame is padded (None when none is), after checking that the
+        encoder's attention implementation takes one."""
+        if not bool((lengths < frames).any()):
+            return None
+        enc = self.encoder
+        impl = getattr(enc.config, "_attn_implementation", "eager")
+        if impl not in ("eager", "sdpa"):
+            raise ConfigError(
+                f"padding masks need eager or sdpa attention, the encoder uses {impl!r}",
+                hint="load the model with attn_implementation='sdpa' or run with mask_padding=False",
+            )
+        return padding_mask(lengths, frames, enc.conv1.weight.dtype)
 
-        use_mask = self.mask_padding if mask_padding is None else mask_padding
-        mask = None
-        if use_mask and mel_lengths is not None and bool((lengths < frames).any()):
-            impl = getattr(enc.config, "_attn_implementation", "eager")
-            if impl not in ("eager", "sdpa"):
-                raise ConfigError(
-                    f"padding masks need eager or sdpa attention, the encoder uses {impl!r}",
-                    hint="load the model with attn_implementation='sdpa' or run with mask_padding=False",
-                )
-            mask = padding_mask(lengths, frames, enc.conv1.weight.dtype)
-
-        # --- hook points
-        captured: dict[str, Tensor] = {}
-        capture_set = set(capture) | set(grad_names)
-        grad_set = set(grad_names)
-
-        def point(name: str, t: Tensor) -> Tensor:
-            fn = edits.get(name)
-            if fn is not None:
-                new = fn(t)
-                if not isinstance(new, Tensor) or new.shape != t.shape:
-                    got = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__
-                    raise ConfigError(f"edit of {name!r} returned {got}, expected a tensor of shape {tuple(t.shape)}")
-                t = new
-            if name in grad_set:
-                if t.requires_grad:
-                    t.retain_grad()
-                else:
-                    t = t.detach().requires_grad_(True)
-            if name in capture_set and name not in captured:
-                captured[name] = t
-            return t
-
-        wanted = capture_set | set(edits)
-        rewire = grad_set | set(edits)
-        lora_by_layer: dict[int, list[tuple[str, nn.Module]]] = {}
-        for prefix, module in lora.items():
-            if f"{prefix}.{LORA_A}" in wanted or f"{prefix}.{LORA_B}" in wanted:
-                if module.merged or module.disable_adapters or ADAPTER not in module.lora_A:
-                    raise ConfigError(
-                        f"{prefix}: adapter is merged or disabled, its hook_lora_a/b points do not run",
-                        hint="unmerge / enable the adapter before capturing its points",
-                    )
-                lora_by_layer.setdefault(hook_layer(prefix), []).append((prefix, module))
-
-        def run_layer(l: int, layer: nn.Module, h: Tensor) -> Tensor:
-            handles = [hd for prefix, module in lora_by_layer.get(l, [])
-                       for hd in _lora_hooks(prefix, module, point, wanted, rewire)]
-            try:
-                residual = h
-                x = layer.self_attn_layer_norm(h)
-                x, _ = layer.self_attn(hidden_states=x, attention_mask=mask)
-                x = F.dropout(x, p=layer.dropout, training=layer.training)
-                x = point(f"blocks.{l}.{ATTN_OUT}", x)
-                h = point(f"blocks.{l}.{RESID_MID}", residual + x)
-                residual = h
-                x = layer.final_layer_norm(h)
-                x = layer.activation_fn(layer.fc1(x))
-                x = F.dropout(x, p=layer.activation_dropout, training=layer.training)
-                x = layer.fc2(x)
-                x = F.dropout(x, p=layer.dropout, training=layer.training)
-                x = point(f"blocks.{l}.{MLP_OUT}", x)
-                h = residual + x
-                if h.dtype == torch.float16:
-                    clamp = torch.finfo(h.dtype).max - 1000
-                    h = torch.clamp(h, min=-clamp, max=clamp)
-                return h
-            finally:
-                for hd in handles:
-                    hd.remove()
-
-        # --- the loop
+    # ------------------------------------------------------------------------------------------ the run
+    def run(self, plan: RunPlan, features: Tensor | None = None) -> RunnerOutput:
+        """Run a plan of `plan(...)`: embed `features` (or start from `plan.resid`), the layers, the final norm."""
+        enc = self.encoder
+        points = HookPoints(plan)
+        h = plan.resid
         if h is None:
-            h = self.embed(features, mel_lengths if mask is not None else None)
+            h = self.embed(features, plan.mel_lengths if plan.mask is not None else None)
         hidden_states: list[Tensor] = []
-        use_ckpt = gradient_checkpointing and torch.is_grad_enabled()
-        for l in range(first, last + 1):
-            h = point(f"blocks.{l}.{RESID_PRE}", h)
+        for l in plan.layers:
+            h = points(f"blocks.{l}.{RESID_PRE}", h)
             hidden_states.append(h)
-            layer = enc.layers[l]
-            dropped = l in skip
-            if not dropped and enc.training and getattr(enc, "layerdrop", 0.0) > 0.0:
-                dropped = bool(torch.rand([]) < enc.layerdrop)
-            if not dropped:
-                if use_ckpt:
-                    h = checkpoint(run_layer, l, layer, h, use_reentrant=False)
+            if not self._dropped(l, plan):
+                if plan.checkpointing:
+                    h = checkpoint(self._run_layer, l, h, plan, points, use_reentrant=False)
                 else:
-                    h = run_layer(l, layer, h)
-            h = point(f"blocks.{l}.{RESID_POST}", h)
-        if final_norm:
-            h = point(LN_FINAL, enc.layer_norm(h))
+                    h = self._run_layer(l, h, plan, points)
+            h = points(f"blocks.{l}.{RESID_POST}", h)
+        if plan.final_norm:
+            h = points(LN_FINAL, enc.layer_norm(h))
         hidden_states.append(h)
-        missing = [n for n in capture_set if n not in captured]
+        missing = [n for n in plan.capture if n not in points.captured]
         if missing:
             raise ConfigError(f"hook point(s) {sorted(missing)} were not reached in this run")
-        return RunnerOutput(last_hidden_state=h, hidden_states=hidden_states, captured=captured, lengths=lengths)
+        return RunnerOutput(last_hidden_state=h, hidden_states=hidden_states, captured=points.captured,
+                            lengths=plan.lengths)
+
+    def _dropped(self, l: int, plan: RunPlan) -> bool:
+        """Whether layer l passes its input on: skipped, or dropped by transformers' layerdrop in training (one
+        `torch.rand` draw per layer that is not skipped, as `WhisperEncoder.forward`)."""
+        enc = self.encoder
+        if l in plan.skip:
+            return True
+        if enc.training and getattr(enc, "layerdrop", 0.0) > 0.0:
+            return bool(torch.rand([]) < enc.layerdrop)
+        return False
+
+    def _run_layer(self, l: int, h: Tensor, plan: RunPlan, points: HookPoints) -> Tensor:
+        """Layer l with its LoRA taps installed for the duration (again when a checkpoint recomputes it)."""
+        with lora_taps(plan.lora_taps.get(l, []), points, plan.wanted, plan.rewire):
+            return layer_step(self.encoder.layers[l], l, h, plan.mask, points)
 
 
-def _lora_hooks(
-    prefix: str, module: nn.Module, point: Callable[[str, Tensor], Tensor], wanted: set[str], rewire: set[str]
-) -> list:
+def layer_step(layer: nn.Module, l: int, h: Tensor, mask: Tensor | None, point: Point) -> Tensor:
+    """`WhisperEncoderLayer.forward` of layer `l` step by step (same modules, order and dropout calls), its values
+    passed through the hook points `point`: `[batch, frames, d_model]` -> the same (before `hook_resid_post`)."""
+    residual = h
+    x = layer.self_attn_layer_norm(h)
+    x, _ = layer.self_attn(hidden_states=x, attention_mask=mask)
+    x = F.dropout(x, p=layer.dropout, training=layer.training)
+    x = point(f"blocks.{l}.{ATTN_OUT}", x)
+    h = point(f"blocks.{l}.{RESID_MID}", residual + x)
+    residual = h
+    x = layer.final_layer_norm(h)
+    x = layer.activation_fn(layer.fc1(x))
+    x = F.dropout(x, p=layer.activation_dropout, training=layer.training)
+    x = layer.fc2(x)
+    x = F.dropout(x, p=layer.dropout, training=layer.training)
+    x = point(f"blocks.{l}.{MLP_OUT}", x)
+    h = residual + x
+    if h.dtype == torch.float16:
+        clamp = torch.finfo(h.dtype).max - 1000
+        h = torch.clamp(h, min=-clamp, max=clamp)
+    return h
+
+
+def _check_computed(names: Iterable[str], first: int, last: int, skip: set[int], final_norm: bool) -> None:
+    """Every named point is computed by a run of layers first..last skipping `skip` (skipped layers have only
+    resid_pre / resid_post; `ln_final.hook_out` needs the final norm)."""
+
+    def computed(name: str) -> bool:
+        if name == LN_FINAL:
+            return final_norm
+        layer = hook_layer(name)
+        if not first <= layer <= last:
+            return False
+        return layer not in skip or name.endswith((RESID_PRE, RESID_POST))
+
+    absent = [n for n in names if not computed(n)]
+    if absent:
+        raise ConfigError(
+            f"hook point(s) {sorted(set(absent))} are not computed in this run "
+            f"(layers {first}..{last}, skipped {sorted(skip)}, final_norm={final_norm})",
+            hint="capture/edit only points of layers that run; skipped layers have only resid_pre/resid_post",
+        )
+
+
+def _lengths(mel_lengths: Tensor | None, batch: int, mel_frames: int, frames: int, device: torch.device
+             ) -> tuple[Tensor | None, Tensor]:
+    """(mel_lengths as int64 on `device` or None, valid encoder frames `[batch]`), checked against the window."""
+    if mel_lengths is None:
+        return None, torch.full((batch,), frames, dtype=torch.long, device=device)
+    mel_lengths = torch.as_tensor(mel_lengths, device=device).long()
+    if mel_lengths.shape != (batch,):
+        raise ConfigError(f"mel_lengths has shape {tuple(mel_lengths.shape)}, expected [{batch}]")
+    if (mel_lengths < 1).any() or (mel_lengths > mel_frames).any():
+        raise ConfigError(f"mel_lengths {mel_lengths.tolist()} outside 1..{mel_frames} (the window's mel frames)")
+    return mel_lengths, torch.clamp(encoder_lengths(mel_lengths), max=frames)
+
+
+# ------------------------------------------------------------------------------------------------ LoRA taps
+def _lora_taps(lora: Mapping[str, nn.Module], wanted: frozenset[str]) -> dict[int, list[LoraTap]]:
+    """Layer -> the LoRA modules whose `hook_lora_a` / `hook_lora_b` points are in `wanted`; each must be a plain,
+    active, unmerged peft LoRA adapter (its taps read `lora_A` / `lora_B` and undo peft's scaling)."""
+    taps: dict[int, list[LoraTap]] = {}
+    for prefix, module in lora.items():
+        if f"{prefix}.{LORA_A}" in wanted or f"{prefix}.{LORA_B}" in wanted:
+            if module.merged or module.disable_adapters or ADAPTER not in module.lora_A:
+                raise ConfigError(
+                    f"{prefix}: adapter is merged or disabled, its hook_lora_a/b points do not run",
+                    hint="unmerge / enable the adapter before capturing its points",
+                )
+            refuse_lora_variants({prefix: module}, "the runner's hook_lora_a/b points")
+            taps.setdefault(hook_layer(prefix), []).append((prefix, module))
+    return taps
+
+
+@contextmanager
+def lora_taps(taps: Iterable[LoraTap], point: Point, wanted: frozenset[str], rewire: frozenset[str]
+              ) -> Iterator[None]:
+    """Forward hooks on peft's `lora_A` / `lora_B` of the modules `taps` while the block runs, removed after."""
+    handles = [hd for prefix, module in taps for hd in _lora_hooks(prefix, module, point, wanted, rewire)]
+    try:
+        yield
+    finally:
+        for hd in handles:
+            hd.remove()
+
+
+def _lora_hooks(prefix: str, module: nn.Module, point: Point, wanted: frozenset[str], rewire: frozenset[str]
+                ) -> list:
     """Forward hooks on peft's lora_A / lora_B of one LoRA module, routing their outputs through `point`
     (`rewire`: names whose value must flow on, because they are edited or their gradient is retained)."""
     name_a, name_b = f"{prefix}.{LORA_A}", f"{prefix}.{LORA_B}"
@@ -446,6 +588,7 @@ def _lora_hooks(
             if name_b not in rewire:
                 return None  # capture only: leave peft's computation untouched
             # peft multiplies by `scaling` again; routing through `new` keeps edits and retained grads in the graph
+            # (plain LoRA only: `_lora_taps` refuses peft's LoRA variants, DoRA and others)
             return new / scaling
 
         handles.append(module.lora_B[ADAPTER].register_forward_hook(hook_b))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -323,99 +324,136 @@ def _skipped_files(run: RunOutput, summary: Mapping[str, Any] | None) -> list[Ma
     return [b for b in files if isinstance(b, Mapping)] if isinstance(files, list) else []
 
 
-def results_section(run: RunOutput, figure_dir: Path) -> tuple[Section, Section]:
-    """The results section (mean ± std, per fold, per class, ablation, bar chart) and the confusion section."""
-    from loralens.plots.confusion import confusion_grid_figure
-    from loralens.plots.results import uar_per_variant_figure
+@dataclass
+class _ResultRows:
+    """The rows of the results tables and what the figures need, gathered variant by variant (`add`)."""
 
-    labels = run.labels
-    notes: list[str] = []
-    if not run.variants:
-        text = f"Not run: no training results under {run.root / 'train'}."
-        return (Section("Results", notes=[text]), Section("Confusion matrices", notes=[text]))
-    main_rows: list[list[Cell]] = []
-    fold_table: list[list[Cell]] = []
-    recall_rows: list[list[Cell]] = []
-    uar_by_variant: dict[str, list[float]] = {}
-    confusions: dict[str, list[list[int]]] = {}
-    n_conf: dict[str, int] = {}
-    for v in run.variants:
+    notes: list[str] = field(default_factory=list)
+    main: list[list[Cell]] = field(default_factory=list)  # one per variant: mean ± std, parameters, time, memory
+    folds: list[list[Cell]] = field(default_factory=list)  # one per complete fold of every variant
+    recall: list[list[Cell]] = field(default_factory=list)  # one per variant that ran: recall per class
+    uar: dict[str, list[float]] = field(default_factory=dict)  # variant -> finite test UAR of each fold
+    confusions: dict[str, list[list[int]]] = field(default_factory=dict)  # variant -> confusions summed over folds
+    n_conf: dict[str, int] = field(default_factory=dict)  # variant -> folds summed into its confusion matrix
+
+    def add(self, v: Variant, labels: Sequence[str], n_total: int | None) -> None:
+        """The rows of variant `v` (`n_total`: the folds of the run, for the note on incomplete variants)."""
         rows = _fold_rows(v)
         agg = _aggregate(v, labels)
-        n_total = len(run.folds.get("folds") or []) if run.folds else None
         if not rows:
-            notes.append(f"{v.name}: not run (no complete fold under {v.root}).")
-            main_rows.append([v.name, v.method, None, None, None, None, None, None, None, "0"])
-            continue
+            self.notes.append(f"{v.name}: not run (no complete fold under {v.root}).")
+            self.main.append([v.name, v.method, None, None, None, None, None, None, None, "0"])
+            return
         if n_total and len(rows) < n_total:
-            notes.append(f"{v.name}: {len(rows)} of {n_total} folds complete; its numbers cover those folds only.")
-        trainable = next((r["trainable_params"] for r in rows if isinstance(r.get("trainable_params"), int)), None)
-        total = next((r["total_params"] for r in rows if isinstance(r.get("total_params"), int)), None)
-        times = [float(r["wall_time_s"]) for r in rows if isinstance(r.get("wall_time_s"), (int, float))]
-        gpu = _max([_peak(r.get("peak_memory"), "cuda_max_allocated_mib") for r in rows])
-        cpu = _max([_peak(r.get("peak_memory"), "cpu_rss_peak_mib") for r in rows])
-        share = f" ({100.0 * trainable / total:.2f} %)" if trainable is not None and total else ""
-        main_rows.append([
-            v.name, v.method, _pct_cell((agg or {}).get("uar")), _pct_cell((agg or {}).get("war")),
-            _pct_cell((agg or {}).get("macro_f1")),
-            f"{format_number(trainable)}{share}" if trainable is not None else None,
-            format_seconds(sum(times)) if times else None, None if gpu is None else round(gpu),
-            None if cpu is None else round(cpu), str(len(rows)),
-        ])
-        uar_by_variant[v.name] = [float(r["uar"]) for r in rows
-                                  if isinstance(r.get("uar"), (int, float)) and math.isfinite(r["uar"])]
+            self.notes.append(f"{v.name}: {len(rows)} of {n_total} folds complete; its numbers cover those folds only.")
+        self.main.append(_main_row(v, rows, agg))
+        self.uar[v.name] = [float(r["uar"]) for r in rows
+                            if isinstance(r.get("uar"), (int, float)) and math.isfinite(r["uar"])]
         for r in rows:
-            fold_table.append([v.name, str(r["name"]), _pct(r.get("uar")), _pct(r.get("war")), _pct(r.get("macro_f1")),
-                               _pct(r.get("validation_uar")),
-                               r["selected_epoch"] + 1 if isinstance(r.get("selected_epoch"), int) else None,
-                               r.get("n_test"),
-                               _seconds(r.get("wall_time_s"))])
-            cm = r.get("confusion")
-            if isinstance(cm, list) and cm:
-                if v.name in confusions and len(confusions[v.name]) == len(cm):
-                    confusions[v.name] = [[a + b for a, b in zip(ra, rb)] for ra, rb in zip(confusions[v.name], cm)]
-                else:
-                    confusions[v.name] = [list(row) for row in cm]
-                n_conf[v.name] = n_conf.get(v.name, 0) + 1
+            self.folds.append(_fold_table_row(v, r))
+            self.add_confusion(v.name, r.get("confusion"))
         pcr = (agg or {}).get("per_class_recall") or {}
-        recall_rows.append([v.name] + [_pct_cell(pcr.get(lab)) for lab in labels])
+        self.recall.append([v.name] + [_pct_cell(pcr.get(lab)) for lab in labels])
+
+    def add_confusion(self, name: str, cm: Any) -> None:
+        """Add a fold's confusion matrix to the sum of variant `name` (a matrix of another size restarts it)."""
+        if not (isinstance(cm, list) and cm):
+            return
+        if name in self.confusions and len(self.confusions[name]) == len(cm):
+            self.confusions[name] = [[a + b for a, b in zip(ra, rb)] for ra, rb in zip(self.confusions[name], cm)]
+        else:
+            self.confusions[name] = [list(row) for row in cm]
+        self.n_conf[name] = self.n_conf.get(name, 0) + 1
+
+
+def _main_row(v: Variant, rows: Sequence[Mapping[str, Any]], agg: Mapping[str, Any] | None) -> list[Cell]:
+    """Variant, method, UAR / WAR / macro-F1 mean ± std, trainable parameters (share), summed training time, peak
+    GPU and RSS memory (MiB, largest over folds), folds."""
+    trainable = next((r["trainable_params"] for r in rows if isinstance(r.get("trainable_params"), int)), None)
+    total = next((r["total_params"] for r in rows if isinstance(r.get("total_params"), int)), None)
+    times = [float(r["wall_time_s"]) for r in rows if isinstance(r.get("wall_time_s"), (int, float))]
+    gpu = _max([_peak(r.get("peak_memory"), "cuda_max_allocated_mib") for r in rows])
+    cpu = _max([_peak(r.get("peak_memory"), "cpu_rss_peak_mib") for r in rows])
+    share = f" ({100.0 * trainable / total:.2f} %)" if trainable is not None and total else ""
+    return [
+        v.name, v.method, _pct_cell((agg or {}).get("uar")), _pct_cell((agg or {}).get("war")),
+        _pct_cell((agg or {}).get("macro_f1")),
+        f"{format_number(trainable)}{share}" if trainable is not None else None,
+        format_seconds(sum(times)) if times else None, None if gpu is None else round(gpu),
+        None if cpu is None else round(cpu), str(len(rows)),
+    ]
+
+
+def _fold_table_row(v: Variant, r: Mapping[str, Any]) -> list[Cell]:
+    """Variant, fold, test UAR / WAR / macro-F1, validation UAR, selected epoch (from 1), test clips, time."""
+    return [v.name, str(r["name"]), _pct(r.get("uar")), _pct(r.get("war")), _pct(r.get("macro_f1")),
+            _pct(r.get("validation_uar")),
+            r["selected_epoch"] + 1 if isinstance(r.get("selected_epoch"), int) else None,
+            r.get("n_test"),
+            _seconds(r.get("wall_time_s"))]
+
+
+def _main_table(rows: list[list[Cell]], labels: Sequence[str]) -> Table:
     chance = 1.0 / len(labels) if labels else None
-    tables = [Table(
+    return Table(
         ["variant", "method", "UAR (%)", "WAR (%)", "macro-F1 (%)", "trainable params", "training time",
          "peak GPU (MiB)", "peak RSS (MiB)", "folds"],
-        main_rows, caption="Test metrics per variant: mean ± std over folds", digits=2,
+        rows, caption="Test metrics per variant: mean ± std over folds", digits=2,
         notes="UAR = unweighted average recall (mean of per-class recalls), WAR = accuracy; std = sample std over "
               "folds (ddof=1), no std with one fold. Model selection used the validation split only. Training time "
               "is the sum of the folds' wall times (the frozen baseline's one-off encoder pass is not included); "
               "peak memory is the largest over folds (GPU: CUDA max allocated; CPU: the process's peak RSS)."
               + (f" Chance UAR = 1/{len(labels)} = {100 * chance:.1f} %." if chance else ""),
-    )]
+    )
+
+
+def _fold_table(rows: list[list[Cell]]) -> Table:
+    return Table(["variant", "fold", "UAR (%)", "WAR (%)", "macro-F1 (%)", "val. UAR (%)",
+                  "epoch", "test clips", "time"], rows, digits=2,
+                 caption="Test metrics per fold",
+                 notes="val. UAR: validation UAR of the selected epoch (the epoch column, counted from 1); "
+                       "time: the fold's training wall time.")
+
+
+def _uar_figures(uar: Mapping[str, list[float]], figure_dir: Path, labels: Sequence[str]) -> list[Figure]:
+    """The bar chart of test UAR per variant (drawn into `figure_dir`), when some variant has a UAR."""
+    from loralens.plots.results import uar_per_variant_figure
+
+    if not uar:
+        return []
+    chance = 1.0 / len(labels) if labels else None
+    png, _ = uar_per_variant_figure(uar, figure_dir / "uar_per_variant", chance=chance)
+    return [Figure(png, caption="Test UAR per variant: bars = mean over folds, error bars = sample std "
+                                "over folds, dots = folds, dashed line = chance.",
+                   alt="bar chart of test UAR per variant")]
+
+
+def _results_only(run: RunOutput, figure_dir: Path, rows: _ResultRows) -> Section:
+    """The results section: headline, tables (per variant, ablation, per class, per fold), bar chart."""
+    labels = run.labels
+    tables = [_main_table(rows.main, labels)]
     paragraphs = []
-    best = _headline(run, uar_by_variant)
+    best = _headline(run, rows.uar)
     if best:
         paragraphs.append(best)
-    ablation = _ablation_tables(run, labels)
-    tables += ablation
-    if labels and recall_rows:
-        tables.append(Table(["variant", *labels], recall_rows, digits=1,
+    tables += _ablation_tables(run, labels)
+    if labels and rows.recall:
+        tables.append(Table(["variant", *labels], rows.recall, digits=1,
                             caption="Test recall per class (%): mean ± std over folds"))
-    tables.append(Table(["variant", "fold", "UAR (%)", "WAR (%)", "macro-F1 (%)", "val. UAR (%)",
-                         "epoch", "test clips", "time"], fold_table, digits=2,
-                        caption="Test metrics per fold",
-                        notes="val. UAR: validation UAR of the selected epoch (the epoch column, counted from 1); "
-                              "time: the fold's training wall time."))
-    figures = []
-    if uar_by_variant:
-        png, _ = uar_per_variant_figure(uar_by_variant, figure_dir / "uar_per_variant", chance=chance)
-        figures.append(Figure(png, caption="Test UAR per variant: bars = mean over folds, error bars = sample std "
-                                           "over folds, dots = folds, dashed line = chance.",
-                              alt="bar chart of test UAR per variant"))
-    results = Section("Results", paragraphs=paragraphs, tables=tables, figures=figures, notes=notes)
+    tables.append(_fold_table(rows.folds))
+    figures = _uar_figures(rows.uar, figure_dir, labels)
+    return Section("Results", paragraphs=paragraphs, tables=tables, figures=figures, notes=rows.notes)
 
+
+def _confusion_section(run: RunOutput, figure_dir: Path, rows: _ResultRows) -> Section:
+    """The confusion matrices of every variant summed over its test folds, in one figure."""
+    from loralens.plots.confusion import confusion_grid_figure
+
+    labels, confusions = run.labels, rows.confusions
     conf_notes = []
     conf_figures = []
     if confusions and labels and all(len(cm) == len(labels) for cm in confusions.values()):
-        png, _ = confusion_grid_figure(confusions, labels, figure_dir / "confusion_per_variant", n_conf)
+        png, _ = confusion_grid_figure(confusions, labels, figure_dir / "confusion_per_variant", rows.n_conf)
         conf_figures.append(Figure(png, caption="Test confusion matrices summed over folds (every clip is in exactly "
                                                 "one test fold, so each matrix covers the corpus once): rows = true "
                                                 "class, columns = predicted; colour = fraction of the true class, "
@@ -428,11 +466,22 @@ def results_section(run: RunOutput, figure_dir: Path) -> tuple[Section, Section]
         conf_notes.append(f"No confusion matrix for: {', '.join(missing)}.")
     conf_notes.append("The per-fold confusion matrices and training curves are in each fold's figures/ folder "
                       "(train/<variant>/fold_<k>/figures/).")
-    confusion = Section("Confusion matrices",
-                        paragraphs=["Confusions are summed over the test folds of each variant rather than shown per "
-                                    "fold: one matrix per variant covers every clip once."] if conf_figures else [],
-                        figures=conf_figures, notes=conf_notes)
-    return results, confusion
+    return Section("Confusion matrices",
+                   paragraphs=["Confusions are summed over the test folds of each variant rather than shown per "
+                               "fold: one matrix per variant covers every clip once."] if conf_figures else [],
+                   figures=conf_figures, notes=conf_notes)
+
+
+def results_section(run: RunOutput, figure_dir: Path) -> tuple[Section, Section]:
+    """The results section (mean ± std, per fold, per class, ablation, bar chart) and the confusion section."""
+    if not run.variants:
+        text = f"Not run: no training results under {run.root / 'train'}."
+        return (Section("Results", notes=[text]), Section("Confusion matrices", notes=[text]))
+    n_total = len(run.folds.get("folds") or []) if run.folds else None
+    rows = _ResultRows()
+    for v in run.variants:
+        rows.add(v, run.labels, n_total)
+    return _results_only(run, figure_dir, rows), _confusion_section(run, figure_dir, rows)
 
 
 def _headline(run: RunOutput, uar: Mapping[str, Sequence[float]]) -> str | None:

@@ -15,8 +15,8 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +287,48 @@ def _metrics_brief(m: ClassificationMetrics, loss: float | None = None) -> dict:
     return out
 
 
+@dataclass
+class TrainState:
+    """Where a fit stands, saved in every checkpoint as its `progress` dict (`to_progress` / `from_progress`: the
+    same keys, in the same order, as the checkpoints of earlier versions).
+
+    epoch: the epoch being trained (0-based; = epochs trained once it ends); batch: the next global batch of that
+    epoch; step: optimiser steps taken. best_uar / best_loss / best_epoch / best_validation: the selected epoch so
+    far (best_loss is absent from the dict until a first epoch is selected); bad_epochs: epochs since, for early
+    stopping; done, stopped_early: the fit has ended (early). log_lines: lines of log.jsonl written; elapsed:
+    seconds trained (all sessions); history: per-epoch records. interval_loss / epoch_loss: [sum of clip losses,
+    clips] since the last step record / of the epoch so far.
+    """
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    best_uar: float = -1.0
+    best_epoch: int = -1
+    best_validation: dict | None = None
+    bad_epochs: int = 0
+    done: bool = False
+    log_lines: int = 0
+    elapsed: float = 0.0
+    history: list[dict] = field(default_factory=list)
+    stopped_early: bool = False
+    interval_loss: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    epoch_loss: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    best_loss: float | None = None
+
+    def to_progress(self) -> dict[str, Any]:
+        """The checkpoint's `progress` dict."""
+        progress = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "best_loss"}
+        if self.best_loss is not None:
+            progress["best_loss"] = self.best_loss
+        return progress
+
+    @classmethod
+    def from_progress(cls, progress: Mapping[str, Any]) -> TrainState:
+        """The state of a checkpoint's `progress` dict."""
+        return cls(**progress)
+
+
 def fit(
     model: torch.nn.Module,
     train: Split,
@@ -312,180 +354,243 @@ def fit(
     out_dir: the fold folder; `log.jsonl` and `checkpoints/` are written there. When `checkpoints/latest.json`
     exists the fit resumes from it. stop_after_steps: end (as if killed) after that many optimiser steps; tests.
     """
-    out_dir = Path(out_dir)
-    world, rank = accelerator.num_processes, accelerator.process_index
-    if settings.batch_size < world:
-        raise ConfigError(f"batch_size={settings.batch_size} is smaller than the {world} processes",
-                          "batch_size is the global batch; make it at least the number of processes")
-    store = CheckpointStore(out_dir / "checkpoints", rank=rank, is_main=accelerator.is_main_process,
-                            barrier=accelerator.wait_for_everyone)
-    log = JsonlLog(out_dir / "log.jsonl", enabled=accelerator.is_main_process)
+    run = _Fit(model, train, validation, settings, accelerator, Path(out_dir), labels, is_head, desc)
+    state = run.resume()
+    while not state.done and state.epoch < settings.epochs:
+        if not run.train_epoch(state, stop_after_steps):
+            return FitResult(state.best_epoch, state.best_validation or {}, state.epoch, False, state.step,
+                             state.history, interrupted=True, train_time_s=run.elapsed())
+        run.end_epoch(state)
+    return run.finish(state)
 
-    n_batches = [len(kept_batches(epoch_batches(train.lengths, settings.batch_size, settings.seed, e,
-                                                settings.group_batches), world)) for e in range(settings.epochs)]
-    steps_per_epoch = [len(step_groups(n, settings.grad_accum)) for n in n_batches]
-    total_steps = sum(steps_per_epoch)
 
-    unwrapped = model
-    optimizer = torch.optim.AdamW(param_groups(unwrapped, settings.lr_head, settings.lr_encoder,
-                                               settings.weight_decay, is_head))
-    scheduler = make_scheduler(optimizer, total_steps, settings.warmup_ratio, settings.schedule)
-    model = accelerator.prepare_model(model)
+class _Fit:
+    """The parts of one `fit` call (model, optimiser, scheduler, checkpoints, log) and its steps, each acting on a
+    `TrainState`: resume, train an epoch (optimiser steps of micro-batches), end an epoch (validation, selection,
+    early stopping, checkpoint), finish (best or averaged weights)."""
 
-    progress: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "best_uar": -1.0, "best_epoch": -1,
-                                "best_validation": None, "bad_epochs": 0, "done": False, "log_lines": 0,
-                                "elapsed": 0.0, "history": [], "stopped_early": False,
-                                "interval_loss": [0.0, 0.0], "epoch_loss": [0.0, 0.0]}
-    if store.latest() is not None:
-        progress = store.load(unwrapped, optimizer, scheduler)
-        log.truncate(progress["log_lines"])
-        if accelerator.is_main_process:
-            print(f"resuming {out_dir.name} from step {progress['step']} (epoch {progress['epoch'] + 1}, "
-                  f"batch {progress['batch']})", flush=True)
-    elif accelerator.is_main_process and log.lines:
-        log.truncate(0)  # a log without a checkpoint belongs to a run that never reached one
+    def __init__(self, model: torch.nn.Module, train: Split, validation: Split, settings: LoopSettings, accelerator,
+                 out_dir: Path, labels: Sequence[str], is_head: Callable[[str], bool], desc: str) -> None:
+        self.world, self.rank = accelerator.num_processes, accelerator.process_index
+        if settings.batch_size < self.world:
+            raise ConfigError(f"batch_size={settings.batch_size} is smaller than the {self.world} processes",
+                              "batch_size is the global batch; make it at least the number of processes")
+        self.train, self.validation, self.settings, self.accelerator = train, validation, settings, accelerator
+        self.out_dir, self.labels, self.desc = out_dir, labels, desc
+        self.store = CheckpointStore(out_dir / "checkpoints", rank=self.rank, is_main=accelerator.is_main_process,
+                                     barrier=accelerator.wait_for_everyone)
+        self.log = JsonlLog(out_dir / "log.jsonl", enabled=accelerator.is_main_process)
+        total_steps = sum(len(step_groups(len(self.epoch_batches(e)), settings.grad_accum))
+                          for e in range(settings.epochs))
+        self.unwrapped = model
+        self.optimizer = torch.optim.AdamW(param_groups(model, settings.lr_head, settings.lr_encoder,
+                                                        settings.weight_decay, is_head))
+        self.scheduler = make_scheduler(self.optimizer, total_steps, settings.warmup_ratio, settings.schedule)
+        self.model = accelerator.prepare_model(model)
+        self.eval_bs = settings.eval_batch_size or settings.batch_size
+        self.t_start = time.perf_counter()
 
-    from tqdm.auto import tqdm
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The global batches of `epoch` every process keeps."""
+        s = self.settings
+        return kept_batches(epoch_batches(self.train.lengths, s.batch_size, s.seed, epoch, s.group_batches),
+                            self.world)
 
-    t_start = time.perf_counter() - progress["elapsed"]
-    eval_bs = settings.eval_batch_size or settings.batch_size
+    def elapsed(self) -> float:
+        """Seconds trained, earlier sessions of a resumed fit included."""
+        return time.perf_counter() - self.t_start
 
-    def elapsed() -> float:
-        return time.perf_counter() - t_start
+    def checkpoint(self, state: TrainState) -> None:
+        state.elapsed = self.elapsed()
+        state.log_lines = self.log.lines
+        self.store.save(state.step, self.unwrapped, self.optimizer, self.scheduler, state.to_progress())
 
-    def checkpoint() -> None:
-        progress["elapsed"] = elapsed()
-        progress["log_lines"] = log.lines
-        store.save(progress["step"], unwrapped, optimizer, scheduler, progress)
+    # ----------------------------------------------------------------------------------------------- resume
+    def resume(self) -> TrainState:
+        """The state of the latest checkpoint (model, optimiser, scheduler and RNGs restored, the log cut back to
+        it), or a fresh state (a log without a checkpoint is emptied)."""
+        state = TrainState()
+        if self.store.latest() is not None:
+            state = TrainState.from_progress(self.store.load(self.unwrapped, self.optimizer, self.scheduler))
+            self.log.truncate(state.log_lines)
+            if self.accelerator.is_main_process:
+                print(f"resuming {self.out_dir.name} from step {state.step} (epoch {state.epoch + 1}, "
+                      f"batch {state.batch})", flush=True)
+        elif self.accelerator.is_main_process and self.log.lines:
+            self.log.truncate(0)  # a log without a checkpoint belongs to a run that never reached one
+        self.t_start = time.perf_counter() - state.elapsed
+        return state
 
-    while not progress["done"] and progress["epoch"] < settings.epochs:
-        epoch = progress["epoch"]
-        batches = kept_batches(epoch_batches(train.lengths, settings.batch_size, settings.seed, epoch,
-                                             settings.group_batches), world)
-        local = shard(batches, rank, world)
-        groups = step_groups(len(batches), settings.grad_accum)
-        start = progress["batch"]
-        gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch)
-        if hasattr(train.dataset, "set_epoch"):
-            train.dataset.set_epoch(epoch)
-        loader = DataLoader(train.dataset, batch_sampler=local[start:], collate_fn=train.collate,
-                            num_workers=settings.num_workers, generator=gen)
-        model.train()
-        bar = tqdm(total=len(groups), initial=start // settings.grad_accum,
-                   desc=f"{desc} epoch {epoch + 1}/{settings.epochs}",
-                   unit="step", disable=not accelerator.is_local_main_process, dynamic_ncols=True)
+    # ------------------------------------------------------------------------------------------ train an epoch
+    def train_epoch(self, state: TrainState, stop_after_steps: int | None) -> bool:
+        """Optimiser steps from `state.batch` to the end of epoch `state.epoch`, with step records and mid-epoch
+        checkpoints; False when `stop_after_steps` ended the fit (as if killed)."""
+        from tqdm.auto import tqdm
+
+        s, epoch = self.settings, state.epoch
+        batches = self.epoch_batches(epoch)
+        groups = step_groups(len(batches), s.grad_accum)
+        start = state.batch
+        gen = torch.Generator().manual_seed(s.seed * 1_000_003 + epoch)
+        if hasattr(self.train.dataset, "set_epoch"):
+            self.train.dataset.set_epoch(epoch)
+        loader = DataLoader(self.train.dataset, batch_sampler=shard(batches, self.rank, self.world)[start:],
+                            collate_fn=self.train.collate, num_workers=s.num_workers, generator=gen)
+        self.model.train()
+        bar = tqdm(total=len(groups), initial=start // s.grad_accum, desc=f"{self.desc} epoch {epoch + 1}/{s.epochs}",
+                   unit="step", disable=not self.accelerator.is_local_main_process, dynamic_ncols=True)
         it = iter(loader)
-        for g_index in range(start // settings.grad_accum, len(groups)):
-            group = groups[g_index]
-            n_step = sum(len(batches[i]) for i in group)  # clips in this optimiser step, all processes
-            step_loss = torch.zeros(2, dtype=torch.float64)  # sum of clip losses, clips (this process)
-            for j, i in enumerate(group):
-                batch = next(it).to(accelerator.device)
-                sync = j == len(group) - 1
-                ctx = accelerator.no_sync(model) if (not sync and world > 1) else contextlib.nullcontext()
-                with ctx:
-                    if settings.mixup_alpha > 0:
-                        from loralens.data.augment import clip_rng, mixup_batch
-
-                        feats, lens, y_a, y_b, lam = mixup_batch(batch.features, batch.mel_lengths, batch.labels,
-                                                                 settings.mixup_alpha,
-                                                                 clip_rng(settings.seed, epoch, i, 1 + rank))
-                        logits = model(feats, lens).float()
-                        losses = (lam * F.cross_entropy(logits, y_a, reduction="none",
-                                                        label_smoothing=settings.label_smoothing)
-                                  + (1 - lam) * F.cross_entropy(logits, y_b, reduction="none",
-                                                                label_smoothing=settings.label_smoothing))
-                    else:
-                        logits = model(batch.features, batch.mel_lengths)
-                        losses = F.cross_entropy(logits.float(), batch.labels, reduction="none",
-                                                 label_smoothing=settings.label_smoothing)
-                    accelerator.backward(losses.sum() * (world / n_step))
-                step_loss += torch.tensor([losses.detach().sum().item(), len(losses)], dtype=torch.float64)
-            if settings.grad_clip is not None:
-                accelerator.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            tot = accelerator.reduce(step_loss.to(accelerator.device), reduction="sum").cpu().tolist()
-            for key in ("interval_loss", "epoch_loss"):
-                progress[key] = [progress[key][0] + tot[0], progress[key][1] + tot[1]]
-            progress["step"] += 1
-            progress["batch"] = group[-1] + 1
+        for g_index in range(start // s.grad_accum, len(groups)):
+            self.optimizer_step(state, it, batches, groups[g_index])
             bar.update(1)
             last_of_epoch = g_index == len(groups) - 1
-            if progress["step"] % settings.log_every == 0 or last_of_epoch:
-                lr = {g["name"].split("_")[0]: g["lr"] for g in optimizer.param_groups}
-                mean = progress["interval_loss"][0] / max(progress["interval_loss"][1], 1)
-                log.write({"type": "step", "epoch": epoch, "step": progress["step"], "loss": mean, "lr": lr,
-                           "time": elapsed()})
-                bar.set_postfix(loss=f"{mean:.4f}", lr=f"{max(lr.values()):.2e}")
-                progress["interval_loss"] = [0.0, 0.0]
-            if not last_of_epoch and progress["step"] % settings.checkpoint_every == 0:
-                checkpoint()
-            if stop_after_steps is not None and progress["step"] >= stop_after_steps:
+            if state.step % s.log_every == 0 or last_of_epoch:
+                self.log_step(state, bar)
+            if not last_of_epoch and state.step % s.checkpoint_every == 0:
+                self.checkpoint(state)
+            if stop_after_steps is not None and state.step >= stop_after_steps:
                 bar.close()
-                return FitResult(progress["best_epoch"], progress["best_validation"] or {}, epoch, False,
-                                 progress["step"], progress["history"], interrupted=True, train_time_s=elapsed())
+                return False
         bar.close()
-        # epoch end: validation, model selection, early stopping, checkpoint
-        train_loss = progress["epoch_loss"][0] / max(progress["epoch_loss"][1], 1)
-        progress["epoch_loss"] = [0.0, 0.0]
-        val, val_loss = validate(model, validation, accelerator, labels, eval_bs, settings.num_workers)
-        if settings.select_on == "loss":
-            best_loss = progress.get("best_loss")
-            improved = best_loss is None or val_loss < best_loss
+        return True
+
+    def optimizer_step(self, state: TrainState, it: Iterator, batches: list[list[int]], group: range) -> None:
+        """One optimiser step over the micro-batches `group` (indices into the epoch's global `batches`, read from
+        `it`): gradients synchronised on the last one only, clipped, optimiser and scheduler stepped; the loss sums
+        of all processes added to the state."""
+        s, accelerator = self.settings, self.accelerator
+        n_step = sum(len(batches[i]) for i in group)  # clips in this optimiser step, all processes
+        step_loss = torch.zeros(2, dtype=torch.float64)  # sum of clip losses, clips (this process)
+        for j, i in enumerate(group):
+            batch = next(it).to(accelerator.device)
+            sync = j == len(group) - 1
+            ctx = accelerator.no_sync(self.model) if (not sync and self.world > 1) else contextlib.nullcontext()
+            with ctx:
+                losses = self.clip_losses(batch, state.epoch, i)
+                accelerator.backward(losses.sum() * (self.world / n_step))
+            step_loss += torch.tensor([losses.detach().sum().item(), len(losses)], dtype=torch.float64)
+        if s.grad_clip is not None:
+            accelerator.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        tot = accelerator.reduce(step_loss.to(accelerator.device), reduction="sum").cpu().tolist()
+        state.interval_loss = [state.interval_loss[0] + tot[0], state.interval_loss[1] + tot[1]]
+        state.epoch_loss = [state.epoch_loss[0] + tot[0], state.epoch_loss[1] + tot[1]]
+        state.step += 1
+        state.batch = group[-1] + 1
+
+    def clip_losses(self, batch, epoch: int, index: int) -> torch.Tensor:
+        """Per-clip training losses `[batch]` (float32) of micro-batch `index` of `epoch`: cross-entropy with label
+        smoothing, of the mixed-up batch with `mixup_alpha > 0`."""
+        s = self.settings
+        if s.mixup_alpha > 0:
+            from loralens.data.augment import clip_rng, mixup_batch
+
+            feats, lens, y_a, y_b, lam = mixup_batch(batch.features, batch.mel_lengths, batch.labels, s.mixup_alpha,
+                                                     clip_rng(s.seed, epoch, index, 1 + self.rank))
+            logits = self.model(feats, lens).float()
+            return (lam * F.cross_entropy(logits, y_a, reduction="none", label_smoothing=s.label_smoothing)
+                    + (1 - lam) * F.cross_entropy(logits, y_b, reduction="none", label_smoothing=s.label_smoothing))
+        logits = self.model(batch.features, batch.mel_lengths)
+        return F.cross_entropy(logits.float(), batch.labels, reduction="none", label_smoothing=s.label_smoothing)
+
+    def learning_rates(self) -> dict[str, float]:
+        return {g["name"].split("_")[0]: g["lr"] for g in self.optimizer.param_groups}
+
+    def log_step(self, state: TrainState, bar) -> None:
+        """A step record: mean loss since the last one, learning rates, time."""
+        lr = self.learning_rates()
+        mean = state.interval_loss[0] / max(state.interval_loss[1], 1)
+        self.log.write({"type": "step", "epoch": state.epoch, "step": state.step, "loss": mean, "lr": lr,
+                        "time": self.elapsed()})
+        bar.set_postfix(loss=f"{mean:.4f}", lr=f"{max(lr.values()):.2e}")
+        state.interval_loss = [0.0, 0.0]
+
+    # -------------------------------------------------------------------------------------------- end an epoch
+    def end_epoch(self, state: TrainState) -> None:
+        """Validation, model selection, the epoch record, early stopping, a checkpoint."""
+        from tqdm.auto import tqdm
+
+        s, epoch = self.settings, state.epoch
+        train_loss = state.epoch_loss[0] / max(state.epoch_loss[1], 1)
+        state.epoch_loss = [0.0, 0.0]
+        val, val_loss = validate(self.model, self.validation, self.accelerator, self.labels, self.eval_bs,
+                                 s.num_workers)
+        improved = self.select(state, val, val_loss)
+        record = {"type": "epoch", "epoch": epoch, "step": state.step, "train_loss": train_loss,
+                  "validation": _metrics_brief(val, val_loss), "best_epoch": state.best_epoch,
+                  "lr": self.learning_rates(), "time": self.elapsed()}
+        self.log.write(record)
+        state.history.append({k: record[k] for k in ("epoch", "step", "train_loss", "validation")})
+        if self.accelerator.is_main_process:
+            tqdm.write(f"{self.desc} epoch {epoch + 1}: train loss {train_loss:.4f}, validation UAR {val.uar:.4f}"
+                       f"{' (best)' if improved else ''}")
+        state.epoch = epoch + 1
+        state.batch = 0
+        if s.patience is not None and state.bad_epochs >= s.patience:
+            state.done = True
+            state.stopped_early = True
+        if state.epoch >= s.epochs:
+            state.done = True
+        self.checkpoint(state)
+        self.prune_epoch_weights(state)
+
+    def select(self, state: TrainState, val: ClassificationMetrics, val_loss: float) -> bool:
+        """Whether epoch `state.epoch` is the best so far (higher UAR, or lower loss with `select_on="loss"`); if
+        so it becomes the state's best and its weights `best.safetensors`. With `average_last > 1` the epoch's
+        trainable weights are saved too."""
+        epoch = state.epoch
+        if self.settings.select_on == "loss":
+            improved = state.best_loss is None or val_loss < state.best_loss
         else:
-            improved = val.uar > progress["best_uar"]
+            improved = val.uar > state.best_uar
         if improved:
-            progress.update(best_uar=val.uar, best_loss=val_loss, best_epoch=epoch,
-                            best_validation={**val.to_dict(), "loss": val_loss}, bad_epochs=0)
-            store.save_best(unwrapped, {"epoch": epoch, "step": progress["step"], "validation": val.to_dict()})
+            state.best_uar, state.best_loss, state.best_epoch = val.uar, val_loss, epoch
+            state.best_validation = {**val.to_dict(), "loss": val_loss}
+            state.bad_epochs = 0
+            self.store.save_best(self.unwrapped, {"epoch": epoch, "step": state.step, "validation": val.to_dict()})
         else:
-            progress["bad_epochs"] += 1
-        if settings.average_last > 1 and accelerator.is_main_process:
+            state.bad_epochs += 1
+        if self.settings.average_last > 1 and self.accelerator.is_main_process:
             from loralens.training.checkpoint import save_safetensors, trainable_state
 
-            save_safetensors(_epoch_weights(store.root, epoch), trainable_state(unwrapped))
-        record = {"type": "epoch", "epoch": epoch, "step": progress["step"], "train_loss": train_loss,
-                  "validation": _metrics_brief(val, val_loss), "best_epoch": progress["best_epoch"],
-                  "lr": {g["name"].split("_")[0]: g["lr"] for g in optimizer.param_groups}, "time": elapsed()}
-        log.write(record)
-        progress["history"].append({k: record[k] for k in ("epoch", "step", "train_loss", "validation")})
-        if accelerator.is_main_process:
-            tqdm.write(f"{desc} epoch {epoch + 1}: train loss {train_loss:.4f}, validation UAR {val.uar:.4f}"
-                       f"{' (best)' if improved else ''}")
-        progress["epoch"] = epoch + 1
-        progress["batch"] = 0
-        if settings.patience is not None and progress["bad_epochs"] >= settings.patience:
-            progress["done"] = True
-            progress["stopped_early"] = True
-        if progress["epoch"] >= settings.epochs:
-            progress["done"] = True
-        checkpoint()
-        if settings.average_last > 1 and accelerator.is_main_process:
-            # a later best is never earlier than this one, so epochs before its window are no longer needed
-            for old in store.root.glob("epoch-*.safetensors"):
-                if int(old.stem.split("-")[1]) < progress["best_epoch"] - settings.average_last + 1:
+            save_safetensors(_epoch_weights(self.store.root, epoch), trainable_state(self.unwrapped))
+        return improved
+
+    def prune_epoch_weights(self, state: TrainState) -> None:
+        """With `average_last > 1`: delete saved epoch weights before the averaging window of the best epoch (a later
+        best is never earlier than this one, so they are no longer needed)."""
+        if self.settings.average_last > 1 and self.accelerator.is_main_process:
+            for old in self.store.root.glob("epoch-*.safetensors"):
+                if int(old.stem.split("-")[1]) < state.best_epoch - self.settings.average_last + 1:
                     old.unlink(missing_ok=True)
 
-    store.load_best(unwrapped)
-    averaged = None
-    if settings.average_last > 1:
+    # -------------------------------------------------------------------------------------------------- finish
+    def finish(self, state: TrainState) -> FitResult:
+        """Load the best epoch's weights (or the mean of the `average_last` epochs ending with it, validated and
+        logged once) and the result of the fit."""
+        self.store.load_best(self.unwrapped)
+        averaged = self.average(state.best_epoch) if self.settings.average_last > 1 else None
+        return FitResult(best_epoch=state.best_epoch, best_validation=state.best_validation or {},
+                         epochs_trained=state.epoch, stopped_early=state.stopped_early, steps=state.step,
+                         history=state.history, train_time_s=self.elapsed(), averaged=averaged)
+
+    def average(self, best: int) -> dict:
+        """Load the mean trainable weights of the `average_last` epochs ending with `best`; their epochs and
+        validation metrics."""
         from loralens.training.checkpoint import load_trainable
 
-        best = progress["best_epoch"]
-        epochs = list(range(max(0, best - settings.average_last + 1), best + 1))
-        accelerator.wait_for_everyone()
-        files = [_epoch_weights(store.root, e) for e in epochs]
-        load_trainable(unwrapped, average_weights(files), f"{store.root} (epochs {epochs})")
-        val, val_loss = validate(model, validation, accelerator, labels, eval_bs, settings.num_workers)
-        averaged = {"epochs": epochs, "validation": {**val.to_dict(), "loss": val_loss}}
-        if not log_has_average(log):
-            log.write({"type": "average", "epochs": epochs, "validation": _metrics_brief(val, val_loss),
-                       "time": elapsed()})
-    return FitResult(best_epoch=progress["best_epoch"], best_validation=progress["best_validation"] or {},
-                     epochs_trained=progress["epoch"], stopped_early=progress["stopped_early"], steps=progress["step"],
-                     history=progress["history"], train_time_s=elapsed(), averaged=averaged)
+        epochs = list(range(max(0, best - self.settings.average_last + 1), best + 1))
+        self.accelerator.wait_for_everyone()
+        files = [_epoch_weights(self.store.root, e) for e in epochs]
+        load_trainable(self.unwrapped, average_weights(files), f"{self.store.root} (epochs {epochs})")
+        val, val_loss = validate(self.model, self.validation, self.accelerator, self.labels, self.eval_bs,
+                                 self.settings.num_workers)
+        if not log_has_average(self.log):
+            self.log.write({"type": "average", "epochs": epochs, "validation": _metrics_brief(val, val_loss),
+                            "time": self.elapsed()})
+        return {"epochs": epochs, "validation": {**val.to_dict(), "loss": val_loss}}
 
 
 def log_has_average(log: JsonlLog) -> bool:

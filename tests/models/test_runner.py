@@ -245,3 +245,25 @@ def test_hook_names_and_unknown_name_error(encoder):
         runner(torch.zeros(1, 40, 20))
     with pytest.raises(ConfigError, match="mel_lengths"):
         runner(_features(frames=20), torch.tensor([21, 3]))
+
+
+def test_plan_resolves_a_call_without_running_it(encoder):
+    apply_lora(encoder, LoraSettings(r=4, target_modules=("v_proj", "fc1")))
+    runner = EncoderRunner(encoder)
+    x = _features(frames=200)
+    h1 = torch.zeros(2, 100, runner.d_model)
+    plan = runner.plan(None, torch.tensor([200, 150]), start_at=(1, h1), capture=["blocks.1.mlp.fc1.hook_lora_a"],
+                       grad_capture=["blocks.1.hook_resid_post"], edits={"blocks.1.hook_attn_out": torch.neg})
+    assert (plan.first, plan.last, plan.final_norm, list(plan.layers)) == (1, 1, True, [1])
+    assert plan.resid is h1 and plan.frames == 100 and plan.lengths.tolist() == [100, 75]
+    assert plan.mask.shape == (2, 1, 1, 100)
+    assert plan.capture == {"blocks.1.mlp.fc1.hook_lora_a", "blocks.1.hook_resid_post"}
+    assert plan.grad == {"blocks.1.hook_resid_post"} and set(plan.edits) == {"blocks.1.hook_attn_out"}
+    assert plan.rewire == {"blocks.1.hook_resid_post", "blocks.1.hook_attn_out"}
+    assert [p for p, _ in plan.lora_taps[1]] == ["blocks.1.mlp.fc1"] and 0 not in plan.lora_taps
+    whole = runner.plan(x)
+    assert whole.mask is None and whole.resid is None and whole.lora_taps == {} and list(whole.layers) == [0, 1]
+    with torch.no_grad():
+        assert torch.equal(runner.run(whole, x).last_hidden_state, runner(x).last_hidden_state)
+    with pytest.raises(ConfigError, match="not computed"):
+        runner.plan(x, stop_after=0, capture=["blocks.1.hook_resid_pre"])

@@ -191,3 +191,17 @@ def test_rng_state_is_json(tmp_path):
     a = torch.rand(2)
     set_rng_state(s)
     assert torch.equal(torch.rand(2), a)
+
+
+def test_train_state_is_the_checkpoint_progress_dict():
+    from loralens.training.loop import TrainState
+
+    keys = ["epoch", "batch", "step", "best_uar", "best_epoch", "best_validation", "bad_epochs", "done", "log_lines",
+            "elapsed", "history", "stopped_early", "interval_loss", "epoch_loss"]
+    fresh = TrainState().to_progress()
+    assert list(fresh) == keys  # the 14 keys of the checkpoints' progress dict, in their order
+    assert fresh["best_uar"] == -1.0 and fresh["best_epoch"] == -1 and fresh["interval_loss"] == [0.0, 0.0]
+    state = TrainState(epoch=2, step=9, best_loss=0.5, history=[{"epoch": 0}])
+    progress = json.loads(json.dumps(state.to_progress()))
+    assert list(progress) == [*keys, "best_loss"]  # written once an epoch has been selected
+    assert TrainState.from_progress(progress) == state

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from loralens.numerics.bootstrap import jackknife_ci, resample_indices
+from loralens.numerics.bootstrap import jackknife_ci, percentile_band, resample_indices
 from loralens.numerics.cka import biased_hsic, debiased_hsic, kernel_matrix
 
 
@@ -84,7 +84,7 @@ def bands(x: np.ndarray, y: np.ndarray, method: str, alpha: float = 0.05, seed: 
         low, high = ci.low, ci.high
     elif method == "bootstrap":
         boot = np.stack([both(row) for row in resample_indices(n, n_boot, seed)])
-        low, high = np.nanquantile(boot, [alpha / 2, 1 - alpha / 2], axis=0)
+        low, high = percentile_band(boot, alpha)
     else:
         raise ValueError(f"unknown band method {method!r}")
     return {"linear_biased": (float(est[0]), float(low[0]), float(high[0])),

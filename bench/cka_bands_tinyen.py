@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from loralens.analysis.cka_bands import bands
 from loralens.analysis.context import SplitData
 from loralens.analysis.probing import pooled_hidden_states
 from loralens.data.audio import load_audio
@@ -25,6 +24,7 @@ from loralens.data.batching import FeatureItem, collate
 from loralens.data.features import FeatureSettings, compute_features
 from loralens.models.classifier import EmotionClassifier
 from loralens.models.lora import ADAPTER, lora_modules
+from loralens.numerics.cka_bands import bands
 
 
 def main() -> None:

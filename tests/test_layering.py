@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "loralens"
 LAYERS: list[tuple[str, ...]] = [
     ("errors",),
     ("io",),
+    ("numerics",),
     ("data", "models", "plots"),
     ("training",),
     ("analysis",),
@@ -28,7 +29,7 @@ LEVEL = {unit: level for level, units in enumerate(LAYERS) for unit in units}
 
 
 def unit_of(module: str) -> str:
-    """`loralens.analysis.cka` -> `analysis`; `loralens.io` -> `io`; `loralens` -> `` (the package's face)."""
+    """`loralens.numerics.cka` -> `numerics`; `loralens.io` -> `io`; `loralens` -> `` (the package's face)."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else ""
 

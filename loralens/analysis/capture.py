@@ -15,7 +15,6 @@ import torch
 from torch import Tensor
 
 from loralens.errors import ConfigError
-from loralens.models.head import masked_mean
 from loralens.models.runner import (
     BLOCK_HOOKS,
     LN_FINAL,
@@ -26,6 +25,7 @@ from loralens.models.runner import (
     hook_layer,
     hook_names,
 )
+from loralens.numerics.masking import masked_mean
 
 Edit = Callable[[Tensor], Tensor]
 

@@ -24,13 +24,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from loralens.analysis.bootstrap import bootstrap_ci, resample_indices
 from loralens.analysis.context import AnalysisContext, SplitData
-from loralens.analysis.layer_contribution import layer_ticks, mean_curve, plot_curves, uar_boot, uar_curve
 from loralens.analysis.passes import batches_with_progress
 from loralens.analysis.suite import Analysis, register
 from loralens.models.classifier import EmotionClassifier
 from loralens.models.runner import RESID_PRE
+from loralens.numerics.bootstrap import bootstrap_ci
+from loralens.numerics.curves import bootstrap_uar, mean_curve, uar_curve
+from loralens.plots.curves import layer_ticks, plot_curves
 
 NAME = "erasure"
 METRICS: tuple[str, ...] = ("uar", "loss", "confidence")
@@ -96,13 +97,12 @@ def erasure_curves(logits: ErasureLogits, n_classes: int, n_boot: int, seed: int
     """The `baseline`, `single` and `prefix` blocks of the result from the logits."""
     y = logits.labels.numpy()
     base = per_clip_metrics(logits.base, logits.labels)
-    idx = resample_indices(len(y), n_boot, seed)
-    base_uar_boot = uar_boot(base["pred"], y, idx, n_classes)
+    base_uar = bootstrap_uar(y, base["pred"], n_classes, n_boot, seed, std=False)
     loss_ci = bootstrap_ci(base["loss"], n_boot=n_boot, seed=seed)
     out: dict[str, Any] = {
         "baseline": {
-            "uar": float(uar_boot(base["pred"], y, None, n_classes)),
-            "uar_ci": [float(v) for v in np.quantile(base_uar_boot, [0.025, 0.975])],
+            "uar": base_uar["value"],
+            "uar_ci": [base_uar["low"], base_uar["high"]],
             "loss": float(base["loss"].mean()),
             "loss_ci": [float(loss_ci.low), float(loss_ci.high)],
             "confidence": float(base["confidence"].mean()),

@@ -11,14 +11,10 @@ Each is averaged over the clip's valid frames (padding never enters), then over 
 bootstrap CIs over clips. `difference` is adapted minus frozen, paired per clip (same clip, same frames).
 Note that the MLP reads `resid_mid = r + a`, but its update is compared with `resid_pre` like the attention's, so the
 three ratios share one denominator.
-
-This module also holds the per-layer curve helpers the other layer analyses share (`curve`, `mean_curve`,
-`uar_boot`, `curve_from_boot`, `plot_curves`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,131 +22,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from loralens.analysis.bootstrap import bootstrap_ci, resample_indices
 from loralens.analysis.context import AnalysisContext, SplitData
-from loralens.analysis.passes import register_observer, run_pass
+from loralens.analysis.passes import register_observer, run_pass, valid_mask
 from loralens.analysis.suite import Analysis, register
 from loralens.data.batching import Batch
 from loralens.models.classifier import EmotionClassifier
 from loralens.models.runner import ATTN_OUT, MLP_OUT, RESID_PRE
+from loralens.numerics.curves import mean_curve
 
 NAME = "layer_contribution"
 QUANTITIES: tuple[str, ...] = ("attn_rel", "mlp_rel", "total_rel", "attn_cos", "mlp_cos", "total_cos")
 _EPS = 1e-12
 
 
-# ----------------------------------------------------------------------------- shared curve helpers
-def curve(value: Sequence[float] | np.ndarray, low: Sequence[float] | np.ndarray,
-          high: Sequence[float] | np.ndarray) -> dict[str, list[float]]:
-    """The results-JSON form of a per-layer curve: `{"value": [...], "low": [...], "high": [...]}` (plain floats;
-    NaN becomes None so the JSON stays valid)."""
-
-    def floats(x: Any) -> list[float | None]:
-        return [None if not np.isfinite(v) else float(v) for v in np.asarray(x, dtype=np.float64).reshape(-1)]
-
-    return {"value": floats(value), "low": floats(low), "high": floats(high)}
-
-
-def mean_curve(values: np.ndarray, n_boot: int, seed: int) -> dict[str, list[float]]:
-    """Mean over clips of per-clip curves `[n_clips, L]` with a 95 % percentile bootstrap CI over clips."""
-    ci = bootstrap_ci(np.asarray(values, dtype=np.float64), "mean", n_boot=n_boot, seed=seed)
-    return curve(ci.estimate, ci.low, ci.high)
-
-
-def uar_boot(pred: np.ndarray, labels: np.ndarray, idx: np.ndarray | None, n_classes: int) -> np.ndarray:
-    """UAR (mean recall over the classes present in the truth, as `loralens.training.metrics`) of predictions
-    `pred [n, L]` (one column per layer/configuration) against `labels [n]`, on the full sample (`idx` None ->
-    `[L]`) or on each bootstrap resample of the index matrix `idx [n_boot, n]` (-> `[n_boot, L]`)."""
-    pred = np.asarray(pred)
-    labels = np.asarray(labels).astype(np.int64)
-    single = pred.ndim == 1
-    if single:
-        pred = pred[:, None]
-    n = labels.shape[0]
-    onehot = np.zeros((n, n_classes))
-    onehot[np.arange(n), labels] = 1.0
-    correct = (pred == labels[:, None]).astype(np.float64)  # [n, L]
-    if idx is None:
-        counts = np.ones((1, n))
-    else:
-        counts = np.zeros((idx.shape[0], n))
-        np.add.at(counts, (np.arange(idx.shape[0])[:, None], idx), 1.0)
-    support = counts @ onehot  # [B, C]
-    hits = np.einsum("bn,nl,nc->blc", counts, correct, onehot)  # [B, L, C]
-    present = support > 0
-    recall = np.divide(hits, support[:, None, :], out=np.zeros_like(hits), where=present[:, None, :])
-    uar = recall.sum(axis=2) / present.sum(axis=1, keepdims=True)  # [B, L]
-    if idx is None:
-        uar = uar[0]
-        return uar[0] if single else uar
-    return uar[:, 0] if single else uar
-
-
-def curve_from_boot(estimate: np.ndarray, boot: np.ndarray, alpha: float = 0.05) -> dict[str, list[float]]:
-    """A curve from its full-sample estimate `[L]` and bootstrap values `[n_boot, L]` (percentile CI; resamples
-    where the statistic is undefined, NaN, are left out)."""
-    boot = np.asarray(boot, dtype=np.float64)
-    if np.isnan(boot).all(axis=0).any():
-        low = high = np.full(boot.shape[1], np.nan)
-    else:
-        low, high = np.nanquantile(boot, [alpha / 2, 1 - alpha / 2], axis=0)
-    return curve(estimate, low, high)
-
-
-def uar_curve(pred: np.ndarray, labels: np.ndarray, n_classes: int, n_boot: int, seed: int,
-              baseline: np.ndarray | None = None) -> dict[str, list[float]]:
-    """UAR per column of `pred [n, L]` with a bootstrap CI over clips; with `baseline [n]`, the change
-    UAR(pred) - UAR(baseline), both on the same resamples."""
-    idx = resample_indices(len(labels), n_boot, seed)
-    est = uar_boot(pred, labels, None, n_classes)
-    boot = uar_boot(pred, labels, idx, n_classes)
-    if baseline is not None:
-        est = est - uar_boot(baseline, labels, None, n_classes)
-        boot = boot - uar_boot(baseline, labels, idx, n_classes)[:, None]
-    return curve_from_boot(est, boot)
-
-
-def depth_fraction(layer: int, n_layers: int) -> float:
-    """Depth of the output of layer `layer` (0-based) as a fraction of the encoder: (layer + 1) / n_layers."""
-    return (layer + 1) / n_layers
-
-
-def plot_curves(ax: Any, series: dict[str, dict[str, list[float]]], x: Sequence[float] | None = None,
-                colors: dict[str, str] | None = None, legend: bool = True,
-                styles: dict[str, dict[str, Any]] | None = None) -> None:
-    """Draw curves (`{"value","low","high"}`) with shaded CI bands on `ax`, one line per `series` entry (label ->
-    curve), in order (later ones on top), with a legend when `legend` and more than one series; `styles`: label ->
-    extra `ax.plot` keywords (line style, marker...); the caller sets the axis labels."""
-    for i, (label, c) in enumerate(series.items()):
-        v = np.array([np.nan if a is None else a for a in c["value"]], dtype=float)
-        xs = np.arange(len(v)) if x is None else np.asarray(x)
-        color = (colors or {}).get(label, f"C{i}")
-        ax.plot(xs, v, **{"marker": "o", "ms": 3, "lw": 1.4, "label": label, "color": color,
-                          **(styles or {}).get(label, {})})
-        lo = np.array([np.nan if a is None else a for a in c.get("low", [])], dtype=float)
-        hi = np.array([np.nan if a is None else a for a in c.get("high", [])], dtype=float)
-        if lo.size == v.size and hi.size == v.size:
-            ax.fill_between(xs, lo, hi, alpha=0.2, color=color, lw=0)
-    if legend and len(series) > 1:
-        ax.legend()
-
-
-def layer_ticks(ax: Any, n_layers: int, offset: int = 0) -> None:
-    """Integer ticks (at most ~16) on the x axis for layers `offset..offset + n_layers - 1`."""
-    step = max(1, int(np.ceil(n_layers / 16)))
-    ax.set_xticks(list(range(offset, offset + n_layers, step)))
-
-
 # ----------------------------------------------------------------------------- the analysis
-def valid_mask(mel_lengths: Tensor | None, batch: int, frames: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """(valid `[batch, frames]` bool, lengths `[batch]`) of encoder frames, as the runner computes them."""
-    if mel_lengths is None:
-        lengths = torch.full((batch,), frames, dtype=torch.long, device=device)
-    else:
-        lengths = torch.clamp((mel_lengths.to(device).long() + 1) // 2, max=frames)
-    return torch.arange(frames, device=device)[None, :] < lengths[:, None], lengths
-
-
 class ContributionObserver:
     """Observer "contribution" of a shared pass: per-clip means over valid frames of each quantity of `QUANTITIES`,
     plus `resid_norm`; result name -> `[n_clips, n_layers]` float64.
@@ -264,6 +149,7 @@ def reading(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    from loralens.plots.curves import layer_ticks, plot_curves
     from loralens.plots.figures import new_figure, report_style, save_figure
 
     out_dir = Path(out_dir)

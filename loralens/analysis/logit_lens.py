@@ -49,24 +49,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from loralens.analysis.bootstrap import resample_indices
 from loralens.analysis.context import AnalysisContext, SplitData
-from loralens.analysis.divergence import kl_divergence, top1_agreement
-from loralens.analysis.layer_contribution import (
-    depth_fraction,
-    layer_ticks,
-    mean_curve,
-    plot_curves,
-    uar_boot,
-    uar_curve,
-    valid_mask,
-)
-from loralens.analysis.passes import register_observer, run_pass
+from loralens.analysis.passes import register_observer, run_pass, valid_mask
 from loralens.analysis.suite import Analysis, register
 from loralens.data.batching import Batch
 from loralens.errors import ConfigError
 from loralens.models.classifier import EmotionClassifier
 from loralens.models.runner import RESID_POST
+from loralens.numerics.curves import bootstrap_uar, depth_fraction, mean_curve, uar_curve
+from loralens.numerics.divergence import kl_divergence, top1_agreement
+from loralens.plots.curves import layer_ticks, plot_curves
 
 NAME = "logit_lens"
 DEFAULT_L2_GRID: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -319,9 +311,7 @@ def lens_curves(final_logits: Tensor, layer_logits: Tensor, labels: Tensor, n_cl
 
 def _final_uar(readout: LensReadout, n_classes: int, n_boot: int, seed: int) -> dict[str, float]:
     pred, y = readout.final_logits.argmax(-1).numpy(), readout.labels.numpy()
-    boot = uar_boot(pred, y, resample_indices(len(y), n_boot, seed), n_classes)
-    low, high = np.quantile(boot, [0.025, 0.975])
-    return {"value": float(uar_boot(pred, y, None, n_classes)), "low": float(low), "high": float(high)}
+    return bootstrap_uar(y, pred, n_classes, n_boot, seed, std=False)
 
 
 def first_layer_at_least(values: list[float | None], threshold: float) -> int | None:

@@ -46,16 +46,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from loralens.analysis.cka import LinearCKAAccumulator
 from loralens.analysis.context import AnalysisContext
 from loralens.analysis.passes import batches_with_progress
-from loralens.analysis.spectra import components_for_energy, energy, singular_values_from_gram
-from loralens.analysis.streaming import AnalysisInputError, CovarianceAccumulator, masked_mean, valid_frames
 from loralens.analysis.suite import Analysis, register
 from loralens.data.batching import Batch
 from loralens.errors import ConfigError
 from loralens.models.lora import ADAPTER, lora_modules
 from loralens.models.runner import LORA_A, LORA_B, hook_layer
+from loralens.numerics.cka import LinearCKAAccumulator
+from loralens.numerics.inputs import AnalysisInputError
+from loralens.numerics.masking import masked_mean, valid_frames
+from loralens.numerics.spectra import components_for_energy, energy, singular_values_from_gram
+from loralens.numerics.streaming import CovarianceAccumulator
 
 NAME = "lora_internals"
 KINDS = ("a_out", "b_out", "a_grad", "b_grad")
@@ -210,7 +212,7 @@ def _collect(ctx: AnalysisContext, batches: list[Batch], prefixes: list[str], ra
                 acc[p][kind].update(t)
             cka[p]["forward"].update(fa, fb)
             cka[p]["backward"].update(fga, fgb)
-            pooled[p].append(masked_mean(a.float(), lengths).cpu().numpy())
+            pooled[p].append(masked_mean(a.float(), lengths, batched=True).cpu().numpy())
     stats: dict[str, dict[str, Any]] = {}
     for p in prefixes:
         entry: dict[str, Any] = {}

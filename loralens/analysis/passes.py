@@ -23,6 +23,8 @@ from torch import Tensor
 
 from loralens.data.batching import Batch
 from loralens.errors import ConfigError
+from loralens.models.runner import encoder_lengths
+from loralens.numerics.masking import frame_mask, masked_mean
 
 Edit = Callable[[Tensor], Tensor]
 
@@ -87,6 +89,17 @@ def run_pass(clf: Any, batches: Iterable[Batch], observers: Mapping[str, Observe
     return {name: obs.result() for name, obs in observers.items()}
 
 
+def valid_mask(mel_lengths: Tensor | None, batch: int, frames: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(valid `[batch, frames]` bool, lengths `[batch]`) of the encoder frames a hook point of a run with
+    `mel_lengths` sees: the runner's own lengths (`models.runner.encoder_lengths`, at most `frames`; all frames
+    without `mel_lengths`), for observers that reduce inside the pass, before `RunnerOutput.lengths` exists."""
+    if mel_lengths is None:
+        lengths = torch.full((batch,), frames, dtype=torch.long, device=device)
+    else:
+        lengths = torch.clamp(encoder_lengths(mel_lengths.to(device).long()), max=frames)
+    return frame_mask(lengths, frames), lengths
+
+
 @dataclass
 class PooledHidden:
     """Every hidden state pooled over each clip's valid frames. per_layer: L + 1 arrays `[n_clips, d_model]` float32
@@ -115,11 +128,9 @@ class PooledHiddenObserver:
         return {}
 
     def update(self, batch: Batch, out: Any) -> None:
-        # the analyses' masked mean (streaming.py), so the pooled values are those probing and CKA always used
-        from loralens.analysis.streaming import masked_mean
-
+        # the batched summation order of the masked mean: the pooled values probing and CKA have always used
         enc = out.encoder
-        pooled = [masked_mean(h, enc.lengths).float().cpu().numpy() for h in enc.hidden_states]
+        pooled = [masked_mean(h, enc.lengths, batched=True).float().cpu().numpy() for h in enc.hidden_states]
         if not self._chunks:
             self._chunks = [[] for _ in pooled]
         for l, x in enumerate(pooled):
@@ -130,7 +141,7 @@ class PooledHiddenObserver:
         import numpy as np
 
         if not self._chunks:
-            from loralens.analysis.streaming import AnalysisInputError
+            from loralens.numerics.inputs import AnalysisInputError
 
             raise AnalysisInputError("the split has no batches", hint="give the analysis at least one batch of clips")
         return PooledHidden([np.concatenate(c) for c in self._chunks], list(self._sizes))
@@ -199,4 +210,4 @@ class SharedPasses:
 register_observer("pooled_hidden", PooledHiddenObserver)
 
 __all__ = ["OBSERVERS", "Observer", "PooledHidden", "PooledHiddenObserver", "SharedPasses", "batches_with_progress",
-           "register_observer", "run_pass", "wanted_on"]
+           "register_observer", "run_pass", "valid_mask", "wanted_on"]

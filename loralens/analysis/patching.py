@@ -37,23 +37,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from loralens.analysis.bootstrap import resample_indices
 from loralens.analysis.capture import patch_from
 from loralens.analysis.context import AnalysisContext, SplitData
-from loralens.analysis.layer_contribution import (
-    curve_from_boot,
-    depth_fraction,
-    layer_ticks,
-    mean_curve,
-    plot_curves,
-    uar_boot,
-    uar_curve,
-)
 from loralens.analysis.passes import batches_with_progress
 from loralens.analysis.suite import Analysis, register
 from loralens.errors import ConfigError
 from loralens.models.classifier import EmotionClassifier
 from loralens.models.runner import RESID_POST
+from loralens.numerics.bootstrap import resample_counts, resample_indices
+from loralens.numerics.curves import bootstrap_uar, curve_from_boot, depth_fraction, mean_curve, mean_point, uar_curve
+from loralens.plots.curves import layer_ticks, plot_curves
 
 NAME = "patching"
 DIRECTIONS: dict[str, tuple[str, str]] = {"adapted_to_frozen": ("adapted", "frozen"),
@@ -177,21 +170,13 @@ def recovered_fraction(patched_ld: np.ndarray, clean_ld: np.ndarray, corrupt_ld:
     percentile bootstrap CI over clips (ratio recomputed on each resample; zero denominators give NaN, left out)."""
     patched_ld = np.asarray(patched_ld, dtype=np.float64)
     n = patched_ld.shape[0]
-    idx = resample_indices(n, n_boot, seed)
-    counts = np.zeros((n_boot + 1, n))
-    counts[0] = 1.0  # row 0: the full sample
-    np.add.at(counts, (np.arange(1, n_boot + 1)[:, None], idx), 1.0)
+    counts = np.vstack([np.ones((1, n)), resample_counts(resample_indices(n, n_boot, seed), n)])  # row 0: full sample
     counts /= n
     num = counts @ patched_ld - (counts @ corrupt_ld)[:, None]
     den = (counts @ clean_ld - counts @ corrupt_ld)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         frac = np.where(np.abs(den) > 1e-12, num / np.where(np.abs(den) > 1e-12, den, 1.0), np.nan)
     return curve_from_boot(frac[0], frac[1:])
-
-
-def _scalar(values: np.ndarray, n_boot: int, seed: int) -> dict[str, float]:
-    c = mean_curve(np.asarray(values, dtype=np.float64)[:, None], n_boot, seed)
-    return {k: v[0] for k, v in c.items()}
 
 
 def direction_result(logits: PatchLogits, n_classes: int, n_boot: int, seed: int) -> dict[str, Any]:
@@ -201,18 +186,16 @@ def direction_result(logits: PatchLogits, n_classes: int, n_boot: int, seed: int
     clean_ld, corrupt_ld = logit_diff(logits.clean, y), logit_diff(logits.corrupt, y)
     patched_ld = logit_diff(logits.patched, y)
     yn = y.numpy()
-    idx = resample_indices(len(yn), n_boot, seed)
 
     def uar_scalar(pred: np.ndarray) -> dict[str, float]:
-        low, high = np.quantile(uar_boot(pred, yn, idx, n_classes), [0.025, 0.975])
-        return {"value": float(uar_boot(pred, yn, None, n_classes)), "low": float(low), "high": float(high)}
+        return bootstrap_uar(yn, pred, n_classes, n_boot, seed, std=False)
 
     return {
         "recovered_logit_diff": recovered_fraction(patched_ld, clean_ld, corrupt_ld, n_boot, seed),
         "uar": uar_curve(logits.patched.argmax(-1).numpy(), yn, n_classes, n_boot, seed),
         "logit_diff": mean_curve(patched_ld, n_boot, seed),
-        "clean_logit_diff": _scalar(clean_ld, n_boot, seed),
-        "corrupt_logit_diff": _scalar(corrupt_ld, n_boot, seed),
+        "clean_logit_diff": mean_point(clean_ld, n_boot, seed),
+        "corrupt_logit_diff": mean_point(corrupt_ld, n_boot, seed),
         "clean_uar": uar_scalar(logits.clean.argmax(-1).numpy()),
         "corrupt_uar": uar_scalar(logits.corrupt.argmax(-1).numpy()),
         "last_layer_max_abs_logit_diff": float((logits.patched[:, -1] - logits.clean).abs().max()),

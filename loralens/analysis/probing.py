@@ -1,7 +1,7 @@
 """Linear probing of every hidden state (embeddings + each layer's output) for emotion and, as a control, speaker.
 
 For hidden state h = 0..L (transformers' `hidden_states`: 0 = embeddings, L = final-normed output) each clip is
-pooled over its valid frames and a linear probe (`loralens.analysis.probes`: standardise + multinomial logistic
+pooled over its valid frames and a linear probe (`loralens.numerics.probes`: standardise + multinomial logistic
 regression) is fitted, for the adapted and the frozen encoder:
 
 - emotion: fitted on the fold's training clips (`ctx.train`), scored by UAR on the fold's test clips (`ctx.test`,
@@ -26,16 +26,16 @@ import numpy as np
 import torch
 from sklearn.model_selection import GroupKFold
 
-from loralens.analysis.bootstrap import resample_indices
 from loralens.analysis.context import AnalysisContext, SplitData
 from loralens.analysis.passes import PooledHiddenObserver, run_pass
-from loralens.analysis.probes import fit_probe, within_speaker_folds
-from loralens.analysis.streaming import AnalysisInputError
 from loralens.analysis.suite import Analysis, register
 from loralens.models.classifier import EmotionClassifier
+from loralens.numerics.curves import bootstrap_uar, paired_uar_gap, stack_curve
+from loralens.numerics.inputs import AnalysisInputError
+from loralens.numerics.probes import fit_probe, within_speaker_folds
+from loralens.numerics.uar import uar_weighted
 
 NAME = "probing"
-ALPHA = 0.05
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -44,57 +44,6 @@ def pooled_hidden_states(model: EmotionClassifier, split: SplitData, device: tor
     order of `split`). Index 0 is the embeddings, L the final-normed encoder output."""
     observers = {"pooled_hidden": PooledHiddenObserver(model)}
     return run_pass(model, split.batches, observers, device)["pooled_hidden"].per_layer
-
-
-def uar_counts(y: np.ndarray, correct: np.ndarray, counts: np.ndarray, n_classes: int) -> np.ndarray:
-    """UAR (mean recall over the classes present) of weighted examples: `counts [B, n]` (how often each example is
-    in each of B samples), labels `y [n]`, `correct [n]` bool; returns `[B]`."""
-    onehot = np.eye(n_classes)[y]
-    total = counts @ onehot
-    hit = counts @ (onehot * correct[:, None])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall = np.where(total > 0, hit / np.maximum(total, 1e-300), np.nan)
-    return np.nanmean(recall, axis=1)
-
-
-def bootstrap_uar(
-    y: np.ndarray, pred: np.ndarray, n_classes: int, n_boot: int, seed: int, alpha: float = ALPHA
-) -> dict[str, float]:
-    """UAR of predictions with its percentile-bootstrap interval over examples, and the bootstrap standard error.
-    The same resamples for a given (n, n_boot, seed), so curves over layers share them."""
-    y, pred = np.asarray(y, dtype=np.int64), np.asarray(pred, dtype=np.int64)
-    correct = y == pred
-    n = y.size
-    est = float(uar_counts(y, correct, np.ones((1, n)), n_classes)[0])
-    idx = resample_indices(n, n_boot, seed)
-    counts = np.zeros((n_boot, n))
-    np.add.at(counts, (np.arange(n_boot)[:, None], idx), 1.0)
-    boot = uar_counts(y, correct, counts, n_classes)
-    low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
-    return {"value": est, "low": float(low), "high": float(high), "std": float(boot.std())}
-
-
-def paired_uar_gap(
-    y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_classes: int, n_boot: int, seed: int, alpha: float = ALPHA
-) -> dict[str, float]:
-    """UAR(pred_a) - UAR(pred_b) on the same examples with a paired percentile-bootstrap interval (both UARs on the
-    same resamples, those of `bootstrap_uar` for (n, n_boot, seed)) and its bootstrap standard error. Identical
-    predictions give exactly 0 with a zero-width interval."""
-    y = np.asarray(y, dtype=np.int64)
-    n = y.size
-    counts = np.zeros((n_boot, n))
-    np.add.at(counts, (np.arange(n_boot)[:, None], resample_indices(n, n_boot, seed)), 1.0)
-    ones = np.ones((1, n))
-    ca, cb = y == np.asarray(pred_a), y == np.asarray(pred_b)
-    est = float(uar_counts(y, ca, ones, n_classes)[0] - uar_counts(y, cb, ones, n_classes)[0])
-    boot = uar_counts(y, ca, counts, n_classes) - uar_counts(y, cb, counts, n_classes)
-    low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
-    return {"value": est, "low": float(low), "high": float(high), "std": float(boot.std())}
-
-
-def stack_curve(points: list[dict[str, float]]) -> dict[str, list[float]]:
-    """Per-layer dicts {value, low, high, ...} -> one curve dict of lists."""
-    return {k: [float(p[k]) for p in points] for k in points[0]}
 
 
 # ----------------------------------------------------------------------------- probes
@@ -120,7 +69,7 @@ def _cv_oof(
     for tr, te in folds:
         probe, _ = fit_probe(x[tr], y[tr], c_fixed, max_iter=max_iter, seed=seed)
         pred[te] = probe.predict(x[te])
-        scores.append(float(uar_counts(y[te], pred[te] == y[te], np.ones((1, te.size)), n_classes)[0]))
+        scores.append(float(uar_weighted(pred[te], y[te], np.ones((1, te.size)), n_classes)[0]))
     done = pred >= 0
     point = bootstrap_uar(y[done], pred[done], n_classes, n_boot, seed)
     point["fold_mean"] = float(np.mean(scores))

@@ -32,8 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from loralens.analysis.bootstrap import jackknife_ci
-from loralens.analysis.cka import (
+from loralens.analysis.context import AnalysisContext
+from loralens.analysis.passes import batches_with_progress
+from loralens.analysis.suite import Analysis, register
+from loralens.numerics.bootstrap import jackknife_ci
+from loralens.numerics.cka import (
     LinearCKAMatrixAccumulator,
     MinibatchCKA,
     biased_hsic,
@@ -41,11 +44,10 @@ from loralens.analysis.cka import (
     debiased_hsic,
     kernel_matrix,
 )
-from loralens.analysis.context import AnalysisContext
-from loralens.analysis.passes import batches_with_progress
-from loralens.analysis.spectra import components_for_energy, effective_rank, feature_spectrum
-from loralens.analysis.streaming import AnalysisInputError, CovarianceAccumulator, masked_mean
-from loralens.analysis.suite import Analysis, register
+from loralens.numerics.inputs import AnalysisInputError
+from loralens.numerics.masking import masked_mean
+from loralens.numerics.spectra import components_for_energy, effective_rank, feature_spectrum
+from loralens.numerics.streaming import CovarianceAccumulator
 
 NAME = "similarity"
 ESTIMATORS = ("linear_biased", "linear_debiased", "rbf_biased", "rbf_debiased")
@@ -144,8 +146,8 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
             b = batch.to(ctx.device)
             out_a = ctx.adapted.runner(b.features, b.mel_lengths)
             out_f = frozen.runner(b.features, b.mel_lengths)
-            feed([masked_mean(h, out_a.lengths).double() for h in out_a.hidden_states],
-                 [masked_mean(h, out_f.lengths).double() for h in out_f.hidden_states])
+            feed([masked_mean(h, out_a.lengths, batched=True).double() for h in out_a.hidden_states],
+                 [masked_mean(h, out_f.lengths, batched=True).double() for h in out_f.hidden_states])
             rows, cols = _sample_frames(out_a.hidden_states[0], out_a.lengths.cpu(), k_frames, gen)
             rows, cols = rows.to(ctx.device), cols.to(ctx.device)
             lin_frames.update([h[rows, cols].double() for h in out_a.hidden_states],

@@ -1,6 +1,6 @@
 """Weight space of the LoRA updates: for each adapted matrix W (`blocks.{l}.attn.v_proj`, ...), dW = scale * B A.
 
-Per module (no data needed; `loralens.analysis.weight_space` numerics, float64):
+Per module (no data needed; `loralens.numerics.weight_space` numerics, float64):
 - `singular_values`: the r singular values of dW (from the r x r core, `delta_spectrum`); `stable_rank`,
   `effective_rank` (null when dW = 0);
 - `rel_norm` = ||dW||_F / ||W||_F, with dW taken from peft's `get_delta_weight` (`loralens.models.lora.delta_weight`;
@@ -30,9 +30,12 @@ import numpy as np
 import torch
 
 from loralens.analysis.context import AnalysisContext
-from loralens.analysis.spectra import effective_rank, singular_values, stable_rank
 from loralens.analysis.suite import Analysis, register
-from loralens.analysis.weight_space import (
+from loralens.errors import ConfigError
+from loralens.models.lora import ADAPTER, delta_weight, lora_modules
+from loralens.models.runner import hook_layer
+from loralens.numerics.spectra import effective_rank, singular_values, stable_rank
+from loralens.numerics.weight_space import (
     amplification_factor,
     delta_spectrum,
     intruder_dimensions,
@@ -40,9 +43,6 @@ from loralens.analysis.weight_space import (
     relative_update_norm,
     subspace_overlap_grid,
 )
-from loralens.errors import ConfigError
-from loralens.models.lora import ADAPTER, delta_weight, lora_modules
-from loralens.models.runner import hook_layer
 
 NAME = "weight_analysis"
 

@@ -3,7 +3,9 @@
 Parameter names are those of transformers' `WhisperForAudioClassification` (`layer_weights`, `projector.weight`,
 `projector.bias`, `classifier.weight`, `classifier.bias`), so head weights can be exchanged with it.
 transformers projects every frame then averages all frames; we average the VALID frames then project, which is the
-same function (the projector is affine) on a full window and ignores padding exactly otherwise.
+same function (the projector is affine) on a full window and ignores padding exactly otherwise. The pooling is
+`loralens.numerics.masking.masked_mean` (each clip's valid slice averaged on its own: padding, NaN included, changes
+nothing, bit for bit), without a summation order of its own.
 """
 
 from __future__ import annotations
@@ -15,23 +17,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from loralens.errors import ConfigError
-
-
-def masked_mean(hidden: Tensor, lengths: Tensor | None) -> Tensor:
-    """Mean over the first `lengths[b]` frames of each clip: `[batch, frames, d]` -> `[batch, d]`.
-
-    Each clip's mean is computed on its own valid slice, so frames beyond the length (padding, whatever its
-    values, inf and NaN included) change nothing, bit for bit. `lengths` None = all frames valid.
-    """
-    if hidden.dim() != 3:
-        raise ConfigError(f"hidden states of shape {tuple(hidden.shape)}: expected [batch, frames, d]")
-    batch, frames, _ = hidden.shape
-    if lengths is None:
-        return torch.stack([hidden[b].mean(dim=0) for b in range(batch)])
-    lengths = torch.as_tensor(lengths).long()
-    if lengths.shape != (batch,) or bool((lengths < 1).any()) or bool((lengths > frames).any()):
-        raise ConfigError(f"lengths {lengths.tolist()} must be [{batch}] values in 1..{frames}")
-    return torch.stack([hidden[b, : int(n)].mean(dim=0) for b, n in enumerate(lengths.tolist())])
+from loralens.numerics.masking import masked_mean
 
 
 class ClassificationHead(nn.Module):

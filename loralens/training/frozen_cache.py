@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from loralens.data.batching import Batch
 from loralens.errors import RunFolderError
-from loralens.models.head import ClassificationHead, masked_mean
+from loralens.models.head import ClassificationHead
+from loralens.numerics.masking import masked_mean
 from loralens.training.checkpoint import save_safetensors
 from loralens.training.loop import Split
 

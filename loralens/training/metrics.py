@@ -2,7 +2,8 @@
 
 - UAR (unweighted average recall, = balanced accuracy): the mean of the per-class recalls over the classes that
   occur in the truth. A class absent from the truth has no recall and is left out of the mean (its recall is
-  reported as None), so UAR of a split that lacks a class is the mean over the classes it has.
+  reported as None), so UAR of a split that lacks a class is the mean over the classes it has. Computed by the
+  package's one UAR kernel, `loralens.numerics.uar.recall_and_uar` (the analyses' curves and bands use it too).
 - WAR (weighted average recall, = accuracy): correct / total.
 - macro-F1: the mean of per-class F1 over the classes that occur in the truth or in the predictions
   (scikit-learn's convention with `labels=None`); a class with no true and no predicted sample is left out,
@@ -21,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from loralens.numerics.uar import class_recall, recall_and_uar
 
 
 @dataclass
@@ -64,10 +67,9 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int],
     support = cm.sum(axis=1)  # true clips per class
     predicted = cm.sum(axis=0)
     diag = np.diag(cm)
-    present = support > 0
-    recall = np.divide(diag, support, out=np.zeros(len(labels)), where=present)
+    recall, present = class_recall(diag, support)
     per_class = {lab: (float(recall[i]) if present[i] else None) for i, lab in enumerate(labels)}
-    uar = float(recall[present].mean()) if present.any() else math.nan
+    uar = float(recall_and_uar(diag[present], support[present])[2])  # the classes present only: see numerics.uar
     war = float(diag.sum() / n) if n else math.nan
     f1_classes = present | (predicted > 0)
     denom = support + predicted  # F1 = 2 tp / (2 tp + fp + fn) = 2 tp / (support + predicted)

@@ -18,9 +18,9 @@ from loralens.analysis.capture import (
     zero_ablation,
 )
 from loralens.errors import ConfigError
-from loralens.models.head import masked_mean
 from loralens.models.lora import LoraSettings, apply_lora, lora_modules
 from loralens.models.runner import EncoderRunner, hook_names
+from loralens.numerics.masking import masked_mean
 
 
 def _features(batch: int = 2, frames: int = 120, seed: int = 1) -> torch.Tensor:

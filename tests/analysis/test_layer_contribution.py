@@ -13,7 +13,6 @@ from loralens.analysis import layer_contribution as lc
 from loralens.analysis.context import SplitData
 from loralens.analysis.suite import ANALYSES
 from loralens.data.batching import Batch
-from loralens.training.metrics import classification_metrics
 from tests.analysis.helpers import single_thread, tiny_classifiers, tiny_context  # noqa: F401 (single_thread: autouse fixture)
 
 
@@ -77,22 +76,6 @@ def test_frame_stats_known_vectors():
     assert s["mlp_rel"].item() == pytest.approx(2.0) and s["mlp_cos"].item() == pytest.approx(-1.0)
     assert s["total_rel"].item() == pytest.approx(np.sqrt(125) / 5)
     assert s["total_cos"].item() == pytest.approx(-50 / (np.sqrt(125) * 5))
-
-
-def test_uar_boot_matches_metrics():
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 4, 30)
-    labels[:4] = [0, 1, 2, 3]
-    pred = rng.integers(0, 4, (30, 3))
-    est = lc.uar_boot(pred, labels, None, 4)
-    for j in range(3):
-        assert est[j] == pytest.approx(classification_metrics(labels, pred[:, j], list("abcd")).uar)
-    idx = rng.integers(0, 30, (5, 30))
-    boot = lc.uar_boot(pred, labels, idx, 4)
-    for b in range(5):
-        want = classification_metrics(labels[idx[b]], pred[idx[b], 1], list("abcd")).uar
-        assert boot[b, 1] == pytest.approx(want)
-    assert lc.uar_boot(labels, labels, None, 4) == 1.0  # perfect predictions, 1-d input
 
 
 @pytest.mark.slow

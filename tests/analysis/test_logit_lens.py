@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from loralens.analysis import logit_lens as ll
-from loralens.analysis.divergence import kl_divergence
 from loralens.analysis.suite import ANALYSES
 from loralens.errors import ConfigError
-from loralens.models.head import masked_mean
+from loralens.numerics.divergence import kl_divergence
+from loralens.numerics.masking import masked_mean
 from tests.analysis.helpers import single_thread, tiny_classifiers, tiny_context  # noqa: F401 (single_thread: autouse fixture)
 
 

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from loralens.analysis import lora_internals
-from loralens.analysis.cka import linear_cka
-from loralens.analysis.streaming import valid_frames
 from loralens.analysis.suite import ANALYSES, run_analysis
 from loralens.models.lora import ADAPTER, lora_modules
+from loralens.numerics.cka import linear_cka
+from loralens.numerics.masking import valid_frames
 from tests.analysis.helpers import tiny_context
 
 
@@ -210,7 +210,7 @@ def test_verdict_compares_gradients_at_b_with_the_reconstructed_init(reconstruct
 def test_b_side_from_the_a_gram_equals_what_is_captured(ctx_and_result):
     """Known answer of the null's formula: with the module's own (scaled) B, the k90 of a B^T and CKA(a, a B^T)
     computed from the Gram of the A outputs alone equal the k90 and CKA measured on the captured B outputs."""
-    from loralens.analysis.streaming import CovarianceAccumulator
+    from loralens.numerics.streaming import CovarianceAccumulator
 
     ctx, r = ctx_and_result
     mods = lora_modules(ctx.adapted.encoder)

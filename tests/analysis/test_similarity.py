@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from loralens.analysis import similarity
-from loralens.analysis.cka import cka_matrix
 from loralens.analysis.probing import pooled_hidden_states
 from loralens.analysis.suite import ANALYSES, run_analysis
+from loralens.numerics.cka import cka_matrix
 from tests.analysis.helpers import tiny_context
 
 

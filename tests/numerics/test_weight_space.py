@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from loralens.analysis.streaming import AnalysisInputError
-from loralens.analysis.weight_space import (
+from loralens.numerics.inputs import AnalysisInputError
+from loralens.numerics.weight_space import (
     amplification_factor,
     delta_spectrum,
     intruder_dimensions,

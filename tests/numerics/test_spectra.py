@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from loralens.analysis.spectra import (
+from loralens.numerics.inputs import AnalysisInputError
+from loralens.numerics.spectra import (
     components_for_energy,
     effective_rank,
     energy,
@@ -17,7 +18,7 @@ from loralens.analysis.spectra import (
     spectrum_summary,
     stable_rank,
 )
-from loralens.analysis.streaming import AnalysisInputError, CovarianceAccumulator
+from loralens.numerics.streaming import CovarianceAccumulator
 
 
 def _with_spectrum(sigma: list[float], m: int, n: int, seed: int = 0) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from loralens.analysis.cka import (
+from loralens.numerics.cka import (
     LinearCKAAccumulator,
     LinearCKAMatrixAccumulator,
     MinibatchCKA,
@@ -21,7 +21,7 @@ from loralens.analysis.cka import (
     rbf_cka,
     rbf_kernel,
 )
-from loralens.analysis.streaming import AnalysisInputError
+from loralens.numerics.inputs import AnalysisInputError
 
 
 def _orthogonal(d: int, rng: np.random.Generator) -> np.ndarray:
@@ -210,7 +210,7 @@ def test_bad_inputs_raise_analysis_errors() -> None:
 
 def test_cka_matrix_with_many_examples_uses_feature_space_sums_with_the_same_values(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import loralens.analysis.cka as cka
+    import loralens.numerics.cka as cka
 
     rng = np.random.default_rng(10)
     x, y = _related(rng, n=80)

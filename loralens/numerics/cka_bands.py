@@ -9,7 +9,7 @@ linear CKA (what the debiased estimator targets: HSIC of linear kernels = ||Sigm
 
 `band_coverage` draws `reps` samples and counts how often a 1 - alpha band of the debiased (and the biased) linear
 CKA holds that value, for the jackknife used by the similarity analysis and, for comparison, the percentile
-bootstrap over resampled kernels it replaced. `python -m loralens.analysis.cka_bands` prints the table quoted in
+bootstrap over resampled kernels it replaced. `python -m loralens.numerics.cka_bands` prints the table quoted in
 docs/analyses.md.
 """
 
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from loralens.analysis.bootstrap import jackknife_ci, resample_indices
-from loralens.analysis.cka import biased_hsic, debiased_hsic, kernel_matrix
+from loralens.numerics.bootstrap import jackknife_ci, percentile_band, resample_indices
+from loralens.numerics.cka import biased_hsic, debiased_hsic, kernel_matrix
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def bands(x: np.ndarray, y: np.ndarray, method: str, alpha: float = 0.05, seed: 
         low, high = ci.low, ci.high
     elif method == "bootstrap":
         boot = np.stack([both(row) for row in resample_indices(n, n_boot, seed)])
-        low, high = np.nanquantile(boot, [alpha / 2, 1 - alpha / 2], axis=0)
+        low, high = percentile_band(boot, alpha)
     else:
         raise ValueError(f"unknown band method {method!r}")
     return {"linear_biased": (float(est[0]), float(low[0]), float(high[0])),

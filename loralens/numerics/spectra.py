@@ -12,7 +12,9 @@ import math
 import numpy as np
 import torch
 
-from loralens.analysis.streaming import AnalysisInputError, ArrayLike, CovarianceAccumulator, as_f64
+from loralens.numerics.arrays import ArrayLike, as_f64
+from loralens.numerics.inputs import AnalysisInputError
+from loralens.numerics.streaming import CovarianceAccumulator
 
 
 def singular_values(a: ArrayLike) -> np.ndarray:

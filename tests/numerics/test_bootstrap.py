@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score
 
-from loralens.analysis.bootstrap import BootstrapCI, bootstrap_ci, bootstrap_ci_indices, resample_indices
-from loralens.analysis.streaming import AnalysisInputError
+from loralens.numerics.bootstrap import BootstrapCI, bootstrap_ci, bootstrap_ci_indices, resample_indices
+from loralens.numerics.inputs import AnalysisInputError
 
 
 def test_ci_of_a_constant_is_degenerate() -> None:
@@ -84,7 +84,7 @@ def test_jackknife_of_the_mean_is_the_t_interval() -> None:
     """Delete-one jackknife of a mean: se = s / sqrt(n) exactly, interval mean +- t_{n-1} se."""
     from scipy.stats import t as student_t
 
-    from loralens.analysis.bootstrap import jackknife_ci
+    from loralens.numerics.bootstrap import jackknife_ci
 
     rng = np.random.default_rng(3)
     v = rng.normal(2.0, 1.5, size=30)
@@ -96,7 +96,7 @@ def test_jackknife_of_the_mean_is_the_t_interval() -> None:
 
 
 def test_jackknife_groups_partition_and_curves() -> None:
-    from loralens.analysis.bootstrap import jackknife_ci, jackknife_groups
+    from loralens.numerics.bootstrap import jackknife_ci, jackknife_groups
 
     parts = jackknife_groups(103, 10, seed=1)
     assert len(parts) == 10 and sorted(np.concatenate(parts).tolist()) == list(range(103))
@@ -117,3 +117,24 @@ def test_jackknife_groups_partition_and_curves() -> None:
     assert const.low == const.high == 1.5 and const.se == 0.0
     with pytest.raises(AnalysisInputError):
         jackknife_ci(lambda i: 0.0, 1)
+
+
+def test_percentile_band_leaves_undefined_resamples_out_per_column() -> None:
+    from loralens.numerics.bootstrap import percentile_band
+
+    boot = np.column_stack([np.arange(101.0), np.arange(101.0), np.full(101, np.nan)])
+    boot[::2, 1] = np.nan  # column 1: only the odd values are defined
+    low, high = percentile_band(boot, alpha=0.1)
+    assert low[0] == pytest.approx(5.0) and high[0] == pytest.approx(95.0)
+    odd = np.arange(1.0, 101.0, 2.0)
+    assert low[1] == pytest.approx(np.quantile(odd, 0.05)) and high[1] == pytest.approx(np.quantile(odd, 0.95))
+    assert np.isnan(low[2]) and np.isnan(high[2])  # no defined resample: no band
+    scalar = percentile_band(np.arange(101.0), alpha=0.1)
+    assert scalar == (pytest.approx(5.0), pytest.approx(95.0)) and isinstance(scalar[0], float)
+
+
+def test_resample_counts_count_each_example() -> None:
+    from loralens.numerics.bootstrap import resample_counts
+
+    counts = resample_counts(np.array([[0, 0, 2], [1, 2, 2]]), 4)
+    assert counts.tolist() == [[2.0, 0.0, 1.0, 0.0], [0.0, 1.0, 2.0, 0.0]]

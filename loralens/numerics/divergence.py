@@ -12,7 +12,8 @@ from typing import NamedTuple
 
 import torch
 
-from loralens.analysis.streaming import AnalysisInputError, ArrayLike, as_f64
+from loralens.numerics.arrays import ArrayLike, as_f64
+from loralens.numerics.inputs import AnalysisInputError
 
 
 def _pair(final_logits: ArrayLike, layer_logits: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,7 +1,7 @@
 """Centered kernel alignment (CKA) between two representations of the same examples.
 
 Inputs are feature matrices `[n_examples, dim]` (an example is a clip's pooled vector or one valid
-frame; masking is the caller's, see `loralens.analysis.streaming.valid_frames`). Arrays may be numpy
+frame; masking is the caller's, see `loralens.numerics.masking.valid_frames`). Arrays may be numpy
 or torch; everything is computed in float64 torch on the input's device. Scalars come back as Python
 floats, matrices as numpy float64 arrays.
 
@@ -25,7 +25,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from loralens.analysis.streaming import AnalysisInputError, ArrayLike, as_f64
+from loralens.numerics.arrays import ArrayLike, as_f64
+from loralens.numerics.inputs import AnalysisInputError
 
 Kernel = Literal["linear", "rbf"]
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from loralens.analysis.divergence import kl_divergence, lens_summary, top1_agreement
-from loralens.analysis.streaming import AnalysisInputError
+from loralens.numerics.divergence import kl_divergence, lens_summary, top1_agreement
+from loralens.numerics.inputs import AnalysisInputError
 
 
 def test_kl_of_identical_logits_is_exactly_zero() -> None:

@@ -21,8 +21,9 @@ from typing import Literal, NamedTuple
 import numpy as np
 import torch
 
-from loralens.analysis.spectra import effective_rank, singular_values, stable_rank
-from loralens.analysis.streaming import AnalysisInputError, ArrayLike, as_f64
+from loralens.numerics.arrays import ArrayLike, as_f64
+from loralens.numerics.inputs import AnalysisInputError
+from loralens.numerics.spectra import effective_rank, singular_values, stable_rank
 
 
 def _pair(lora_a: ArrayLike, lora_b: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:

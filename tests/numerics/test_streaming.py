@@ -6,15 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from loralens.analysis.streaming import (
-    AnalysisInputError,
+from loralens.numerics.inputs import AnalysisInputError
+from loralens.numerics.masking import valid_frames
+from loralens.numerics.streaming import (
     CovarianceAccumulator,
     MeanCosineAccumulator,
     RunningMoments,
     RunningMomentsByLayer,
-    frame_mask,
-    masked_mean,
-    valid_frames,
 )
 
 
@@ -23,22 +21,6 @@ def _padded(rng: np.random.Generator, lengths: list[int], t: int = 7, d: int = 5
     for b, n in enumerate(lengths):
         x[b, n:] = 1e6  # padding garbage must never leak into a statistic
     return x
-
-
-def test_masked_mean_and_valid_frames_by_hand() -> None:
-    x = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [99.0, 99.0]], [[5.0, 6.0], [99.0, 99.0], [99.0, 99.0]]])
-    lengths = torch.tensor([2, 1])
-    assert frame_mask(lengths, 3).tolist() == [[True, True, False], [True, False, False]]
-    assert masked_mean(x, lengths).tolist() == [[2.0, 3.0], [5.0, 6.0]]
-    assert valid_frames(x, lengths).tolist() == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
-    half = masked_mean(x.half(), lengths)
-    assert half.dtype == torch.float16 and half.tolist() == [[2.0, 3.0], [5.0, 6.0]]
-    with pytest.raises(AnalysisInputError, match="no valid frame"):
-        masked_mean(x, torch.tensor([2, 0]))
-    with pytest.raises(AnalysisInputError, match="out of range"):
-        valid_frames(x, torch.tensor([4, 1]))
-    with pytest.raises(AnalysisInputError, match="one per batch row"):
-        valid_frames(x, torch.tensor([1]))
 
 
 def test_running_moments_equal_numpy_on_the_valid_frames() -> None:

@@ -24,7 +24,8 @@ from sklearn.model_selection import GridSearchCV, GroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from loralens.analysis.streaming import AnalysisInputError, ArrayLike
+from loralens.numerics.arrays import ArrayLike
+from loralens.numerics.inputs import AnalysisInputError
 
 IndexFolds = Sequence[tuple[Sequence[int] | np.ndarray, Sequence[int] | np.ndarray]]
 

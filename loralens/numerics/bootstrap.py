@@ -16,12 +16,13 @@ se^2 = (G - 1) / G * sum_g (theta_(g) - mean theta_(.))^2 over G groups.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 
-from loralens.analysis.streaming import AnalysisInputError
+from loralens.numerics.inputs import AnalysisInputError
 
 Estimate = float | np.ndarray
 
@@ -55,13 +56,36 @@ def resample_indices(n: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
 
 
+def resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """How often each of n examples is in each resample: `[n_boot, n]` float64 counts from an index matrix
+    `idx [n_boot, n]` (`resample_indices`); statistics that are sums over examples then come as `counts @ values`."""
+    idx = np.asarray(idx)
+    counts = np.zeros((idx.shape[0], n))
+    np.add.at(counts, (np.arange(idx.shape[0])[:, None], idx), 1.0)
+    return counts
+
+
 def _check_alpha(alpha: float) -> None:
     if not 0.0 < alpha < 1.0:
         raise AnalysisInputError(f"alpha={alpha} must be in (0, 1)", hint="alpha=0.05 gives a 95% interval")
 
 
-def _percentiles(boot: np.ndarray, alpha: float) -> tuple[Estimate, Estimate]:
-    low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2], axis=0)
+def percentile_band(boot: np.ndarray, alpha: float = 0.05) -> tuple[Estimate, Estimate]:
+    """The percentile interval (alpha/2 and 1 - alpha/2 quantiles, numpy's linear interpolation) of bootstrap values
+    `[n_boot]` (-> two floats) or `[n_boot, L]` (-> two arrays `[L]`, pointwise per column).
+
+    Resamples where the statistic is undefined (NaN, e.g. a ratio with a zero denominator) are left out, per
+    column; a column without a defined resample has a NaN band. The one percentile step of every bootstrap band
+    in the package."""
+    _check_alpha(alpha)
+    boot = np.asarray(boot, dtype=np.float64)
+    q = [alpha / 2, 1 - alpha / 2]
+    if not np.isnan(boot).any():
+        low, high = np.quantile(boot, q, axis=0)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "All-NaN slice": that column's band is NaN
+            low, high = np.nanquantile(boot, q, axis=0)
     if np.ndim(low) == 0:
         return float(low), float(high)
     return low, high
@@ -89,9 +113,7 @@ def bootstrap_ci(
     n = v.shape[0]
     idx = resample_indices(n, n_boot, seed)
     if stat == "mean":
-        counts = np.zeros((n_boot, n))
-        np.add.at(counts, (np.arange(n_boot)[:, None], idx), 1.0)
-        boot = counts @ v / n
+        boot = resample_counts(idx, n) @ v / n
         estimate = v.mean(axis=0)
     else:
         fn = np.median if stat == "median" else stat
@@ -101,7 +123,7 @@ def bootstrap_ci(
         chunk = max(1, _CHUNK_BYTES // max(per_row, 1))
         boot = np.concatenate([np.asarray(fn(v[idx[s : s + chunk]], axis=1)) for s in range(0, n_boot, chunk)])
         estimate = np.asarray(fn(v, axis=0))
-    low, high = _percentiles(boot, alpha)
+    low, high = percentile_band(boot, alpha)
     est: Estimate = float(estimate) if np.ndim(estimate) == 0 else estimate
     return BootstrapCI(est, low, high)
 
@@ -126,7 +148,7 @@ def bootstrap_ci_indices(
     if not np.isfinite(boot).all():
         raise AnalysisInputError("the metric returned NaN or infinite values on some resamples")
     estimate = np.asarray(fn(np.arange(n)), dtype=np.float64)
-    low, high = _percentiles(boot, alpha)
+    low, high = percentile_band(boot, alpha)
     est: Estimate = float(estimate) if estimate.ndim == 0 else estimate
     return BootstrapCI(est, low, high)
 

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from loralens.analysis.probes import (
+from loralens.data.folds import Fold
+from loralens.numerics.inputs import AnalysisInputError
+from loralens.numerics.probes import (
     ProbeResult,
     folds_to_indices,
     linear_probe_cv,
@@ -14,8 +16,6 @@ from loralens.analysis.probes import (
     speaker_probe_cv,
     within_speaker_folds,
 )
-from loralens.analysis.streaming import AnalysisInputError
-from loralens.data.folds import Fold
 
 
 def _speaker_folds(speakers: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:

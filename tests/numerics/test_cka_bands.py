@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from loralens.analysis.cka import linear_cka
-from loralens.analysis.cka_bands import Design, band_coverage, bands, draw_maps, population_cka, sample
+from loralens.numerics.cka import linear_cka
+from loralens.numerics.cka_bands import Design, band_coverage, bands, draw_maps, population_cka, sample
 
 pytestmark = pytest.mark.slow  # end-to-end runs of several seconds each (`-m "not slow"` leaves them out)
 

@@ -1,8 +1,8 @@
-"""Valid-frame masking helpers and streamed statistics whose memory does not grow with the number of examples.
+"""Streamed statistics whose memory does not grow with the number of examples.
 
-Encoder activations come as `[batch, frames, d_model]` with valid lengths `[batch]` (encoder frames);
-padding frames never enter a statistic. Accumulators keep float64 sums on the device of the first
-update and take either a features matrix `[n, d]` or a padded batch `[b, t, d]` with `lengths [b]`.
+Accumulators keep float64 sums on the device of the first update and take either a features matrix `[n, d]` or
+a padded batch `[b, t, d]` with `lengths [b]` (encoder frames; padding frames never enter a statistic, see
+`loralens.numerics.masking`).
 """
 
 from __future__ import annotations
@@ -13,70 +13,9 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from loralens.errors import LoralensError
-
-ArrayLike = torch.Tensor | np.ndarray
-
-
-class AnalysisInputError(LoralensError):
-    """Arrays given to an analysis routine have the wrong shape, size or values."""
-
-
-def as_f64(x: ArrayLike, name: str = "x", ndim: int | None = None) -> torch.Tensor:
-    """`x` as a float64 torch tensor on its own device (numpy goes to the CPU); checks `ndim` and finiteness."""
-    t = torch.as_tensor(np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x)
-    if t.dtype != torch.float64:
-        t = t.to(torch.float64)
-    if ndim is not None and t.ndim != ndim:
-        raise AnalysisInputError(
-            f"{name} has shape {tuple(t.shape)}, expected {ndim} dimensions",
-            hint="pass a features matrix [n_examples, dim] (flatten valid frames with valid_frames)"
-            if ndim == 2
-            else None,
-        )
-    if not bool(torch.isfinite(t).all()):
-        raise AnalysisInputError(f"{name} holds NaN or infinite values", hint="check the captured activations")
-    return t
-
-
-def _check_lengths(x: torch.Tensor, lengths: ArrayLike) -> torch.Tensor:
-    if x.ndim != 3:
-        raise AnalysisInputError(f"x has shape {tuple(x.shape)}, expected [batch, frames, dim]")
-    lt = torch.as_tensor(lengths, device=x.device).long()
-    if lt.shape != (x.shape[0],):
-        raise AnalysisInputError(f"lengths has shape {tuple(lt.shape)}, expected [{x.shape[0]}] (one per batch row)")
-    if bool((lt < 0).any()) or bool((lt > x.shape[1]).any()):
-        raise AnalysisInputError(
-            f"lengths {lt.tolist()} out of range 0..{x.shape[1]} frames",
-            hint="pass encoder-frame lengths, (mel_lengths + 1) // 2",
-        )
-    return lt
-
-
-def frame_mask(lengths: ArrayLike, frames: int) -> torch.Tensor:
-    """Boolean mask `[batch, frames]`, True on the first `lengths[b]` frames of row b."""
-    lt = torch.as_tensor(lengths).long()
-    return torch.arange(frames, device=lt.device)[None, :] < lt[:, None]
-
-
-def valid_frames(x: torch.Tensor, lengths: ArrayLike) -> torch.Tensor:
-    """The valid frames of `x [batch, frames, d]` stacked row by row: `[sum(lengths), d]`, same dtype."""
-    lt = _check_lengths(x, lengths)
-    return x[frame_mask(lt, x.shape[1])]
-
-
-def masked_mean(x: torch.Tensor, lengths: ArrayLike) -> torch.Tensor:
-    """Mean over the valid frames of each row: `x [batch, frames, d]`, `lengths [batch]` -> `[batch, d]`.
-
-    Sums in at least float32 (half inputs lose precision otherwise); returns x's dtype. Raises on a zero length.
-    """
-    lt = _check_lengths(x, lengths)
-    if bool((lt == 0).any()):
-        raise AnalysisInputError(f"masked_mean: a row has no valid frame (lengths {lt.tolist()})")
-    acc = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    mask = frame_mask(lt, x.shape[1]).to(acc.dtype)
-    out = torch.einsum("btd,bt->bd", acc, mask) / lt.to(acc.dtype)[:, None]
-    return out.to(x.dtype)
+from loralens.numerics.arrays import ArrayLike, as_f64
+from loralens.numerics.inputs import AnalysisInputError
+from loralens.numerics.masking import valid_frames
 
 
 def _rows(x: ArrayLike, lengths: ArrayLike | None, name: str = "x") -> torch.Tensor:

@@ -16,35 +16,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from loralens.errors import ConfigError
+from loralens.models.lora_settings import LoraSettings
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class LoraConfig(_Strict):
-    """LoRA on the encoder (peft). `layers`: encoder block indices to adapt (None = all)."""
-
-    r: int = Field(32, ge=1)
-    alpha: float = Field(64, gt=0)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    target_modules: tuple[str, ...] = ("v_proj",)
-    layers: tuple[int, ...] | None = None
-
-    @field_validator("target_modules")
-    @classmethod
-    def _non_empty(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if not v:
-            raise ValueError("name at least one module, e.g. v_proj")
-        return v
-
-    def to_settings(self):
-        """The `loralens.models.lora.LoraSettings` of these values."""
-        from loralens.models.lora import LoraSettings
-
-        return LoraSettings(r=self.r, alpha=self.alpha, dropout=self.dropout,
-                            target_modules=tuple(self.target_modules),
-                            layers=None if self.layers is None else tuple(self.layers))
 
 
 class HeadConfig(_Strict):
@@ -135,7 +111,7 @@ class TrainConfig(_Strict):
     # model
     model: str = "base"
     method: Literal["lora", "frozen", "full"] = "lora"
-    lora: LoraConfig = Field(default_factory=LoraConfig)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
     head: HeadConfig = Field(default_factory=HeadConfig)
     gradient_checkpointing: bool = False
     mask_padding: bool | None = Field(
@@ -182,6 +158,29 @@ class TrainConfig(_Strict):
         if self.method == "frozen" and self.lp_ft_epochs:
             raise ValueError("lp_ft_epochs applies to methods lora and full (frozen is the linear-probe stage itself)")
         return self
+
+
+def field_default(path: str, model: type[BaseModel] | None = None) -> Any:
+    """The default of a configuration field named by its dotted path in `model` (default `TrainConfig`), e.g.
+    `field_default("lora.r") == 32`; sections with a default factory are built to read their fields."""
+    cls: type[BaseModel] = model or TrainConfig
+    value: Any = None
+    parts = path.split(".")
+    for n, part in enumerate(parts):
+        if part not in cls.model_fields:
+            raise ConfigError(f"{path!r}: {cls.__name__} has no field {part!r}", "name a field of the configuration")
+        value = cls.model_fields[part].get_default(call_default_factory=True)
+        if n < len(parts) - 1:
+            cls = type(value)
+    return value
+
+
+def field_value(cfg: BaseModel, path: str) -> Any:
+    """The value of the field at dotted `path` of a configuration object, e.g. `field_value(cfg, "lora.r")`."""
+    value: Any = cfg
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
 
 
 # Fields that do not change what a fold learns: where things live, how fast, which folds run now.

@@ -43,13 +43,15 @@ class AnalysisSettings(_Strict):
     """Which analyses run, on which folds of each adapted variant, on how many clips."""
 
     enabled: bool = True
-    names: list[str] | None = Field(None, description="analyses to run (None = all)")
+    names: list[str] | None = Field(None, description="analyses to run (comma-separated on the command line; see "
+                                    "`loralens analyze --list`); None = all")
     folds: list[Annotated[int, Field(ge=0)]] | Literal["all"] = Field(
-        default_factory=lambda: [0], description="folds to analyse; default [0], or the fold of train.fold when set")
+        default_factory=lambda: [0], description="folds to analyse (e.g. 0 or 0,1), or 'all'; default [0], or the fold "
+        "of train.fold when set")
     batch_size: int = Field(16, ge=1)
     test_per_class: int | None = Field(None, ge=1, description="class-balanced cap on test clips (None = all)")
     train_per_class: int | None = Field(None, ge=1, description="cap on training clips for lenses/probes")
-    n_boot: int = Field(1000, ge=10)
+    n_boot: int = Field(1000, ge=10, description="bootstrap resamples")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where analyses run (auto: CUDA if available)")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="fp32, or bf16 autocast for the analyses' forward passes (faster where the hardware has "
@@ -73,16 +75,19 @@ class RunConfig(_Strict):
     `ranks`, `target_modules` and `seeds` list the LoRA variants (their product); the frozen baseline is trained on
     the same folds when `baseline`, and full fine-tuning too when `full`."""
 
-    out: Path = Path("runs/loralens")
-    train: dict[str, Any] = Field(default_factory=dict)
-    method: Literal["lora", "full"] = "lora"
-    ranks: list[Annotated[int, Field(ge=1)]] | None = None
-    target_modules: list[list[str]] | None = None
-    seeds: list[int] | None = None
-    baseline: bool = True
-    full: bool = False
+    out: Path = Field(Path("runs/loralens"), description="output folder")
+    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields shared by every variant")
+    method: Literal["lora", "full"] = Field("lora", description="the adapted model's method")
+    ranks: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, description="LoRA ranks to compare, e.g. 8,32,64 (alpha = 2 r); None = train.lora.r")
+    target_modules: list[list[str]] | None = Field(
+        None, description="LoRA target module sets to compare (on the command line ';' separates sets, e.g. "
+        "'v_proj;q_proj,v_proj'); None = train.lora.target_modules")
+    seeds: list[int] | None = Field(None, description="seeds to compare, e.g. 0,1,2; None = train.seed")
+    baseline: bool = Field(True, description="train the frozen baseline")
+    full: bool = Field(False, description="also train full fine-tuning")
     analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
-    report: bool = True
+    report: bool = Field(True, description="build report.html")
     synthetic: bool = Field(False, description="the corpus is the synthetic demo corpus (the report says so)")
 
     @field_validator("ranks", "target_modules", "seeds")

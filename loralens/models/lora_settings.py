@@ -39,8 +39,10 @@ class LoraSettings(BaseModel):
     r: int = Field(32, ge=1, description="LoRA rank")
     alpha: float = Field(64, gt=0, description="LoRA alpha (the update is scaled by alpha / r)")
     dropout: float = Field(0.1, ge=0, lt=1, description="LoRA dropout on the adapter input")
-    target_modules: tuple[str, ...] = Field(("v_proj",), description="encoder modules to adapt")
-    layers: tuple[int, ...] | None = Field(None, description="encoder layers to adapt (indices); None = all")
+    target_modules: tuple[str, ...] = Field(("v_proj",), description="encoder modules to adapt (q_proj, k_proj, "
+                                            "v_proj, out_proj, fc1, fc2; comma-separated on the command line)")
+    layers: tuple[int, ...] | None = Field(None, description="encoder layers to adapt (indices, comma-separated on "
+                                           "the command line); None = all")
 
     def __init__(self, **data: Any) -> None:
         try:

@@ -210,7 +210,7 @@ def _analysis_folds(value: str) -> list[int] | str | None:
 
 # ------------------------------------------------------------------------------------------------ tables
 def _hf_column(name: str, shown: str) -> ConfigFlag:
-    return ConfigFlag(f"--{name}-column", f"corpus_options.{name}_column", help=f"hf corpus: the {name} column",
+    return ConfigFlag(f"--{name}-column", f"corpus_options.{name}_column", help=f"for the hf corpus: the {name} column",
                       show_default=shown)
 
 

@@ -23,6 +23,8 @@ from loralens.data.corpora import load_corpus
 from loralens.data.folds import load_folds
 from loralens.data.summary import summarize
 from loralens.io import atomic_write_json, atomic_write_text, read_json
+from loralens.training.run_folder import RunFolder
+from loralens.training.run_layout import RunLayout
 
 
 def _pairs(values: list[str], what: str) -> list[tuple[str, Path]]:
@@ -46,35 +48,39 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     out = args.out
+    layout = RunLayout(out)
     variants = _pairs(args.variant, "variant")
     if not variants:
         raise SystemExit("name at least one --variant")
-    (out / "train").mkdir(parents=True, exist_ok=True)
-    folds_files = {name: read_json(path / "folds.json") for name, path in variants}
+    layout.train_root.mkdir(parents=True, exist_ok=True)
+    folds_files = {name: read_json(RunFolder(path).folds) for name, path in variants}
     first_name, first = next(iter(folds_files.items()))
     for name, doc in folds_files.items():
         if [sorted(f["test"]) for f in doc["folds"]] != [sorted(f["test"]) for f in first["folds"]]:
             raise SystemExit(f"variant {name} has other folds than {first_name}")
-    atomic_write_json(out / "folds.json", first)
+    atomic_write_json(layout.folds, first)
 
     corpus = load_corpus(args.corpus, args.root, args.label_set)
-    corpus.clips = [c for c in corpus.clips if c.id in {i for f in first["folds"] for s in ("train", "validation", "test") for i in f[s]}]
-    atomic_write_json(out / "data" / "summary.json", summarize(corpus, load_folds(out / "folds.json", corpus)))
+    in_folds = {i for f in first["folds"] for s in ("train", "validation", "test") for i in f[s]}
+    corpus.clips = [c for c in corpus.clips if c.id in in_folds]
+    atomic_write_json(layout.data_summary, summarize(corpus, load_folds(layout.folds, corpus)))
 
     stages = []
     train_cfg = None
     for name, path in variants:
-        link = out / "train" / name
+        link = layout.variant(name)
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(path, target_is_directory=True)
-        cfg = yaml.safe_load((path / "config.yaml").read_text())
+        run = RunFolder(path)
+        cfg = yaml.safe_load(run.config.read_text())
         train_cfg = train_cfg or cfg
-        wall = sum(json.loads(m.read_text())["wall_time_s"] for m in path.glob("fold_*/metrics.json"))
+        wall = sum(json.loads(run.fold(k).metrics.read_text())["wall_time_s"] for k in run.fold_indices()
+                   if run.fold(k).metrics.exists())
         stages.append({"name": f"train:{name}", "wall_time_s": round(wall, 2), "status": "done"})
     for spec, path in _pairs(args.analysis, "analysis"):
         variant, fold = spec.split(":")
-        link = out / "analysis" / variant / f"fold_{fold}"
+        link = layout.analysis_fold(variant, int(fold))
         link.parent.mkdir(parents=True, exist_ok=True)
         if link.is_symlink() or link.exists():
             link.unlink()
@@ -85,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                                         "batch_size", "lr_encoder", "lr_head", "seed", "lora") if k in train_cfg}
     run_yaml = {"out": str(out), "train": shared, "method": "lora", "baseline": any(n == "frozen" for n, _ in variants),
                 "assembled_from": {name: str(path) for name, path in variants}, "synthetic": False}
-    atomic_write_text(out / "run.yaml", yaml.safe_dump(run_yaml, sort_keys=False))
-    atomic_write_json(out / "stages.json", {"stages": stages, "seed": train_cfg.get("seed", 0)})
+    atomic_write_text(layout.run_yaml, yaml.safe_dump(run_yaml, sort_keys=False))
+    atomic_write_json(layout.stages, {"stages": stages, "seed": train_cfg.get("seed", 0)})
     print(f"assembled {out}: variants {[n for n, _ in variants]}; now: loralens report {out}")
     return 0
 

@@ -1,17 +1,7 @@
 """`loralens run`: data → training (each variant and the frozen baseline, same folds) → analyses → report.
 
-Output folder:
-
-    <out>/run.yaml                         the run configuration (snapshot)
-    <out>/stages.json                      wall time and status (done, skipped, failed) of each stage of the last run
-    <out>/environment.json                 versions, git commit and hardware of the last run
-    <out>/data/summary.json, bad_files.json
-    <out>/folds.json                       the folds every variant trains on
-    <out>/train/<variant>/                 a training run folder per variant (see loralens.training.run_folder)
-    <out>/analysis/<variant>/fold_<k>/     analysis results (see loralens.analysis.suite) and verdicts.json
-    <out>/analysis/<variant>/aggregate/    results and verdicts aggregated over the complete folds
-                                           (see loralens.analysis.aggregate)
-    <out>/report.html                      the self-contained report
+Output folder: `loralens.training.run_layout.RunLayout` names every path (run.yaml, stages.json, environment.json,
+data/, folds.json, train/<variant>/, analysis/<variant>/fold_<k>/ and aggregate/, report.html).
 
 Every stage is skipped when its results are complete (training folds by config hash, analyses by their key), so
 re-running after a crash or a config change redoes only what is needed.
@@ -33,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from loralens.errors import ConfigError, RunFolderError
 from loralens.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from loralens.training.config import TrainConfig, config_hash, frozen_section, make_config
+from loralens.training.run_layout import RunLayout
 
 
 class _Strict(BaseModel):
@@ -52,13 +43,15 @@ class AnalysisSettings(_Strict):
     """Which analyses run, on which folds of each adapted variant, on how many clips."""
 
     enabled: bool = True
-    names: list[str] | None = Field(None, description="analyses to run (None = all)")
+    names: list[str] | None = Field(None, description="analyses to run (comma-separated on the command line; see "
+                                    "`loralens analyze --list`); None = all")
     folds: list[Annotated[int, Field(ge=0)]] | Literal["all"] = Field(
-        default_factory=lambda: [0], description="folds to analyse; default [0], or the fold of train.fold when set")
+        default_factory=lambda: [0], description="folds to analyse (e.g. 0 or 0,1), or 'all'; default [0], or the fold "
+        "of train.fold when set")
     batch_size: int = Field(16, ge=1)
     test_per_class: int | None = Field(None, ge=1, description="class-balanced cap on test clips (None = all)")
     train_per_class: int | None = Field(None, ge=1, description="cap on training clips for lenses/probes")
-    n_boot: int = Field(1000, ge=10)
+    n_boot: int = Field(1000, ge=10, description="bootstrap resamples")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where analyses run (auto: CUDA if available)")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="fp32, or bf16 autocast for the analyses' forward passes (faster where the hardware has "
@@ -82,16 +75,19 @@ class RunConfig(_Strict):
     `ranks`, `target_modules` and `seeds` list the LoRA variants (their product); the frozen baseline is trained on
     the same folds when `baseline`, and full fine-tuning too when `full`."""
 
-    out: Path = Path("runs/loralens")
-    train: dict[str, Any] = Field(default_factory=dict)
-    method: Literal["lora", "full"] = "lora"
-    ranks: list[Annotated[int, Field(ge=1)]] | None = None
-    target_modules: list[list[str]] | None = None
-    seeds: list[int] | None = None
-    baseline: bool = True
-    full: bool = False
+    out: Path = Field(Path("runs/loralens"), description="output folder")
+    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields shared by every variant")
+    method: Literal["lora", "full"] = Field("lora", description="the adapted model's method")
+    ranks: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, description="LoRA ranks to compare, e.g. 8,32,64 (alpha = 2 r); None = train.lora.r")
+    target_modules: list[list[str]] | None = Field(
+        None, description="LoRA target module sets to compare (on the command line ';' separates sets, e.g. "
+        "'v_proj;q_proj,v_proj'); None = train.lora.target_modules")
+    seeds: list[int] | None = Field(None, description="seeds to compare, e.g. 0,1,2; None = train.seed")
+    baseline: bool = Field(True, description="train the frozen baseline")
+    full: bool = Field(False, description="also train full fine-tuning")
     analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
-    report: bool = True
+    report: bool = Field(True, description="build report.html")
     synthetic: bool = Field(False, description="the corpus is the synthetic demo corpus (the report says so)")
 
     @field_validator("ranks", "target_modules", "seeds")
@@ -185,15 +181,14 @@ def variant_configs(cfg: RunConfig, source: str = "run configuration") -> dict[s
     `lora_q_proj+v_proj`, `lora_s1`), even with one value, so adding a value later leaves the existing variants'
     folders (and their completed training) as they are; with none given the variant is `lora`. When `ranks` is
     given, alpha = 2 r (the paper's ratio, r=32 / alpha=64), so the update scale stays comparable across ranks."""
-    out = cfg.out
-    folds_file = out / "folds.json"
+    layout = RunLayout(cfg.out)
     base = dict(cfg.train)
     lora_base = dict(base.get("lora") or {})
     default_seed = base.get("seed", 0)
 
     def make(name: str, overrides: dict[str, Any], section: dict[str, Any] = base) -> TrainConfig:
-        return make_config(section, {**overrides, "run_dir": str(out / "train" / name), "folds_file": str(folds_file)},
-                           source=f"{source}: variant {name}")
+        return make_config(section, {**overrides, "run_dir": str(layout.variant(name)),
+                                     "folds_file": str(layout.folds)}, source=f"{source}: variant {name}")
 
     variants: dict[str, TrainConfig] = {}
     if cfg.method == "lora":
@@ -252,53 +247,39 @@ class StageLog:
 
 
 def prepare_data(cfg: RunConfig, tcfg: TrainConfig, echo: Callable[[str], None]) -> dict:
-    """Load and screen the corpus, make (or reuse) the folds, write the data summary. Returns the summary."""
-    from loralens.data.audio import screen_clips
-    from loralens.data.clips import Corpus
-    from loralens.data.corpora import load_corpus
-    from loralens.data.folds import describe_scheme, load_folds, require_sane_folds, resolve_folds, save_folds
+    """Load and screen the corpus, make (or reuse) the folds, write the data summary. Returns the summary.
+    The corpus preparation of `loralens train` (`loralens.training.corpus_prep`), into `<out>/data/` and
+    `<out>/folds.json`, which every variant then reads."""
+    from loralens.data.folds import require_sane_folds, save_folds
     from loralens.data.summary import summarize
+    from loralens.training.corpus_prep import load_configured_corpus, run_folds, screen_corpus
 
-    out = cfg.out
-    if tcfg.corpus_root is None:
-        raise ConfigError("no corpus root given",
-                          "pass --corpus-root (the corpus folder) or train.corpus_root in the config")
-    corpus = load_corpus(tcfg.corpus, tcfg.corpus_root, tcfg.label_set, label_map=tcfg.label_map,
-                         on_unknown_label=tcfg.on_unknown_label, warn=lambda t: echo(f"warning: {t}"),
-                         options=tcfg.corpus_options)
-    bad_path = out / "data" / "bad_files.json"
-    if bad_path.exists():
-        skipped = read_json(bad_path).get("files", [])
-        drop = {b["id"] for b in skipped}
-        good = [c for c in corpus.clips if c.id not in drop]
-    else:
-        good, bad = screen_clips(corpus.clips, tcfg.on_bad_audio, bad_list_path=bad_path)
-        skipped = [b.__dict__ for b in bad]
+    layout = RunLayout(cfg.out)
+    corpus = load_configured_corpus(tcfg, warn=lambda t: echo(f"warning: {t}"))
+    corpus, skipped = screen_corpus(corpus, tcfg, layout.bad_files, write=True)
     if skipped:
-        echo(f"warning: left out {len(skipped)} bad audio file(s) (on_bad_audio: skip), listed in {bad_path}: "
-             + "; ".join(f"{b['path']}: {b['reason']}" for b in skipped[:3]) + ("; ..." if len(skipped) > 3 else ""))
-    corpus = Corpus(corpus.name, corpus.root, corpus.labels, good)
-    folds_path = out / "folds.json"
-    if folds_path.exists():
-        folds = load_folds(folds_path, corpus)
-    else:
-        folds, scheme = resolve_folds(tcfg.folds, corpus, k=tcfg.folds_k,
-                                      n_val_speakers=tcfg.validation_speakers, seed=tcfg.seed)
+        echo(f"warning: left out {len(skipped)} bad audio file(s) (on_bad_audio: skip), listed in "
+             f"{layout.bad_files}: " + "; ".join(f"{b['path']}: {b['reason']}" for b in skipped[:3])
+             + ("; ..." if len(skipped) > 3 else ""))
+    fresh = not layout.folds.exists()
+    # the variants' folds_file is this stage's output: the folds are made from the scheme
+    folds, scheme, note = run_folds(corpus, tcfg.model_copy(update={"folds_file": None}), layout.folds)
+    if fresh:
         require_sane_folds(folds, corpus, scheme=scheme, seed=tcfg.seed, echo=echo)
-        echo(f"folds: {len(folds)}, {describe_scheme(corpus, tcfg.folds, k=tcfg.folds_k)}")
-        save_folds(folds_path, folds, corpus, scheme=scheme, seed=tcfg.seed)
-    summary_path = out / "data" / "summary.json"
-    if summary_path.exists():
-        return read_json(summary_path)
+        echo(f"folds: {len(folds)}, {note}")
+        save_folds(layout.folds, folds, corpus, scheme=scheme, seed=tcfg.seed)
+    if layout.data_summary.exists():
+        return read_json(layout.data_summary)
     summary = summarize(corpus, folds)
     summary["skipped"] = [{k: b.get(k) for k in ("id", "path", "reason")} for b in skipped]
-    atomic_write_json(summary_path, summary)
-    echo(f"data: {len(corpus.clips)} clips, {len(corpus.speakers())} speakers, {len(folds)} folds -> {folds_path}")
+    atomic_write_json(layout.data_summary, summary)
+    echo(f"data: {len(corpus.clips)} clips, {len(corpus.speakers())} speakers, {len(folds)} folds -> {layout.folds}")
     return summary
 
 
 def _data_complete(out: Path) -> bool:
-    return all((out / p).exists() for p in ("folds.json", "data/summary.json"))
+    layout = RunLayout(out)
+    return layout.folds.exists() and layout.data_summary.exists()
 
 
 def _fold_indices(tcfg: TrainConfig, n_folds: int) -> list[int]:
@@ -358,13 +339,13 @@ def _share_screen(out: Path, tcfg: TrainConfig) -> None:
     run = RunFolder(tcfg.run_dir)
     if not run.bad_files.exists():
         run.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(run.bad_files, (out / "data" / "bad_files.json").read_bytes())
+        atomic_write_bytes(run.bad_files, RunLayout(out).bad_files.read_bytes())
 
 
 def _write_environment(out: Path) -> None:
     from loralens.report.html import collect_environment
 
-    atomic_write_json(out / "environment.json", collect_environment())
+    atomic_write_json(RunLayout(out).environment, collect_environment())
 
 
 def run_pipeline(cfg: RunConfig, *, echo: Callable[[str], None] = print, dry_run: bool = False) -> Path:
@@ -378,7 +359,7 @@ def run_pipeline(cfg: RunConfig, *, echo: Callable[[str], None] = print, dry_run
         check_variant_folders(variants)  # the real run would refuse these folders: so does the plan
         for name, tcfg in variants.items():
             echo(f"== variant {name}")
-            if not (out / "folds.json").exists():  # not made yet: plan with the folds the data stage would make
+            if not RunLayout(out).folds.exists():  # not made yet: plan with the folds the data stage would make
                 tcfg = tcfg.model_copy(update={"folds_file": None})
             train(tcfg, dry_run=True, echo=echo)
         return out
@@ -392,16 +373,17 @@ def _run_stages(cfg: RunConfig, variants: dict[str, TrainConfig], echo: Callable
     from loralens.training.crossval import train
 
     out = cfg.out
+    layout = RunLayout(out)
     check_variant_folders(variants)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "run.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    atomic_write_text(layout.run_yaml, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     _write_environment(out)
-    log = StageLog(out / "stages.json", int(cfg.train.get("seed", 0)))
+    log = StageLog(layout.stages, int(cfg.train.get("seed", 0)))
     first = next(iter(variants.values()))
 
     with log.stage("data", complete=_data_complete(out)):
         prepare_data(cfg, first, echo)
-    n_folds = len(read_json(out / "folds.json")["folds"])
+    n_folds = len(read_json(layout.folds)["folds"])
     to_analyse = analysis_folds(cfg, n_folds) if cfg.analysis.enabled else []
 
     for name, tcfg in variants.items():
@@ -430,7 +412,7 @@ def _run_stages(cfg: RunConfig, variants: dict[str, TrainConfig], echo: Callable
             for k in to_analyse:
                 kw: dict[str, Any] = dict(
                     fold=k, baseline_dir=baseline.run_dir if baseline else None, names=names,
-                    out_dir=out / "analysis" / name / f"fold_{k}", batch_size=a.batch_size,
+                    out_dir=layout.analysis_fold(name, k), batch_size=a.batch_size,
                     test_per_class=a.test_per_class, train_per_class=a.train_per_class, n_boot=a.n_boot,
                     seed=tcfg.seed, options=a.options, precision=a.precision)
                 with log.stage(f"analysis:{name}:fold_{k}", complete=analysis_complete(tcfg.run_dir, **kw)) as st:
@@ -441,7 +423,7 @@ def _run_stages(cfg: RunConfig, variants: dict[str, TrainConfig], echo: Callable
                     if errors:
                         st["error"] = "; ".join(f"{n}: {e}" for n, e in errors.items())
             # Cheap (JSON only), so always recomputed: every complete fold of the variant, also earlier runs' folds.
-            if any((out / "analysis" / name / f"fold_{k}").is_dir() for k in to_analyse):
+            if any(layout.analysis_fold(name, k).is_dir() for k in to_analyse):
                 aggregate_run(out, name)
 
     if not cfg.report:
@@ -463,8 +445,14 @@ def _run_stages(cfg: RunConfig, variants: dict[str, TrainConfig], echo: Callable
 def results_table(out: str | Path) -> str:
     """A short text table of every trained variant in `out`: test UAR, WAR and macro-F1 in percent, mean ± sample
     std over the complete folds (from train/<variant>/summary.json)."""
+    from loralens.training.run_folder import RunFolder
+
+    layout = RunLayout(out)
     rows = []
-    for summary_path in sorted(Path(out).glob("train/*/summary.json")):
+    for name in sorted(layout.variant_names()):
+        summary_path = RunFolder(layout.variant(name)).summary_json
+        if not summary_path.exists():
+            continue
         s = read_json(summary_path)
         ms = s.get("mean_std") or {}
 
@@ -475,7 +463,7 @@ def results_table(out: str | Path) -> str:
             return f"{100 * d['mean']:.1f}" + (f" ± {100 * d['std']:.1f}" if d.get("std") is not None else "")
 
         n = (ms.get("uar") or {}).get("n", 0)
-        rows.append([summary_path.parent.name, pm("uar"), pm("war"), pm("macro_f1"), str(n)])
+        rows.append([name, pm("uar"), pm("war"), pm("macro_f1"), str(n)])
     if not rows:
         return "no trained variant yet"
     header = ["variant", "test UAR %", "WAR %", "macro-F1 %", "folds"]
@@ -487,5 +475,5 @@ def results_table(out: str | Path) -> str:
 
 def failed_stages(out: str | Path) -> list[dict[str, Any]]:
     """The stages that failed in the last run into `out` (from its stages.json)."""
-    path = Path(out) / "stages.json"
+    path = RunLayout(out).stages
     return [s for s in read_json(path).get("stages", []) if s.get("status") == "failed"] if path.exists() else []

@@ -24,11 +24,11 @@ from typing import Any
 from loralens.analysis.verdicts import INCONCLUSIVE, NOT_ENOUGH, NOT_SUPPORTED, OUTCOMES, SUPPORTED
 from loralens.io import atomic_write_json, read_json
 from loralens.training.metrics import mean_std as metrics_mean_std
+from loralens.training.run_layout import RunLayout
 
 #: Keys never aggregated: run facts and prose.
 SKIPPED_KEYS: frozenset[str] = frozenset({"meta", "reading"})
 
-AGGREGATE_DIR = "aggregate"
 VERDICTS_NAME = "verdicts"
 
 
@@ -105,15 +105,6 @@ def aggregate_results(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return _walk(list(results)) or {}
 
 
-def _fold_dirs(root: Path) -> list[tuple[int, Path]]:
-    out = []
-    for p in root.glob("fold_*"):
-        suffix = p.name[len("fold_"):]
-        if p.is_dir() and suffix.isdigit():
-            out.append((int(suffix), p))
-    return sorted(out)
-
-
 def _claims(verdicts: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     """Claim name -> verdict dict (those with `supported`), from verdicts.py's `{claim: {...}, "thresholds": ...}`."""
     source = verdicts.get("claims") if isinstance(verdicts.get("claims"), Mapping) else verdicts
@@ -166,8 +157,8 @@ def aggregate_run(out_dir: str | Path, variant: str) -> dict[str, Path]:
     complete fold left are removed. Returns analysis name (and "verdicts") -> path written.
 
     Raises RunFolderError naming a result or verdicts file that is not valid JSON."""
-    root = Path(out_dir) / "analysis" / variant
-    folds = _fold_dirs(root)
+    layout = RunLayout(out_dir)
+    folds = layout.analysed_folds(variant)
     by_analysis: dict[str, list[tuple[int, dict]]] = {}
     verdicts: list[tuple[int, dict]] = []
     for k, fold_root in folds:
@@ -182,7 +173,7 @@ def aggregate_run(out_dir: str | Path, variant: str) -> dict[str, Path]:
             v = read_json(vpath)
             if isinstance(v, dict):
                 verdicts.append((k, v))
-    agg_dir = root / AGGREGATE_DIR
+    agg_dir = layout.aggregate(variant)
     written: dict[str, Path] = {}
     for name, items in sorted(by_analysis.items()):
         path = agg_dir / f"{name}.json"

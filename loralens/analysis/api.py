@@ -95,7 +95,7 @@ def analysis_complete(
     """True when `analyze_run` with these arguments has nothing to compute (every result there, same key)."""
     run_dir = Path(run_dir)
     baseline_dir = Path(baseline_dir) if baseline_dir else None
-    out_dir = Path(out_dir) if out_dir else run_dir / "analysis" / f"fold_{fold}"
+    out_dir = Path(out_dir) if out_dir else RunFolder(run_dir).analysis(fold)
     selected, _ = _select(names, baseline_dir, read_run_config(run_dir).method)
     key = analysis_key(run_dir, baseline_dir, fold,
                        _settings(batch_size, test_per_class, train_per_class, n_boot, seed, options, precision))
@@ -143,7 +143,7 @@ def analyze_run(
     """
     run_dir = Path(run_dir)
     baseline_dir = Path(baseline_dir) if baseline_dir else None
-    out_dir = Path(out_dir) if out_dir else run_dir / "analysis" / f"fold_{fold}"
+    out_dir = Path(out_dir) if out_dir else RunFolder(run_dir).analysis(fold)
     selected, skipped = _select(names, baseline_dir, read_run_config(run_dir).method)
     if skipped:
         echo(f"left out (no baseline, or not LoRA): {', '.join(skipped)}")

@@ -57,7 +57,7 @@ def analyze(run_dir: Path | None, baseline_dir: Path | None, fold: int, analyses
         return
     if run_dir is None:
         raise click.UsageError("give the run folder RUN_DIR (or --list to see the analyses)")
-    from loralens.training.run_folder import RunLock
+    from loralens.training.run_folder import RunFolder, RunLock
 
     with RunLock(run_dir, echo=click.echo):  # not while a training command writes this run folder
         results = analyze_run(
@@ -71,7 +71,7 @@ def analyze(run_dir: Path | None, baseline_dir: Path | None, fold: int, analyses
     for v in results.get("verdicts", {}).values():
         if isinstance(v, dict) and "statement" in v:
             click.echo(f"verdict, {v.get('claim', '')}: {v['statement']}")
-    errors = analysis_errors(out_dir or run_dir / "analysis" / f"fold_{fold}",
+    errors = analysis_errors(out_dir or RunFolder(run_dir).analysis(fold),
                              (n for n in _names(analyses) or available() if n not in results))
     if errors:  # the others went on; the exit code says that not all did
         raise click.ClickException("analysis failed: " + "; ".join(f"{n}: {e}" for n, e in errors.items())

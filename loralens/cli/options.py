@@ -85,19 +85,11 @@ class Command(click.Command):
 
 
 def config_default(path: str, model: Any = None) -> str:
-    """The default of a TrainConfig field (dotted path, e.g. "lora.r") as --help shows it ("none" for None),
-    read from the model, so that help follows the configuration's defaults."""
-    from loralens.training.config import TrainConfig
+    """The default of a configuration field (dotted path in `model`, default `TrainConfig`, e.g. "lora.r") as
+    --help shows it ("none" for None), read from the model, so that help follows the configuration's defaults."""
+    from loralens.training.config import field_default
 
-    cls = model or TrainConfig
-    parts = path.split(".")
-    value: Any = None
-    for n, p in enumerate(parts):
-        field = cls.model_fields[p]
-        value = field.get_default(call_default_factory=True)
-        if n < len(parts) - 1:
-            cls = type(value)
-    return _show(value)
+    return _show(field_default(path, model))
 
 
 def _show(value: Any) -> str:

@@ -16,72 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from loralens.errors import ConfigError, LoralensError, WeightsError
+from loralens.models.lora_settings import MODULE_HOOK_PREFIX, TARGETABLE, LoraSettings
 
-#: encoder module name (inside a `WhisperEncoderLayer`) -> hook-point prefix inside `blocks.{l}`
-MODULE_HOOK_PREFIX: dict[str, str] = {
-    "q_proj": "attn.q_proj",
-    "k_proj": "attn.k_proj",
-    "v_proj": "attn.v_proj",
-    "out_proj": "attn.out_proj",
-    "fc1": "mlp.fc1",
-    "fc2": "mlp.fc2",
-}
-TARGETABLE = tuple(MODULE_HOOK_PREFIX)
+__all__ = ["ADAPTER", "MODULE_HOOK_PREFIX", "TARGETABLE", "LoraSettings", "ParameterCounts", "apply_lora",
+           "count_parameters", "delta_weight", "hook_prefix", "load_adapter", "lora_modules", "lora_parameters",
+           "lora_variant", "refuse_lora_variants", "save_adapter"]
+
 ADAPTER = "default"
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """LoRA hyper-parameters. Defaults are the paper's: rank 32, alpha 64 (scale alpha / r = 2), dropout 0.1 on
-    the adapter input, adapters on `v_proj` of every encoder layer; B is initialised to zero (peft's default), so an
-    adapted model starts exactly at the base model.
-
-    target_modules: among "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2".
-    layers: encoder layer indices to adapt; None = all.
-    """
-
-    r: int = 32
-    alpha: float = 64
-    dropout: float = 0.1
-    target_modules: tuple[str, ...] = ("v_proj",)
-    layers: tuple[int, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if self.r < 1:
-            raise ConfigError(f"LoRA rank r={self.r} must be >= 1", hint="use e.g. r=32")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"LoRA dropout {self.dropout} must be in [0, 1)")
-        unknown = [m for m in self.target_modules if m not in TARGETABLE]
-        if unknown or not self.target_modules:
-            raise ConfigError(
-                f"LoRA target_modules {list(self.target_modules)} invalid (unknown: {unknown})",
-                hint=f"choose among {list(TARGETABLE)}",
-            )
-        if self.layers is not None and (not self.layers or any(int(l) < 0 for l in self.layers)):
-            raise ConfigError(f"LoRA layers {self.layers} must be a non-empty tuple of indices >= 0, or None")
-
-    @property
-    def scaling(self) -> float:
-        """peft's scale of the B output: alpha / r."""
-        return self.alpha / self.r
-
-    def peft_config(self) -> LoraConfig:
-        """The equivalent `peft.LoraConfig` (B = 0 init, no bias)."""
-        return LoraConfig(
-            r=self.r,
-            lora_alpha=self.alpha,
-            lora_dropout=self.dropout,
-            target_modules=list(self.target_modules),
-            layers_to_transform=None if self.layers is None else sorted(int(l) for l in self.layers),
-            layers_pattern=None if self.layers is None else "layers",
-            bias="none",
-            init_lora_weights=True,
-        )
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

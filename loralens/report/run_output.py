@@ -1,6 +1,6 @@
 """Read a `loralens run` output folder (JSON, YAML and figure files only) into plain records for the report.
 
-Layout read (see `loralens.pipeline`):
+Layout read (`loralens.training.run_layout.RunLayout`; a variant is a `loralens.training.run_folder.RunFolder`):
 
     <out>/run.yaml, stages.json, environment.json (optional), folds.json, data/summary.json
     <out>/train/<variant>/config.yaml, summary.json, fold_<k>/metrics.json, fold_<k>/figures/*.png
@@ -21,10 +21,11 @@ from typing import Any
 
 import yaml
 
-from loralens.analysis.aggregate import AGGREGATE_DIR
 from loralens.analysis.catalogue import ORDER
 from loralens.errors import RunFolderError
 from loralens.io import read_json
+from loralens.training.run_folder import RunFolder
+from loralens.training.run_layout import RunLayout, fold_name
 
 #: Analyses in suite order (the torch-free catalogue, `loralens.analysis.catalogue`).
 ANALYSIS_ORDER: tuple[str, ...] = ORDER
@@ -74,16 +75,6 @@ def read_yaml_mapping(path: Path) -> dict[str, Any] | None:
     return doc
 
 
-def _fold_dirs(root: Path) -> list[tuple[int, Path]]:
-    out = []
-    if root.is_dir():
-        for p in root.glob("fold_*"):
-            suffix = p.name[len("fold_"):]
-            if p.is_dir() and suffix.isdigit():
-                out.append((int(suffix), p))
-    return sorted(out)
-
-
 def _pngs_or_svgs(folder: Path) -> list[Path]:
     """The figures of a folder: each PNG, and an SVG only where no PNG of the same stem exists."""
     if not folder.is_dir():
@@ -105,7 +96,7 @@ class TrainFold:
 
     @property
     def name(self) -> str:
-        return str((self.metrics or {}).get("name", f"fold_{self.index}"))
+        return str((self.metrics or {}).get("name", fold_name(self.index)))
 
 
 @dataclass
@@ -246,12 +237,12 @@ def _variant_order(name: str) -> tuple[int, list[Any]]:
 
 def read_variant(root: Path) -> Variant:
     """A training run folder: config.yaml, summary.json, fold_<k>/metrics.json and fold figures."""
+    run = RunFolder(root)
     folds = []
-    for k, fold_root in _fold_dirs(root):
-        folds.append(TrainFold(k, fold_root, read_json_object(fold_root / "metrics.json"),
-                               _pngs_or_svgs(fold_root / "figures")))
-    return Variant(root.name, root, read_yaml_mapping(root / "config.yaml"),
-                   read_json_object(root / "summary.json"), folds)
+    for k in run.fold_indices():
+        fold = run.fold(k)
+        folds.append(TrainFold(k, fold.root, read_json_object(fold.metrics), _pngs_or_svgs(fold.figures)))
+    return Variant(root.name, root, read_yaml_mapping(run.config), read_json_object(run.summary_json), folds)
 
 
 def _error_message(folder: Path) -> str | None:
@@ -312,31 +303,26 @@ def read_aggregate(root: Path, variant: str) -> AggregatedVariant | None:
 def read_run_output(out_dir: str | Path) -> RunOutput:
     """Read the output folder of `loralens run`. Raises RunFolderError when `out_dir` is not a folder or holds
     none of the run's files, or when a file present is malformed (naming it)."""
-    root = Path(out_dir)
+    layout = RunLayout(out_dir)
+    root = layout.root
     if not root.is_dir():
         raise RunFolderError(f"{root}: not a folder", "point at the output folder of `loralens run` (--out)")
-    config = read_yaml_mapping(root / "run.yaml")
-    stages = read_json_object(root / "stages.json")
-    train_root = root / "train"
-    if config is None and stages is None and not train_root.is_dir():
+    config = read_yaml_mapping(layout.run_yaml)
+    stages = read_json_object(layout.stages)
+    if config is None and stages is None and not layout.train_root.is_dir():
         raise RunFolderError(f"{root}: no run.yaml, stages.json or train/ folder: not a `loralens run` output",
                              "point at the folder given to `loralens run --out`")
-    environment = read_json_object(root / "environment.json")
+    environment = read_json_object(layout.environment)
     if environment is None and stages is not None and isinstance(stages.get("environment"), dict):
         environment = stages["environment"]
-    variants = []
-    if train_root.is_dir():
-        names = sorted((p.name for p in train_root.iterdir() if p.is_dir()), key=_variant_order)
-        variants = [read_variant(train_root / n) for n in names]
+    variants = [read_variant(layout.variant(n)) for n in sorted(layout.variant_names(), key=_variant_order)]
     analysed = []
     aggregates: dict[str, AggregatedVariant] = {}
-    analysis_root = root / "analysis"
-    if analysis_root.is_dir():
-        for vdir in sorted((p for p in analysis_root.iterdir() if p.is_dir()), key=lambda p: _variant_order(p.name)):
-            for k, fold_root in _fold_dirs(vdir):
-                analysed.append(read_analysed_fold(fold_root, vdir.name, k))
-            agg = read_aggregate(vdir / AGGREGATE_DIR, vdir.name)
-            if agg is not None:
-                aggregates[vdir.name] = agg
-    return RunOutput(root, config, stages, environment, read_json_object(root / "data" / "summary.json"),
-                     read_json_object(root / "folds.json"), variants, analysed, aggregates)
+    for name in sorted(layout.analysed_variants(), key=_variant_order):
+        for k, fold_root in layout.analysed_folds(name):
+            analysed.append(read_analysed_fold(fold_root, name, k))
+        agg = read_aggregate(layout.aggregate(name), name)
+        if agg is not None:
+            aggregates[name] = agg
+    return RunOutput(root, config, stages, environment, read_json_object(layout.data_summary),
+                     read_json_object(layout.folds), variants, analysed, aggregates)

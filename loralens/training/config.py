@@ -16,35 +16,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from loralens.errors import ConfigError
+from loralens.models.lora_settings import LoraSettings
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class LoraConfig(_Strict):
-    """LoRA on the encoder (peft). `layers`: encoder block indices to adapt (None = all)."""
-
-    r: int = Field(32, ge=1)
-    alpha: float = Field(64, gt=0)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    target_modules: tuple[str, ...] = ("v_proj",)
-    layers: tuple[int, ...] | None = None
-
-    @field_validator("target_modules")
-    @classmethod
-    def _non_empty(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if not v:
-            raise ValueError("name at least one module, e.g. v_proj")
-        return v
-
-    def to_settings(self):
-        """The `loralens.models.lora.LoraSettings` of these values."""
-        from loralens.models.lora import LoraSettings
-
-        return LoraSettings(r=self.r, alpha=self.alpha, dropout=self.dropout,
-                            target_modules=tuple(self.target_modules),
-                            layers=None if self.layers is None else tuple(self.layers))
 
 
 class HeadConfig(_Strict):
@@ -52,9 +28,11 @@ class HeadConfig(_Strict):
     every layer), a projector of `projector_dim` units, a linear classifier. `layer_norm` (with the weighted sum
     only): normalise each layer's pooled vector (LayerNorm without parameters) before weighting."""
 
-    projector_dim: int = Field(256, ge=1)
-    weighted_layer_sum: bool = False
-    layer_norm: bool = False
+    projector_dim: int = Field(256, ge=1, description="projector width of the head")
+    weighted_layer_sum: bool = Field(False, description="learned weighted sum of all hidden states (else the last "
+                                     "layer's)")
+    layer_norm: bool = Field(False, description="with the weighted layer sum: normalise each layer's pooled vector "
+                             "before weighting")
 
     @model_validator(mode="after")
     def _layer_norm_needs_sum(self) -> HeadConfig:
@@ -113,45 +91,53 @@ class TrainConfig(_Strict):
     """Everything a training run depends on. Paths may be relative to the working directory."""
 
     # data
-    corpus: str = "ravdess"
-    corpus_root: Path | None = None
-    label_set: str | None = None
+    corpus: str = Field("ravdess", description="corpus name (ravdess, crema-d, emodb, tess, iemocap, manifest, hf)")
+    corpus_root: Path | None = Field(None, description="folder of the corpus, or the manifest file (.csv / .jsonl)")
+    label_set: str | None = Field(None, description="label set (e.g. 4class, all) or comma-separated labels in "
+                                  "class order; None = the corpus default")
     label_map: dict[str, str] = Field(default_factory=dict,
-                                      description="raw label -> label, applied before the label set (anger: angry)")
+                                      description="labels renamed before the label set (raw label -> label; on the "
+                                      "command line anger=angry,hap=happy)")
     on_unknown_label: Literal["error", "skip"] = Field(
         "error", description="manifest labels that look like mistakes or lie outside the label set: stop or leave out")
     corpus_options: dict[str, str] = Field(
         default_factory=dict, description="options of the corpus parser: the column names of the hf corpus")
-    folds: str = "auto"
-    folds_file: Path | None = None
+    folds: str = Field("auto", description="fold scheme (auto, ravdess6, leave-one-speaker-out, "
+                       "leave-one-session-out, speaker-kfold) or a folds JSON file")
+    folds_file: Path | None = Field(None, description="folds JSON file (overrides folds)")
     folds_k: int | None = Field(None, ge=2, description="number of folds of the speaker-kfold scheme")
     fold: int | None = Field(None, ge=0, description="train only this fold (index); None = all folds")
     window: Literal["full", "trim"] = Field(
         "trim", description="trim: batches padded to their longest clip (default); full: every clip padded to 30 s, "
         "the paper's setting (about 7x slower on 3-5 s clips, no measured gain)")
-    on_bad_audio: Literal["stop", "skip"] = "stop"
-    feature_cache: Path | None = None
-    num_workers: int = Field(0, ge=0)
+    on_bad_audio: Literal["stop", "skip"] = Field(
+        "stop", description="a clip that fails the audio checks: stop, or leave it out (listed in bad_files.json and "
+        "the report)")
+    feature_cache: Path | None = Field(None, description="feature cache folder; None = $LORALENS_CACHE/features")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     # model
-    model: str = "base"
-    method: Literal["lora", "frozen", "full"] = "lora"
-    lora: LoraConfig = Field(default_factory=LoraConfig)
+    model: str = Field("base", description="Whisper weights: tiny.en, base, a Hugging Face id or folder, a .pt, a "
+                       "CTranslate2 folder")
+    method: Literal["lora", "frozen", "full"] = Field(
+        "lora", description="what trains besides the head: LoRA adapters, nothing (frozen) or the whole encoder (full)")
+    lora: LoraSettings = Field(default_factory=LoraSettings)
     head: HeadConfig = Field(default_factory=HeadConfig)
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = Field(False, description="recompute activations to save memory")
     mask_padding: bool | None = Field(
         None, description="mask padded frames in self-attention; None = off for window full (the paper), on for trim")
     # optimisation
     batch_size: int = Field(8, ge=1, description="global batch per optimiser micro-step (all processes together)")
-    eval_batch_size: int | None = Field(None, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    epochs: int = Field(10, ge=1)
-    lr_head: float = Field(1e-3, gt=0)
+    eval_batch_size: int | None = Field(None, ge=1, description="batch of evaluation; None = batch_size")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimiser step")
+    epochs: int = Field(10, ge=1, description="maximum epochs")
+    lr_head: float = Field(1e-3, gt=0, description="learning rate of the head")
     lr_encoder: float = Field(1e-4, gt=0, description="learning rate of the LoRA adapters (lora) or encoder (full)")
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.1, ge=0, le=1)
-    schedule: Literal["cosine", "linear"] = "cosine"
-    grad_clip: float | None = Field(1.0, gt=0)
-    patience: int | None = Field(3, ge=1, description="epochs without a better validation score before stopping")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="share of the optimiser steps warming up")
+    schedule: Literal["cosine", "linear"] = Field("cosine", description="learning-rate decay after warm-up")
+    grad_clip: float | None = Field(1.0, gt=0, description="maximum gradient norm; None = no clipping")
+    patience: int | None = Field(3, ge=1, description="early stopping: epochs without a better validation score "
+                                 "before stopping; None = off")
     # recipe levers (issue 11); off by default, hashed only when set
     validation_speakers: int | None = Field(
         None, ge=1, description="validation speakers per fold, taken from the training speakers (gender-stratified); "
@@ -165,10 +151,12 @@ class TrainConfig(_Strict):
         1, ge=1, description="final weights = mean of the trainable weights at the end of the k epochs ending with "
         "the selected one (1 = the selected epoch's weights)")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    seed: int = 0
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    seed: int = Field(0, description="seed of the folds, initialisation and data order")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="numeric precision (auto: bf16 on CPUs with AMX/AVX512-BF16 and on bf16 GPUs, else fp32; "
+        "printed and saved in the run)")
     # bookkeeping
-    run_dir: Path = Path("runs/train")
+    run_dir: Path = Field(Path("runs/train"), description="run folder (results, checkpoints)")
     checkpoint_every: int = Field(200, ge=1, description="optimiser steps between mid-epoch checkpoints")
     log_every: int = Field(10, ge=1, description="optimiser steps between log lines")
 
@@ -182,6 +170,29 @@ class TrainConfig(_Strict):
         if self.method == "frozen" and self.lp_ft_epochs:
             raise ValueError("lp_ft_epochs applies to methods lora and full (frozen is the linear-probe stage itself)")
         return self
+
+
+def field_default(path: str, model: type[BaseModel] | None = None) -> Any:
+    """The default of a configuration field named by its dotted path in `model` (default `TrainConfig`), e.g.
+    `field_default("lora.r") == 32`; sections with a default factory are built to read their fields."""
+    cls: type[BaseModel] = model or TrainConfig
+    value: Any = None
+    parts = path.split(".")
+    for n, part in enumerate(parts):
+        if part not in cls.model_fields:
+            raise ConfigError(f"{path!r}: {cls.__name__} has no field {part!r}", "name a field of the configuration")
+        value = cls.model_fields[part].get_default(call_default_factory=True)
+        if n < len(parts) - 1:
+            cls = type(value)
+    return value
+
+
+def field_value(cfg: BaseModel, path: str) -> Any:
+    """The value of the field at dotted `path` of a configuration object, e.g. `field_value(cfg, "lora.r")`."""
+    value: Any = cfg
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
 
 
 # Fields that do not change what a fold learns: where things live, how fast, which folds run now.

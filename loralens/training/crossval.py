@@ -27,7 +27,8 @@ from loralens.errors import ConfigError, RunFolderError
 from loralens.io import atomic_write_json, atomic_write_text, read_json
 from loralens.training.checkpoint import save_safetensors
 from loralens.training.config import TrainConfig, config_hash
-from loralens.training.loop import LoopSettings, Split, epoch_batches, evaluate, fit, kept_batches, step_groups
+from loralens.training.corpus_prep import load_configured_corpus, run_folds, screen_corpus
+from loralens.training.loop import Split, epoch_batches, evaluate, fit, kept_batches, loop_settings, step_groups
 from loralens.training.metrics import aggregate_folds
 from loralens.training.precision import PrecisionChoice, resolve_precision
 from loralens.training.run_folder import FoldFolder, RunFolder, read_log
@@ -99,56 +100,9 @@ class Prepared:
     scheme_note: str = ""
 
 
-def _load_corpus(cfg: TrainConfig, echo: Callable[[str], None] | None = None) -> Corpus:
-    from loralens.data.corpora import load_corpus
-
-    if cfg.corpus_root is None:
-        raise ConfigError("corpus_root is not set",
-                          "pass --corpus-root (the folder of the corpus) or set it in the config")
-    return load_corpus(cfg.corpus, cfg.corpus_root, cfg.label_set, label_map=cfg.label_map,
-                       on_unknown_label=cfg.on_unknown_label, warn=echo,
-                       options=cfg.corpus_options)
-
-
-def _screen(corpus: Corpus, cfg: TrainConfig, run: RunFolder, write: bool) -> tuple[Corpus, list]:
-    """Leave out clips that fail the bad-audio checks (policy `on_bad_audio`). The screen runs once per run folder;
-    later runs reuse its `bad_files.json`."""
-    from loralens.data.audio import screen_clips
-
-    if run.bad_files.exists():
-        bad = read_json(run.bad_files).get("files", [])
-        drop = {b["id"] for b in bad}
-        if drop and cfg.on_bad_audio == "stop":
-            raise RunFolderError(f"{run.bad_files}: lists bad files but on_bad_audio is 'stop'",
-                                 "use the run's setting (skip) or a new run folder")
-        clips = [c for c in corpus.clips if c.id not in drop]
-    else:
-        from tqdm.auto import tqdm
-
-        clips, bad = screen_clips(corpus.clips, cfg.on_bad_audio,
-                                  bad_list_path=run.bad_files if write else None,
-                                  progress=lambda it: tqdm(it, desc="checking audio", unit="clip", disable=not write))
-        bad = [b.__dict__ if hasattr(b, "__dict__") else b for b in bad]
-    return Corpus(corpus.name, corpus.root, corpus.labels, clips), bad
-
-
-def _folds(corpus: Corpus, cfg: TrainConfig, run: RunFolder):
-    from loralens.data.folds import describe_scheme, load_folds, read_folds_file, resolve_folds
-
-    if run.folds.exists():
-        doc = read_folds_file(run.folds)
-        if doc.get("labels") and list(doc["labels"]) != list(corpus.labels):
-            # e.g. a manifest run made when `all` sorted classes by name: class indices must not change on resume
-            raise RunFolderError(f"{run.folds}: made with classes {', '.join(doc['labels'])}, the corpus now gives "
-                                 f"{', '.join(corpus.labels)}",
-                                 f"resume with --label-set {','.join(doc['labels'])}, or use a new --run-dir")
-        scheme = str(doc.get("scheme", "file"))
-        return load_folds(run.folds, corpus), scheme, f"{scheme} (from {run.folds})"
-    spec = cfg.folds_file if cfg.folds_file is not None else cfg.folds
-    folds, scheme = resolve_folds(spec, corpus, k=cfg.folds_k, n_val_speakers=cfg.validation_speakers, seed=cfg.seed)
-    if cfg.folds_file is not None:
-        return folds, scheme, f"{scheme} (from {cfg.folds_file})"
-    return folds, scheme, describe_scheme(corpus, cfg.folds, k=cfg.folds_k)
+def _folds(corpus: Corpus, cfg: TrainConfig, run: RunFolder) -> tuple[list, str, str]:
+    """The folds of the training run folder `run` (`corpus_prep.run_folds` with its `folds.json`)."""
+    return run_folds(corpus, cfg, run.folds)
 
 
 def prepare(cfg: TrainConfig, accelerator, *, write: bool, echo: Callable[[str], None] | None = None) -> Prepared:
@@ -159,17 +113,17 @@ def prepare(cfg: TrainConfig, accelerator, *, write: bool, echo: Callable[[str],
 
     run = RunFolder(cfg.run_dir)
     say = echo if echo is not None and accelerator.is_main_process else (lambda _t: None)
-    corpus = _load_corpus(cfg, lambda t: say(f"warning: {t}"))
+    corpus = load_configured_corpus(cfg, lambda t: say(f"warning: {t}"))
     if write:
         # the main process screens and writes bad_files.json; the others then read it instead of decoding again
         if accelerator.is_main_process:
-            corpus_ok, bad = _screen(corpus, cfg, run, write=True)
+            corpus_ok, bad = screen_corpus(corpus, cfg, run.bad_files, write=True, progress=True)
         accelerator.wait_for_everyone()
         if not accelerator.is_main_process:
-            corpus_ok, bad = _screen(corpus, cfg, run, write=False)
+            corpus_ok, bad = screen_corpus(corpus, cfg, run.bad_files, write=False, progress=True)
         corpus = corpus_ok
     else:
-        corpus, bad = _screen(corpus, cfg, run, write=False)
+        corpus, bad = screen_corpus(corpus, cfg, run.bad_files, write=False, progress=True)
     folds, scheme, scheme_note = _folds(corpus, cfg, run)
     from loralens.data.folds import require_sane_folds
 
@@ -216,7 +170,7 @@ def build_classifier(cfg: TrainConfig, encoder: torch.nn.Module, n_classes: int)
     clf = EmotionClassifier(copy.deepcopy(encoder), n_classes, proj_size=cfg.head.projector_dim,
                             use_weighted_layer_sum=cfg.head.weighted_layer_sum, normalize_layers=cfg.head.layer_norm,
                             mask_padding=mask_padding_for(cfg))
-    lora = cfg.lora.to_settings() if cfg.method == "lora" else None
+    lora = cfg.lora if cfg.method == "lora" else None
     clf.prepare_for(cfg.method, lora, gradient_checkpointing=cfg.gradient_checkpointing)
     return clf
 
@@ -294,7 +248,7 @@ def _linear_probe_head(cfg: TrainConfig, clf, prep: Prepared, fold, k: int, acce
     for name in ("train", "validation"):
         clips = [by_id[i] for i in fold.split(name)]
         splits[name] = pooled_split(lp_pooled, [c.id for c in clips], [prep.labels.index(c.label) for c in clips])
-    settings = replace(LoopSettings.from_config(cfg), epochs=cfg.lp_ft_epochs, average_last=1, mixup_alpha=0.0,
+    settings = replace(loop_settings(cfg), epochs=cfg.lp_ft_epochs, average_last=1, mixup_alpha=0.0,
                        label_smoothing=0.0)
     threads = torch.get_num_threads()
     if accelerator.device.type == "cpu":
@@ -355,7 +309,7 @@ def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict
             splits[name] = _feature_split(clips, prep, cfg.window, cfg.augment if name == "train" else None,
                                           seed=cfg.seed)
     model = PooledHead(clf.head) if pooled is not None else clf
-    settings = LoopSettings.from_config(cfg)
+    settings = loop_settings(cfg)
     lp_info = None
     lp_earlier_s = 0.0  # the probe stage's training time when it ran in an earlier session
     if cfg.lp_ft_epochs and pooled is None:

@@ -50,40 +50,50 @@ class Split:
         return len(self.ids)
 
 
+def _from_config(path: str) -> Any:
+    """A `LoopSettings` field read from `TrainConfig` field `path` (dotted, e.g. "augment.mixup_alpha"): its default
+    is that field's default, `loop_settings` reads its value there. The config declares the setting once."""
+    from loralens.training.config import field_default
+
+    return field(default=field_default(path), metadata={"config": path})
+
+
 @dataclass
 class LoopSettings:
-    """Optimisation settings of one fit (see `TrainConfig` for their meaning)."""
+    """Optimisation settings of one fit: the `TrainConfig` fields the loop reads (meaning, default and validation
+    live there; `loop_settings(cfg)` builds them from a configuration), plus `group_batches`, which is not a
+    configuration setting. Tests and the LP-FT head stage build or change them directly."""
 
-    epochs: int = 10
-    batch_size: int = 8
-    eval_batch_size: int | None = None
-    grad_accum: int = 1
-    lr_head: float = 1e-3
-    lr_encoder: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    schedule: str = "cosine"
-    grad_clip: float | None = 1.0
-    patience: int | None = 3
-    seed: int = 0
-    checkpoint_every: int = 200
-    log_every: int = 10
-    num_workers: int = 0
-    group_batches: int = 16
-    select_on: str = "uar"
-    average_last: int = 1
-    mixup_alpha: float = 0.0
-    label_smoothing: float = 0.0
+    epochs: int = _from_config("epochs")
+    batch_size: int = _from_config("batch_size")
+    eval_batch_size: int | None = _from_config("eval_batch_size")
+    grad_accum: int = _from_config("grad_accum")
+    lr_head: float = _from_config("lr_head")
+    lr_encoder: float = _from_config("lr_encoder")
+    weight_decay: float = _from_config("weight_decay")
+    warmup_ratio: float = _from_config("warmup_ratio")
+    schedule: str = _from_config("schedule")
+    grad_clip: float | None = _from_config("grad_clip")
+    patience: int | None = _from_config("patience")
+    seed: int = _from_config("seed")
+    checkpoint_every: int = _from_config("checkpoint_every")
+    log_every: int = _from_config("log_every")
+    num_workers: int = _from_config("num_workers")
+    group_batches: int = 16  # batches per length group of the sampler (`epoch_batches`); not configurable
+    select_on: str = _from_config("select_on")
+    average_last: int = _from_config("average_last")
+    mixup_alpha: float = _from_config("augment.mixup_alpha")
+    label_smoothing: float = _from_config("augment.label_smoothing")
 
-    @classmethod
-    def from_config(cls, cfg) -> LoopSettings:
-        names = [f for f in cls.__dataclass_fields__ if hasattr(cfg, f)]
-        out = cls(**{n: getattr(cfg, n) for n in names})
-        augment = getattr(cfg, "augment", None)
-        if augment is not None:
-            out.mixup_alpha = augment.mixup_alpha
-            out.label_smoothing = augment.label_smoothing
-        return out
+
+def loop_settings(cfg) -> LoopSettings:
+    """The loop's settings of a `TrainConfig`: each field read from the config field named in its metadata."""
+    from dataclasses import fields
+
+    from loralens.training.config import field_value
+
+    return LoopSettings(**{f.name: field_value(cfg, f.metadata["config"]) for f in fields(LoopSettings)
+                           if "config" in f.metadata})
 
 
 @dataclass

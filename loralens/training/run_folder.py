@@ -13,6 +13,9 @@
     <run>/fold_{k}/log.jsonl         training log
     <run>/fold_{k}/figures/          training curve, confusion matrix (PNG + SVG)
     <run>/fold_{k}/checkpoints/      resumable state while the fold trains (removed once it is complete)
+    <run>/analysis/fold_{k}/         `loralens analyze RUN`'s results by default
+
+A `loralens run` output folder holds one such folder per variant: `run_layout.RunLayout`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pydantic import ValidationError
 from loralens.errors import RunFolderError
 from loralens.io import atomic_write_text, read_json
 from loralens.training.config import TrainConfig, config_hash, config_to_yaml
+from loralens.training.run_layout import fold_dirs, fold_name
 
 
 @dataclass(frozen=True)
@@ -69,16 +73,15 @@ class RunFolder:
         return self.root / "precision.json"
 
     def fold(self, index: int) -> FoldFolder:
-        return FoldFolder(self.root / f"fold_{index}")
+        return FoldFolder(self.root / fold_name(index))
 
     def fold_indices(self) -> list[int]:
         """Indices of the fold folders present."""
-        out = []
-        for p in self.root.glob("fold_*"):
-            suffix = p.name[len("fold_"):]
-            if p.is_dir() and suffix.isdigit():
-                out.append(int(suffix))
-        return sorted(out)
+        return [k for k, _ in fold_dirs(self.root)]
+
+    def analysis(self, fold: int) -> Path:
+        """`analysis/fold_<fold>/`: where `loralens analyze` writes the analyses of a fold by default."""
+        return self.root / "analysis" / fold_name(fold)
 
     def claim(self, cfg: TrainConfig) -> None:
         """Write `config.yaml`, or check that the one present has the same hash (same results-changing settings)."""

@@ -32,7 +32,7 @@ def fold_classifier(run_dir: str | Path, fold: int, cfg: TrainConfig, encoder: t
     )
     if cfg.method == "lora":
         clf.load_adapter(folder.adapter)
-        clf.lora_settings = cfg.lora.to_settings()
+        clf.lora_settings = cfg.lora
     elif cfg.method == "full":
         clf.encoder.load_state_dict(load_file(str(folder.encoder)))
     clf.method = cfg.method

@@ -134,3 +134,13 @@ def test_hook_prefix_mapping():
     assert hook_prefix("base_model.model.layers.0.fc2") == "blocks.0.mlp.fc2"
     assert hook_prefix("layers.0.self_attn_layer_norm") is None
     assert hook_prefix("conv1") is None
+
+
+def test_the_config_section_is_the_settings_class():
+    from loralens.training.config import TrainConfig, make_config
+
+    assert isinstance(TrainConfig().lora, LoraSettings) and TrainConfig().lora == LoraSettings()
+    cfg = make_config({"lora": {"r": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]}})
+    assert cfg.lora == LoraSettings(r=8, alpha=16, target_modules=("q_proj", "v_proj"))
+    with pytest.raises(ConfigError, match="lora.target_modules"):
+        make_config({"lora": {"target_modules": ["w_proj"]}})

@@ -24,19 +24,20 @@ from loralens.data.folds import Fold, folds_to_json
 from loralens.data.summary import summarize
 from loralens.errors import RunFolderError
 from loralens.io import atomic_write_json, atomic_write_text
+from loralens.models.lora_settings import LoraSettings
 from loralens.plots.figures import new_figure, save_figure
 from loralens.report.build import FIGURE_DIR, build_report
 from loralens.report.images import PNG_SIGNATURE
 from loralens.report.run_output import ANALYSIS_ORDER
-from loralens.training.config import LoraConfig, TrainConfig, config_hash, config_to_yaml
+from loralens.training.config import TrainConfig, config_hash, config_to_yaml
 from loralens.training.metrics import aggregate_folds, classification_metrics
 
 LABELS = ("neutral", "happy", "sad", "angry")
 SPEAKERS = [f"spk{i:02d}" for i in range(1, 7)]
 # variant -> (config overrides, accuracy of its fake predictions)
 VARIANTS = {
-    "lora_r8": ({"method": "lora", "lora": LoraConfig(r=8, alpha=16)}, 0.75),
-    "lora_r32": ({"method": "lora", "lora": LoraConfig(r=32, alpha=64)}, 0.85),
+    "lora_r8": ({"method": "lora", "lora": LoraSettings(r=8, alpha=16)}, 0.75),
+    "lora_r32": ({"method": "lora", "lora": LoraSettings(r=32, alpha=64)}, 0.85),
     "frozen": ({"method": "frozen"}, 0.5),
 }
 TRAINABLE = {"lora_r8": 20_996, "lora_r32": 69_380, "frozen": 1_028}

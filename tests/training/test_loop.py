@@ -205,3 +205,19 @@ def test_train_state_is_the_checkpoint_progress_dict():
     progress = json.loads(json.dumps(state.to_progress()))
     assert list(progress) == [*keys, "best_loss"]  # written once an epoch has been selected
     assert TrainState.from_progress(progress) == state
+
+
+def test_loop_settings_are_read_from_the_config():
+    from dataclasses import asdict, fields
+
+    from loralens.training.config import TrainConfig, field_value, make_config
+    from loralens.training.loop import loop_settings
+
+    defaults = TrainConfig()
+    for f in fields(LoopSettings):
+        if "config" in f.metadata:  # every default is the config field's default
+            assert getattr(LoopSettings(), f.name) == field_value(defaults, f.metadata["config"]), f.name
+    cfg = make_config({"epochs": 3, "grad_accum": 2, "augment": {"mixup_alpha": 0.2, "label_smoothing": 0.1}})
+    s = loop_settings(cfg)
+    assert (s.epochs, s.grad_accum, s.mixup_alpha, s.label_smoothing) == (3, 2, 0.2, 0.1)
+    assert asdict(loop_settings(defaults)) == asdict(LoopSettings())

@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
     extractor = settings.extractor()
     audios = [load_audio(files[i]) for i in sample]
     t0 = time.perf_counter()
-    refs = [extractor(a, sampling_rate=settings.sampling_rate, return_tensors="pt")["input_features"][0] for a in audios]
+    refs = [extractor(a, sampling_rate=settings.sampling_rate, return_tensors="pt")["input_features"][0]
+            for a in audios]
     torch_s = (time.perf_counter() - t0) / len(sample)
     t0 = time.perf_counter()
     np_out = []
@@ -144,11 +145,13 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"cold: {c['seconds']:.1f} s ({c['ms_per_clip']:.1f} ms/clip, computed {computed})")
     print(f"warm: {w['seconds']:.1f} s ({w['ms_per_clip']:.2f} ms/clip, computed 0); hashing alone {hash_s:.2f} s")
     print(
-        f"extractor per clip: torch __call__ {e['torch_call_ms_per_clip']:.1f} ms, numpy {e['numpy_ms_per_clip']:.1f} ms "
+        f"extractor per clip: torch __call__ {e['torch_call_ms_per_clip']:.1f} ms, "
+        f"numpy {e['numpy_ms_per_clip']:.1f} ms "
         f"(max |diff| {np_diff:.2e}); cache == extractor on {e['cache_full_equal_to_extractor']}"
     )
     print(f"disk: {disk / 2**20:.1f} MiB ({result['disk']['kib_per_clip']:.0f} KiB/clip)")
-    print("padding share: " + ", ".join(f"{k} {v:.1%}" for k, v in result["padding_share"].items() if k != "batch_size"))
+    print("padding share: "
+          + ", ".join(f"{k} {v:.1%}" for k, v in result["padding_share"].items() if k != "batch_size"))
     print(f"wrote {args.out}")
     return result
 

@@ -120,9 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         if base_method not in ("lora", "frozen", "full") or head_kind not in ("", "wls", "wls-ln"):
             ap.error(f"unknown method {method!r}: use lora, frozen or full, optionally with -wls or -wls-ln")
         head = {"weighted_layer_sum": bool(head_kind), "layer_norm": head_kind == "wls-ln"}
-        variants.append((f"{method}-trim{args.suffix}", {**common, "method": base_method, "window": "trim", "head": head}, folds))
+        variants.append((f"{method}-trim{args.suffix}",
+                         {**common, "method": base_method, "window": "trim", "head": head}, folds))
     if args.full_window_fold >= 0:
-        variants.append((f"lora-full-window{args.suffix}", {**common, "method": "lora", "window": "full"}, [args.full_window_fold]))
+        variants.append((f"lora-full-window{args.suffix}", {**common, "method": "lora", "window": "full"},
+                         [args.full_window_fold]))
 
     for name, base, fold_list in variants:
         run_dir = args.out / name
@@ -147,12 +149,14 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {r['variant']} | {recipe_text(r['settings'])} | {r['n_folds']} | {pm(r['uar'])} | "
                      f"{pm(r['war'])} | {pm(r['macro_f1'])} | {r['trainable_params']:,} | {r['wall_time_s']:.0f} | "
                      f"{r['peak_rss_mib']:.0f} |"
-                     if r["n_folds"] else f"| {r['variant']} | {recipe_text(r['settings'])} | 0 | – | – | – | – | – | – |")
+                     if r["n_folds"] else
+                     f"| {r['variant']} | {recipe_text(r['settings'])} | 0 | – | – | – | – | – | – |")
     # Speakers differ far more between folds than methods do: compare each variant with the frozen baseline fold by
     # fold (paired differences on the same test speakers), not only by the means.
     reference = next((r for r in results if r["variant"] == "frozen-trim"), None)
     if reference is not None:
-        lines += ["", "Paired with frozen-trim on the same folds (test UAR difference, mean ± std over those folds):", "",
+        lines += ["",
+                  "Paired with frozen-trim on the same folds (test UAR difference, mean ± std over those folds):", "",
                   "| variant | folds | ΔUAR vs frozen-trim | folds better / worse |", "|---|---|---|---|"]
         for r in results:
             r["vs_frozen"] = paired_difference(r["folds"], reference["folds"])

@@ -176,10 +176,12 @@ def run_recipe_fold(name: str, cfg, out: Path, log_dir: Path) -> dict:
     t0 = time.perf_counter()
     with open(log_dir / f"{name}.fold{cfg.fold}.log", "a", encoding="utf-8") as log:
         rc = subprocess.call([sys.executable, str(Path(__file__).resolve()), "--worker", str(cfg_path)],
-                             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TQDM_MININTERVAL": "30"})
+                             cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                             env={**os.environ, "TQDM_MININTERVAL": "30"})
     wall = time.perf_counter() - t0
     if rc != 0:
-        raise SystemExit(f"recipe {name} fold {cfg.fold} failed (exit {rc}); see {log_dir / f'{name}.fold{cfg.fold}.log'}")
+        log_file = log_dir / f"{name}.fold{cfg.fold}.log"
+        raise SystemExit(f"recipe {name} fold {cfg.fold} failed (exit {rc}); see {log_file}")
     if needs_cache:
         _share_encoder_cache(Path(cfg.run_dir), out / "encoder_cache", "out")
     atomic_write_json(timing, {"process_wall_s": round(wall, 1), "config_hash": config_hash(cfg)})
@@ -211,7 +213,8 @@ def probe_fold(frozen_run: Path, fold: int, labels: list[str]) -> dict:
     t0 = time.perf_counter()
     caches = sorted((frozen_run / "encoder_cache").glob("*.safetensors"))
     if not caches:
-        raise SystemExit(f"{frozen_run}/encoder_cache: empty; the probe needs a frozen recipe (e.g. frozen-last) run first")
+        raise SystemExit(f"{frozen_run}/encoder_cache: empty; "
+                         "the probe needs a frozen recipe (e.g. frozen-last) run first")
     with safe_open(str(caches[0]), framework="pt") as f:
         ids = json.loads((f.metadata() or {})["ids"])
     pooled = load_file(str(caches[0]))["pooled"].numpy()
@@ -236,7 +239,8 @@ def probe_fold(frozen_run: Path, fold: int, labels: list[str]) -> dict:
     h, val, probe = best
     test = classification_metrics(y["test"].tolist(), probe.predict(pooled[idx["test"], h]).tolist(), labels)
     return {"fold": fold, "uar": test.uar, "war": test.war, "macro_f1": test.macro_f1, "validation_uar": val.uar,
-            "hidden_state": h, "validation_uar_by_hidden_state": val_uars, "wall_time_s": round(time.perf_counter() - t0, 2),
+            "hidden_state": h, "validation_uar_by_hidden_state": val_uars,
+            "wall_time_s": round(time.perf_counter() - t0, 2),
             "process_wall_s": None, "peak_rss_mib": None, "peak_cuda_mib": None, "trainable_params": None,
             "selected_epoch": None}
 
@@ -342,7 +346,8 @@ def tables(results: list[dict], strong: dict[int, dict], folds: list[int]) -> st
             f"{pm(r['macro_f1'])} | {pm(d, signed=True) if d else '–'} | {counts} | {corr} | "
             f"{pm(r['wall_time_s_per_fold'], 0)}; {pm(r.get('process_wall_s_per_fold'), 0)} | "
             f"{r['peak_rss_mib'] or '–'} | {r['peak_cuda_mib'] or '–'} |")
-    lines += ["", "Test UAR per fold (the strong frozen baseline: the baseline of best validation UAR on that fold):", "",
+    lines += ["",
+              "Test UAR per fold (the strong frozen baseline: the baseline of best validation UAR on that fold):", "",
               "| recipe | " + " | ".join(f"fold {k}" for k in folds) + " |", "|---|" + "---|" * len(folds)]
     lines.append("| strong frozen | " + " | ".join(
         f"{strong[k]['uar']:.3f} ({strong[k]['baseline']})" if k in strong else "–" for k in folds) + " |")

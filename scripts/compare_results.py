@@ -23,7 +23,8 @@ from typing import Any
 
 # measurements of the run, not results: they differ between two runs of the same code
 DEFAULT_IGNORED_KEYS = {
-    "wall_s", "time_s", "train_time_s", "seconds", "elapsed_s", "process_wall_s", "peak_rss_mib", "peak_mem_mib", "cpu_rss_peak_mib", "process_peak_rss_mib", "git commit",
+    "wall_s", "time_s", "train_time_s", "seconds", "elapsed_s", "process_wall_s", "peak_rss_mib", "peak_mem_mib",
+    "cpu_rss_peak_mib", "process_peak_rss_mib", "git commit",
     "peak_memory_mib", "rss_mib", "memory_mib", "started", "finished", "created", "timestamp", "time", "date",
     "started_at", "finished_at", "host", "hostname", "pid", "python", "torch", "transformers", "peft", "platform",
     "versions", "version", "loralens_version", "path", "run_dir", "out", "root", "corpus_root", "feature_cache",

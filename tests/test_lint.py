@@ -1,4 +1,5 @@
-"""The package and its tests are clean under the project's ruff rules ([tool.ruff] in pyproject.toml)."""
+"""The package, its tests, the benchmarks and the scripts are clean under the project's ruff rules ([tool.ruff] in
+pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_ruff_is_clean():
-    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "loralens", "tests"], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "loralens", "tests", "bench", "scripts"],
+                          cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert "No module named ruff" not in proc.stderr, "ruff is not installed: pip install -e '.[dev]'"
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -11,8 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_ruff_is_clean():
-    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "loralens", "tests", "bench", "scripts"],
-                          cwd=REPO,
+    paths = ["loralens", "tests", "bench", "scripts"]
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", *paths], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert "No module named ruff" not in proc.stderr, "ruff is not installed: pip install -e '.[dev]'"
     assert proc.returncode == 0, proc.stdout + proc.stderr

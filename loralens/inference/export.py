@@ -146,7 +146,7 @@ def fold_test_clips(models: RunModels, fold: int, limit: int | None = None,
                     corpus_root: str | os.PathLike[str] | None = None) -> list[InputClip]:
     """The test clips of fold `fold` (from the run's folds.json and its corpus), at most `limit`, in id order.
     corpus_root: where the corpus is now (default: the run's `corpus_root`, relative to the working directory)."""
-    from loralens.training.crossval import _load_corpus
+    from loralens.training.corpus_prep import load_configured_corpus
 
     cfg = models.config if corpus_root is None else models.config.model_copy(update={"corpus_root": Path(corpus_root)})
     run = RunFolder(models.run_dir)
@@ -154,7 +154,7 @@ def fold_test_clips(models: RunModels, fold: int, limit: int | None = None,
     if not isinstance(folds, list) or fold >= len(folds):
         raise RunFolderError(f"{run.folds}: no fold {fold}", "export a fold of a complete run")
     ids = sorted(folds[fold].get("test", []))
-    by_id = _load_corpus(cfg).by_id()
+    by_id = load_configured_corpus(cfg).by_id()
     clips = [InputClip(i, by_id[i].path, by_id[i].label) for i in ids if i in by_id]
     return clips[:limit] if limit is not None else clips
 

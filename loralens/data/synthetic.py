@@ -192,6 +192,9 @@ def synthesize_clip(
     """One utterance of `duration` seconds: float32 samples, shape (round(duration * sr),), range (-1, 1)."""
     n = int(round(duration * sr))
     lead, trail = rng.uniform(0.08, 0.2, size=2)
+    if lead + trail > 0.5 * duration:  # short clips: silence at most half the clip, so speech has a positive span
+        shrink = 0.5 * duration / (lead + trail)
+        lead, trail = lead * shrink, trail * shrink
     s0, s1 = int(lead * sr), n - int(trail * sr)
     span = (s1 - s0) / sr
 

@@ -271,3 +271,13 @@ def test_generation_of_a_small_corpus_writes_every_clip(tmp_path):
     # on wall time. ~0.03 s per clip on one core, docs/synthetic.md.)
     generate_corpus(tmp_path, n_speakers=2, clips_per_class_per_speaker=3)
     assert len(list(tmp_path.rglob("*.wav")) + list(tmp_path.rglob("*.flac"))) == 24
+
+
+def test_the_shortest_allowed_clips_are_made(tmp_path):
+    # 0.3 s is allowed; lead + trail silence (up to 0.4 s) used to exceed it and the source blew up (TiB allocation)
+    corpus = generate_corpus(tmp_path, n_speakers=6, clips_per_class_per_speaker=1, min_duration=0.3,
+                             max_duration=0.5, seed=1)
+    for clip in corpus.clips:
+        audio, sr = sf.read(clip.path)
+        assert 0.3 <= len(audio) / sr <= 0.5
+        assert np.isfinite(audio).all() and 0.0 < np.abs(audio).max() < 1.0

@@ -48,19 +48,6 @@ def worker(args: argparse.Namespace) -> dict:
             "analysis_peak_rss_mib": r["meta"]["peak_rss_mib"], "modules": r.get("modules")}
 
 
-def leaves(x, path: str = "") -> dict[str, float]:
-    out: dict[str, float] = {}
-    if isinstance(x, dict):
-        for k, v in x.items():
-            out.update(leaves(v, f"{path}.{k}"))
-    elif isinstance(x, list):
-        for i, v in enumerate(x):
-            out.update(leaves(v, f"{path}[{i}]"))
-    elif isinstance(x, (int, float)) and not isinstance(x, bool):
-        out[path] = float(x)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=Path("../shared/data/ravdess"))
@@ -84,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(json.loads(out.read_text()))
             r = rows[-1]
             print(f"grad_batch {gb:>3}: {r['wall_s']:.0f} s, peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+    from speed import _leaves as leaves
+
     ref = leaves(rows[0]["modules"])
     for r in rows[1:]:
         other = leaves(r["modules"])

@@ -1,12 +1,14 @@
-"""Recipe search (issue 11): a named grid of training recipes on chosen RAVDESS folds (`ravdess6`), each paired fold by
-fold with a strong frozen baseline; prints a table and writes JSON + Markdown.
+"""Recipe search (issue 11): a named grid of training recipes on chosen folds of a corpus (RAVDESS's `ravdess6` by
+default), each paired fold by fold with a strong frozen baseline; prints a table and writes JSON + Markdown.
 
     python bench/recipes.py --grid screen --model tiny.en --folds 0,1,2 --out runs/recipes-tiny.en
+    python bench/recipes.py --corpus manifest --root runs/hard/manifest.csv --folds-scheme speaker-kfold \
+        --folds-k 5 --folds 0,1,2,3,4 ...                           # any corpus loralens reads (docs/corpora.md)
     python bench/recipes.py --list                                  # the built-in recipes and grids
     python bench/recipes.py --recipes-file my.yaml --grid mine ...  # own recipes / grids (merged over the built-ins)
 
-A recipe is a set of `TrainConfig` fields (nested as in YAML) over the common settings (corpus, model, folds, trim
-windows, seed 0, the shared feature cache); `lora: {layers: upper}` means the upper half of the model's layers.
+A recipe is a set of `TrainConfig` fields (nested as in YAML) over the common settings (corpus, model, fold scheme,
+trim windows, seed 0, the shared feature cache); `lora: {layers: upper}` means the upper half of the model's layers.
 Every (recipe, fold) trains in its own subprocess (`train()` of the package), so its peak memory is its own; each
 recipe has its run folder `<out>/<recipe>`, so re-running skips complete folds and resumes an interrupted one.
 
@@ -86,6 +88,7 @@ RECIPES: dict[str, dict] = {
     "lora-sel-loss": _with(LORA, select_on="loss"),
     "lora-lpft": _with(LORA, lp_ft_epochs=20),
     "lora-lpft-val4": _with(LORA, lp_ft_epochs=20, validation_speakers=4),
+    "lora-lpft-wls": _with(LORA, lp_ft_epochs=20, head={"weighted_layer_sum": True, "layer_norm": True}),
     "lora-specaug": _with(LORA, augment=SPEC),
     "lora-speed": _with(LORA, augment={"speed": [0.9, 1.0, 1.1]}),
     "lora-noise": _with(LORA, augment={"noise_snr_db": [10.0, 30.0], "noise_prob": 0.5}),
@@ -361,13 +364,19 @@ def tables(results: list[dict], strong: dict[int, dict], folds: list[int]) -> st
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
-    ap.add_argument("--root", type=Path, default=Path("../shared/data/ravdess"))
+    ap.add_argument("--root", type=Path, default=Path("../shared/data/ravdess"),
+                    help="the corpus folder, or the manifest file of --corpus manifest")
+    ap.add_argument("--corpus", default="ravdess", help="corpus name as in `loralens train --corpus`")
+    ap.add_argument("--label-set", default=None, help="label set of the corpus (default: the corpus default)")
+    ap.add_argument("--folds-scheme", default=None,
+                    help="fold scheme (default ravdess6 for ravdess, else auto; see docs/folds.md)")
+    ap.add_argument("--folds-k", type=int, default=None, help="folds of the speaker-kfold scheme")
     ap.add_argument("--out", type=Path, default=None, help="default runs/recipes-<model>")
     ap.add_argument("--model", default="tiny.en")
     ap.add_argument("--grid", default="screen", help=f"a built-in grid ({', '.join(GRIDS)}) or one of --recipes-file")
     ap.add_argument("--recipes", default=None, help="comma-separated recipe names (instead of --grid)")
     ap.add_argument("--recipes-file", type=Path, default=None, help="YAML with `recipes:` and `grids:`")
-    ap.add_argument("--folds", default="0,1,2", help="fold indices of ravdess6 (0-5)")
+    ap.add_argument("--folds", default="0,1,2", help="fold indices (ravdess6: 0-5)")
     ap.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs (smoke tests)")
     ap.add_argument("--clips-per-class-per-speaker", type=int, default=None,
                     help="train on a capped copy of the corpus (smoke tests)")
@@ -407,11 +416,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from loralens.data.corpora import load_corpus
 
-    labels = list(load_corpus("ravdess", args.root).labels)
-    common: dict[str, Any] = {"corpus": "ravdess", "corpus_root": str(args.root), "model": args.model,
-                              "folds": "ravdess6", "window": "trim", "seed": 0, "batch_size": 8,
+    labels = list(load_corpus(args.corpus, args.root, args.label_set).labels)
+    scheme = args.folds_scheme or ("ravdess6" if args.corpus == "ravdess" else "auto")
+    common: dict[str, Any] = {"corpus": args.corpus, "corpus_root": str(args.root), "model": args.model,
+                              "folds": scheme, "window": "trim", "seed": 0, "batch_size": 8,
                               "feature_cache": str(args.feature_cache or out / "feature_cache")}
+    if args.label_set is not None:
+        common["label_set"] = args.label_set
+    if args.folds_k is not None:
+        common["folds_k"] = args.folds_k
     if args.clips_per_class_per_speaker:
+        if args.corpus != "ravdess":
+            ap.error("--clips-per-class-per-speaker caps RAVDESS only")
         common.update(corpus="manifest", label_set=",".join(labels),
                       corpus_root=str(capped_manifest(args.root, out, args.clips_per_class_per_speaker)))
 
@@ -454,8 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     table = tables(results, strong, folds)
     print(table)
     doc = {"benchmark": "recipes", "model": args.model, "grid": label, "folds": folds,
-           "corpus": "ravdess" if not args.clips_per_class_per_speaker else
-           f"ravdess, {args.clips_per_class_per_speaker} clips per class and actor",
+           "corpus": (f"{args.corpus} ({args.root}), folds {scheme}" if not args.clips_per_class_per_speaker else
+                      f"ravdess, {args.clips_per_class_per_speaker} clips per class and actor"),
            "common": common, "epochs_override": args.epochs,
            "strong_frozen": {"per_fold": strong_rows, "uar": mean_std([r["uar"] for r in strong_rows]) if strong_rows
                              else None, "rule": "per fold, the baseline of best validation UAR"},

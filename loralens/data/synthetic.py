@@ -126,6 +126,21 @@ _BASE_RMS_DBFS = -26.0  # neutral speech level; angry (+7 dB, + speaker/clip spr
 _NOISE_FLOOR_DBFS = -85.0
 
 
+def scaled_profile(profile: EmotionProfile, separation: float = 1.0, clip_sd: float | None = None,
+                   reference: EmotionProfile | None = None) -> EmotionProfile:
+    """`profile` moved toward `reference` (default neutral's profile): every prosody and voice-quality field becomes
+    `reference + separation * (profile - reference)` (1 = unchanged, 0 = the reference's voice, 0.5 = half the
+    distance: classes harder to tell apart), and `clip_sd` (per-clip spread) replaced when given."""
+    from dataclasses import fields, replace
+
+    ref = reference or PROFILES["neutral"]
+    # separation 1 leaves the values exactly as they are (a + (b - a) need not round to b)
+    moved = {} if separation == 1.0 else {
+        f.name: getattr(ref, f.name) + separation * (getattr(profile, f.name) - getattr(ref, f.name))
+        for f in fields(profile) if f.name != "clip_sd"}
+    return replace(profile, **moved, clip_sd=profile.clip_sd if clip_sd is None else clip_sd)
+
+
 def make_speakers(n_speakers: int, seed: int = 0) -> list[SpeakerProfile]:
     """`n_speakers` speakers alternating female-like / male-like, pitches spread evenly on a log scale
     (female 180-250 Hz, male 95-140 Hz) with a small seeded perturbation, so every speaker differs in F0."""
@@ -317,6 +332,8 @@ def generate_corpus(
     max_duration: float = 3.0,
     audio_format: str = "wav",
     labels: tuple[str, ...] = LABELS,
+    separation: float = 1.0,
+    clip_sd: float | None = None,
 ) -> Corpus:
     """Write the synthetic corpus to `out_dir` and return it.
 
@@ -327,6 +344,11 @@ def generate_corpus(
     `load_corpus("manifest", out_dir, ",".join(labels))` reads the same corpus back. Durations are uniform in
     [min_duration, max_duration] s,
     drawn independently of the class. `n_speakers * len(labels) * clips_per_class_per_speaker` clips.
+
+    Difficulty: `separation` scales every class's distance from the neutral voice (1 = the published profiles,
+    0.5 = half: the classes overlap more), `clip_sd` replaces the per-clip log-normal spread of pitch and tempo
+    (default 0.06; e.g. 0.15 for clips that vary more within a class); see `scaled_profile`. With the defaults the
+    files are those of earlier versions, byte for byte.
     """
     if clips_per_class_per_speaker < 1:
         raise ConfigError(
@@ -337,6 +359,11 @@ def generate_corpus(
             f"durations [{min_duration}, {max_duration}] s: need 0.3 <= min_duration <= max_duration <= 30",
             "pass e.g. min_duration=1.5, max_duration=3.0",
         )
+    if not 0.0 <= separation <= 2.0:
+        raise ConfigError(f"separation={separation}: need 0 <= separation <= 2 (1 = the published profiles)",
+                          "pass e.g. separation=0.5 for a harder corpus")
+    if clip_sd is not None and not 0.0 <= clip_sd <= 0.5:
+        raise ConfigError(f"clip_sd={clip_sd}: need 0 <= clip_sd <= 0.5", "pass e.g. clip_sd=0.15")
     if sr < 8000:
         raise ConfigError(f"sr={sr}: need at least 8000 Hz for the formant and consonant bands", "use sr=16000")
     if audio_format not in ("wav", "flac"):
@@ -347,6 +374,7 @@ def generate_corpus(
 
     out_dir = Path(out_dir).resolve()
     speakers = make_speakers(n_speakers, seed)
+    profiles = {lab: scaled_profile(PROFILES[lab], separation, clip_sd) for lab in labels}
     clips: list[Clip] = []
     rows: list[dict[str, str]] = []
     for si, spk in enumerate(speakers):
@@ -355,7 +383,7 @@ def generate_corpus(
             for k in range(clips_per_class_per_speaker):
                 rng = np.random.default_rng([seed, 2, si, ci, k])
                 duration = round(float(rng.uniform(min_duration, max_duration)), 3)
-                x = synthesize_clip(spk, PROFILES[label], duration, rng, sr)
+                x = synthesize_clip(spk, profiles[label], duration, rng, sr)
                 rel = f"{spk.id}/{spk.id}_{label}_{k + 1:02d}.{audio_format}"
                 _write_audio(out_dir / rel, x, sr, audio_format)
                 clips.append(
@@ -380,7 +408,8 @@ def generate_corpus(
         "clips_per_class_per_speaker": clips_per_class_per_speaker,
         "labels": list(labels),
         "speakers": [asdict(s) for s in speakers],
-        "profiles": {lab: asdict(PROFILES[lab]) for lab in labels},
+        **({"separation": separation} if separation != 1.0 else {}),
+        "profiles": {lab: asdict(profiles[lab]) for lab in labels},
     }
     atomic_write_text(out_dir / "synthetic.json", json.dumps(params, indent=2) + "\n")
     return Corpus(name="synthetic", root=out_dir, labels=tuple(labels), clips=sorted(clips, key=lambda c: c.id))

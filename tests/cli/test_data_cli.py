@@ -1,4 +1,5 @@
-"""`loralens data summary | folds | verify | download`, end to end on the real RAVDESS copy and a local server."""
+"""`loralens data summary | folds | verify | download | synth`, end to end on the real RAVDESS copy, a local server and
+the synthetic generator."""
 
 from __future__ import annotations
 
@@ -109,3 +110,19 @@ def test_download_from_local_server(capsys, server, tmp_path):
                        server.url + "/evil.zip", "--hashes", str(hashes), "--no-progress")
     assert code == 2 and "refusing to extract member '../evil'" in err
     assert not (tmp_path / "evil").exists()
+
+
+def test_synth_writes_a_corpus_that_summary_reads(capsys, tmp_path):
+    code, out, _ = run(capsys, "synth", str(tmp_path / "hard"), "--speakers", "2", "--clips", "1",
+                       "--separation", "0.5", "--clip-sd", "0.15", "--max-duration", "2.0")
+    assert code == 0 and "8 clips of 2 speakers" in out
+    params = json.loads((tmp_path / "hard" / "synthetic.json").read_text())
+    assert params["separation"] == 0.5 and params["durations_s"] == [1.5, 2.0]
+    code, out, _ = run(capsys, "summary", "--corpus", "manifest", "--corpus-root", str(tmp_path / "hard" / "manifest.csv"),
+                       "--label-set", "neutral,happy,sad,angry", "--json")
+    assert code == 0 and json.loads(out)["n_clips"] == 8
+
+
+def test_synth_refuses_a_bad_separation(capsys, tmp_path):
+    code, _, err = run(capsys, "synth", str(tmp_path / "x"), "--separation", "3")
+    assert code == 2 and "separation=3.0" in err and not (tmp_path / "x" / "manifest.csv").exists()

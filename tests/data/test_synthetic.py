@@ -19,6 +19,7 @@ from loralens.data.synthetic import (
     acoustic_features,
     generate_corpus,
     make_speakers,
+    scaled_profile,
     synthesize_clip,
 )
 from loralens.errors import ConfigError
@@ -162,6 +163,9 @@ def test_flac_output(tmp_path):
         dict(audio_format="mp3"),
         dict(labels=("angry", "bored")),
         dict(sr=4000),
+        dict(separation=-0.1),
+        dict(separation=2.5),
+        dict(clip_sd=0.6),
     ],
 )
 def test_bad_arguments(tmp_path, kw):
@@ -281,3 +285,25 @@ def test_the_shortest_allowed_clips_are_made(tmp_path):
         audio, sr = sf.read(clip.path)
         assert 0.3 <= len(audio) / sr <= 0.5
         assert np.isfinite(audio).all() and 0.0 < np.abs(audio).max() < 1.0
+
+
+def test_scaled_profile_moves_every_field_toward_neutral():
+    angry, neutral = PROFILES["angry"], PROFILES["neutral"]
+    assert scaled_profile(angry, 1.0) == angry  # exactly unchanged
+    assert scaled_profile(angry, 0.0, clip_sd=angry.clip_sd) == neutral  # all the way: the neutral voice
+    half = scaled_profile(angry, 0.5, clip_sd=0.2)
+    assert half.f0_ratio == pytest.approx((1.25 + 1.00) / 2) and half.level_db == pytest.approx(3.5)
+    assert half.tilt_pole == pytest.approx((0.15 + 0.55) / 2) and half.clip_sd == 0.2
+    assert scaled_profile(neutral, 0.3) == neutral  # the reference does not move
+
+
+def test_separation_one_keeps_the_files_and_a_harder_corpus_differs(tmp_path):
+    kw = dict(n_speakers=1, clips_per_class_per_speaker=1, labels=("angry",))
+    generate_corpus(tmp_path / "default", **kw)
+    generate_corpus(tmp_path / "one", separation=1.0, **kw)
+    generate_corpus(tmp_path / "hard", separation=0.5, clip_sd=0.15, **kw)
+    rel = "spk01/spk01_angry_01.wav"
+    assert _files(tmp_path / "default") == _files(tmp_path / "one")  # manifest and synthetic.json included
+    assert (tmp_path / "hard" / rel).read_bytes() != (tmp_path / "default" / rel).read_bytes()
+    params = json.loads((tmp_path / "hard" / "synthetic.json").read_text())
+    assert params["separation"] == 0.5 and params["profiles"]["angry"]["clip_sd"] == 0.15

@@ -118,7 +118,8 @@ def test_synth_writes_a_corpus_that_summary_reads(capsys, tmp_path):
     assert code == 0 and "8 clips of 2 speakers" in out
     params = json.loads((tmp_path / "hard" / "synthetic.json").read_text())
     assert params["separation"] == 0.5 and params["durations_s"] == [1.5, 2.0]
-    code, out, _ = run(capsys, "summary", "--corpus", "manifest", "--corpus-root", str(tmp_path / "hard" / "manifest.csv"),
+    manifest = str(tmp_path / "hard" / "manifest.csv")
+    code, out, _ = run(capsys, "summary", "--corpus", "manifest", "--corpus-root", manifest,
                        "--label-set", "neutral,happy,sad,angry", "--json")
     assert code == 0 and json.loads(out)["n_clips"] == 8
 

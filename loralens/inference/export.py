@@ -66,14 +66,15 @@ def build_hf_model(models: RunModels, fold: FoldModel, *, exact: bool = False) -
     run's labels as `id2label` / `label2id`; `exact` adds the loralens pooling fields and `auto_map`."""
     from transformers import WhisperForAudioClassification
 
+    from loralens.inference.hf_modeling import LoralensWhisperForAudioClassification
     from loralens.models.loading import load_config
 
     cfg = models.config
-    if cfg.head.layer_norm:
+    if cfg.head.layer_norm and not exact:
         raise ConfigError(
-            f"{models.run_dir}: the head normalises each layer (head.layer_norm), which transformers' "
+            f"{models.run_dir}: the head normalises each layer's pooled vector (head.layer_norm), which transformers' "
             "WhisperForAudioClassification does not do",
-            "export a run trained without --layer-norm, or use loralens predict",
+            "export with --exact (loralens' pooling through trust_remote_code=True), or use loralens predict",
         )
     config = load_config(cfg.model)
     config.num_labels = len(models.labels)
@@ -83,9 +84,11 @@ def build_hf_model(models: RunModels, fold: FoldModel, *, exact: bool = False) -
     config.use_weighted_layer_sum = cfg.head.weighted_layer_sum
     config.loralens_window = cfg.window
     config.loralens_mask_padding = models.mask_padding
+    config.loralens_normalize_layers = cfg.head.layer_norm
     if exact:
         config.auto_map = {"AutoModelForAudioClassification": f"{Path(REMOTE_CODE_FILE).stem}.{REMOTE_CLASS}"}
-    hf = WhisperForAudioClassification(config).eval()
+    # the exact export's own class, so that the merge check runs its pooling (e.g. the per-layer LayerNorm)
+    hf = (LoralensWhisperForAudioClassification if exact else WhisperForAudioClassification)(config).eval()
     encoder = _merged_encoder(fold.classifier)
     hf.encoder.load_state_dict(encoder.state_dict(), strict=True)
     head = fold.classifier.head.state_dict()

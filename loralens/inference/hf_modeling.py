@@ -9,7 +9,9 @@ the audio zeroed as the padding mask does. This class does the same, clip by cli
 `attention_mask` (the exported `preprocessor_config.json` asks for it), so `pipeline("audio-classification",
 model=DIR, trust_remote_code=True)` gives loralens' probabilities.
 
-Config fields read: `loralens_window` ("full" | "trim"), `loralens_mask_padding` (bool), `use_weighted_layer_sum`.
+Config fields read: `loralens_window` ("full" | "trim"), `loralens_mask_padding` (bool), `use_weighted_layer_sum`,
+`loralens_normalize_layers` (bool: LayerNorm without parameters of each layer's pooled vector before the weighted
+sum, loralens' `head.layer_norm`).
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ class LoralensWhisperForAudioClassification(WhisperForAudioClassification):
             length = (n + 1) // 2
             if cfg.use_weighted_layer_sum:
                 per_layer = torch.stack([s[0, :length].mean(dim=0) for s in states])
+                if getattr(cfg, "loralens_normalize_layers", False):
+                    per_layer = F.layer_norm(per_layer, (per_layer.shape[-1],))
                 weights = torch.softmax(self.layer_weights, dim=-1)
                 pooled.append((per_layer * weights[:, None]).sum(dim=0))
             else:

@@ -86,9 +86,12 @@ class Command(click.Command):
 
 def config_default(path: str, model: Any = None) -> str:
     """The default of a configuration field (dotted path in `model`, default `TrainConfig`, e.g. "lora.r") as
-    --help shows it ("none" for None), read from the model, so that help follows the configuration's defaults."""
-    from loralens.training.config import field_default
+    --help shows it ("none" for None), read from the model, so that help follows the configuration's defaults; a
+    field of the lora recipe (`LORA_RECIPE`) shows both defaults."""
+    from loralens.training.config import LORA_RECIPE, TrainConfig, field_default
 
+    if model in (None, TrainConfig) and path in LORA_RECIPE:
+        return f"{_show(LORA_RECIPE[path])} with method lora, else {_show(field_default(path))}"
     return _show(field_default(path, model))
 
 

@@ -87,8 +87,25 @@ class AugmentConfig(_Strict):
                     or self.noise_snr_db is not None)
 
 
+#: The default recipe of `method: lora` (the default method), from the recipe search of issue 11 (docs/results.md,
+#: section 6): LP-FT (the head fitted on the frozen encoder's cached outputs first, 20 epochs), then 3 epochs of LoRA
+#: and head at adapter learning rate 3e-4. A field that a configuration does not give takes this value when the method
+#: is lora; with frozen and full, and wherever a configuration gives the field, the field's own default or the given
+#: value holds. Keys are dotted field paths.
+LORA_RECIPE: dict[str, Any] = {"epochs": 3, "lr_encoder": 3e-4, "lp_ft_epochs": 20}
+
+
+def method_default(path: str, method: str) -> Any:
+    """The default of field `path` (dotted) under `method`: the lora recipe's value where it has one, else the
+    field's default (`field_default`)."""
+    if method == "lora" and path in LORA_RECIPE:
+        return LORA_RECIPE[path]
+    return field_default(path)
+
+
 class TrainConfig(_Strict):
-    """Everything a training run depends on. Paths may be relative to the working directory."""
+    """Everything a training run depends on. Paths may be relative to the working directory. Fields not given take
+    their defaults, those of `LORA_RECIPE` when the method is lora."""
 
     # data
     corpus: str = Field("ravdess", description="corpus name (ravdess, crema-d, emodb, tess, iemocap, manifest, hf)")
@@ -160,6 +177,23 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(200, ge=1, description="optimiser steps between mid-epoch checkpoints")
     log_every: int = Field(10, ge=1, description="optimiser steps between log lines")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _lora_recipe(cls, data: Any) -> Any:
+        """Fill the fields of `LORA_RECIPE` that `data` does not give (absent or None) when the method is lora."""
+        if not isinstance(data, Mapping) or data.get("method", "lora") != "lora":
+            return data
+        out = dict(data)
+        for path, value in LORA_RECIPE.items():
+            *sections, key = path.split(".")
+            where = out
+            for part in sections:
+                where[part] = dict(where.get(part) or {})
+                where = where[part]
+            if where.get(key) is None:
+                where[key] = value
+        return out
+
     @model_validator(mode="after")
     def _check_method(self) -> TrainConfig:
         if self.method == "frozen" and self.gradient_checkpointing:
@@ -212,6 +246,24 @@ _HASHED_WHEN_SET: dict[tuple[str, ...], Any] = {
     **{("augment", name): AugmentConfig().model_dump(mode="json")[name] for name in AugmentConfig.model_fields},
 }
 _SECTIONS_ADDED = ("augment",)
+
+
+def config_from_snapshot(data: Any) -> TrainConfig:
+    """Validate a run folder's `config.yaml` snapshot (a mapping). A field the snapshot lacks was added after it was
+    written and takes the value that reproduces the code of then (the `_HASHED_WHEN_SET` value, e.g. no LP-FT), not
+    today's default: the lora recipe's defaults (`LORA_RECIPE`) apply to new configurations only."""
+    if not isinstance(data, Mapping):
+        return TrainConfig.model_validate(data or {})  # a ValidationError names what is there instead
+    d = json.loads(json.dumps(dict(data), default=str))
+    for path, before in _HASHED_WHEN_SET.items():
+        *sections, key = path
+        where = d
+        for part in sections:
+            if not isinstance(where.get(part), dict):
+                where[part] = {}
+            where = where[part]
+        where.setdefault(key, before)
+    return TrainConfig.model_validate(d)
 
 
 def config_hash(cfg: TrainConfig) -> str:

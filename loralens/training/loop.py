@@ -52,10 +52,11 @@ class Split:
 
 def _from_config(path: str) -> Any:
     """A `LoopSettings` field read from `TrainConfig` field `path` (dotted, e.g. "augment.mixup_alpha"): its default
-    is that field's default, `loop_settings` reads its value there. The config declares the setting once."""
-    from loralens.training.config import field_default
+    is that field's default under the default method (`method_default`), `loop_settings` reads its value there. The
+    config declares the setting once."""
+    from loralens.training.config import field_default, method_default
 
-    return field(default=field_default(path), metadata={"config": path})
+    return field(default=method_default(path, field_default("method")), metadata={"config": path})
 
 
 @dataclass

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from loralens.errors import RunFolderError
 from loralens.io import atomic_write_text, read_json
-from loralens.training.config import TrainConfig, config_hash, config_to_yaml
+from loralens.training.config import TrainConfig, config_from_snapshot, config_hash, config_to_yaml
 from loralens.training.run_layout import fold_dirs, fold_name
 
 
@@ -92,7 +92,7 @@ class RunFolder:
         """RunFolderError when `config.yaml` is present with another hash (what `claim` would refuse); no write."""
         if self.config.exists():
             try:
-                saved = TrainConfig.model_validate(yaml.safe_load(self.config.read_text(encoding="utf-8")) or {})
+                saved = config_from_snapshot(yaml.safe_load(self.config.read_text(encoding="utf-8")))
             except Exception as e:  # noqa: BLE001 - any unreadable snapshot is reported the same way
                 raise RunFolderError(f"{self.config}: unreadable configuration snapshot ({e})",
                                      "use a new run folder (--run-dir)") from None
@@ -284,7 +284,7 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
     if not path.exists():
         raise RunFolderError(f"{path}: not found", "point at a training run folder (written by loralens train/run)")
     try:
-        return TrainConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        return config_from_snapshot(yaml.safe_load(path.read_text(encoding="utf-8")))
     except (yaml.YAMLError, ValidationError) as e:
         raise RunFolderError(f"{path}: unreadable configuration snapshot ({e})".splitlines()[0],
                              "point at a run folder written by this version of loralens, or retrain it") from None

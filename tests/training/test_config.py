@@ -94,7 +94,7 @@ def test_trim_is_the_default_window_and_named_windows_keep_their_hash(tmp_path):
 def test_recipe_levers_are_hashed_only_when_set():
     # the hashes of configurations written before the levers existed are unchanged (pinned by the tests above);
     # each lever, set, changes the hash, and set back to its default restores it
-    base = {"epochs": 3, "method": "lora"}
+    base = {"epochs": 3, "method": "lora", "lr_encoder": 1e-4, "lp_ft_epochs": 0}  # lora without LP-FT
     h0 = config_hash(make_config(base))
     assert config_hash(make_config({**base, "validation_speakers": None, "select_on": "uar", "lp_ft_epochs": 0,
                                     "average_last": 1, "augment": {"speed": [], "mixup_alpha": 0.0}})) == h0
@@ -107,6 +107,31 @@ def test_recipe_levers_are_hashed_only_when_set():
     assert h0 not in hashes and len(hashes) == len(levers)
     # a width alone (no mask) is still a different configuration on paper, hashed as set
     assert config_hash(make_config({**base, "augment": {"spec_time_width": 20}})) != h0
+
+
+def test_lora_takes_the_recipe_defaults_and_other_methods_keep_theirs(tmp_path):
+    from loralens.training.config import LORA_RECIPE, method_default
+    from loralens.training.run_folder import read_run_config
+
+    for cfg in (TrainConfig(), make_config({}), make_config({"method": "lora", "epochs": None})):
+        assert (cfg.method, cfg.epochs, cfg.lr_encoder, cfg.lp_ft_epochs) == ("lora", 3, 3e-4, 20)
+    for method in ("frozen", "full"):
+        cfg = make_config({"method": method})
+        assert (cfg.epochs, cfg.lr_encoder, cfg.lp_ft_epochs) == (10, 1e-4, 0)
+        assert all(method_default(k, method) != v for k, v in LORA_RECIPE.items())
+    given = make_config({"epochs": 10, "lr_encoder": 1e-4, "lp_ft_epochs": 0})  # what a user names is kept
+    assert (given.epochs, given.lr_encoder, given.lp_ft_epochs) == (10, 1e-4, 0)
+    # the lora configuration of before the recipe, named in full, keeps the hash the code of then gave `{}`
+    assert config_hash(given) == "6ad450c92f504eb8"
+    # a run folder written before LP-FT existed (its snapshot has no lp_ft_epochs) reads as it was trained
+    d = given.model_dump(mode="json")
+    del d["lp_ft_epochs"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(d))
+    old = read_run_config(tmp_path)
+    assert old.lp_ft_epochs == 0 and config_hash(old) == config_hash(given)
+    # and a snapshot of the recipe round-trips
+    (tmp_path / "config.yaml").write_text(config_to_yaml(TrainConfig()))
+    assert read_run_config(tmp_path) == TrainConfig()
 
 
 def test_recipe_lever_validation():

@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -45,7 +44,9 @@ sys.path.insert(0, str(REPO))
 
 from loralens.io import atomic_write_json, atomic_write_text, read_json, read_yaml_mapping  # noqa: E402
 from loralens.training.config import config_hash, config_to_yaml, make_config  # noqa: E402
+from loralens.training.frozen_cache import share_encoder_cache  # noqa: E402
 from loralens.training.metrics import mean_std  # noqa: E402
+from loralens.training.run_folder import RunFolder  # noqa: E402
 
 QKVO = ["q_proj", "k_proj", "v_proj", "out_proj"]
 FROZEN = {"method": "frozen", "epochs": 30, "patience": 10, "batch_size": 32, "lr_head": 1e-3}
@@ -154,33 +155,15 @@ def recipe_config(name: str, recipe: dict, common: dict, out: Path, fold: int, m
 
 
 # ------------------------------------------------------------------------------------------------ running
-def _share_encoder_cache(run_dir: Path, shared: Path, direction: str) -> None:
-    """Hard-link (else copy) cached frozen encoder outputs between a run folder and the shared folder; the cache
-    files are content-keyed (encoder, window, clips), so a file fits wherever its name is asked for."""
-    src, dst = (shared, run_dir / "encoder_cache") if direction == "in" else (run_dir / "encoder_cache", shared)
-    if not src.is_dir():
-        return
-    dst.mkdir(parents=True, exist_ok=True)
-    for f in src.glob("*.safetensors"):
-        target = dst / f.name
-        if not target.exists():
-            try:
-                os.link(f, target)
-            except OSError:
-                shutil.copy2(f, target)
-
-
 def run_recipe_fold(name: str, cfg, out: Path, log_dir: Path) -> dict:
     """Train one fold of a recipe in a subprocess (skipped when complete); returns {"process_wall_s", "skipped"}."""
-    from loralens.training.run_folder import RunFolder
-
     folder = RunFolder(cfg.run_dir).fold(cfg.fold)
     timing = log_dir / f"{name}.fold{cfg.fold}.json"  # the process's wall time, kept for later invocations
     if folder.completed(config_hash(cfg)) is not None:
         return {"skipped": True, "process_wall_s": read_json(timing).get("process_wall_s") if timing.exists() else None}
     needs_cache = cfg.method == "frozen" or cfg.lp_ft_epochs > 0
     if needs_cache:
-        _share_encoder_cache(Path(cfg.run_dir), out / "encoder_cache", "in")
+        share_encoder_cache([out / "encoder_cache"], RunFolder(cfg.run_dir).encoder_cache)
     cfg_path = log_dir / f"{name}.fold{cfg.fold}.yaml"
     atomic_write_text(cfg_path, config_to_yaml(cfg))
     t0 = time.perf_counter()
@@ -193,7 +176,7 @@ def run_recipe_fold(name: str, cfg, out: Path, log_dir: Path) -> dict:
         log_file = log_dir / f"{name}.fold{cfg.fold}.log"
         raise SystemExit(f"recipe {name} fold {cfg.fold} failed (exit {rc}); see {log_file}")
     if needs_cache:
-        _share_encoder_cache(Path(cfg.run_dir), out / "encoder_cache", "out")
+        share_encoder_cache([RunFolder(cfg.run_dir).encoder_cache], out / "encoder_cache")
     atomic_write_json(timing, {"process_wall_s": round(wall, 1), "config_hash": config_hash(cfg)})
     return {"skipped": False, "process_wall_s": round(wall, 1)}
 

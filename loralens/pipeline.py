@@ -342,6 +342,16 @@ def _share_screen(out: Path, tcfg: TrainConfig) -> None:
         atomic_write_bytes(run.bad_files, RunLayout(out).bad_files.read_bytes())
 
 
+def _share_encoder_outputs(variants: dict[str, TrainConfig], name: str) -> None:
+    # The frozen encoder's outputs that LP-FT and the frozen baseline read are the same files (content-keyed): a
+    # variant links those another variant computed instead of running the encoder over the corpus again.
+    from loralens.training.frozen_cache import share_encoder_cache
+    from loralens.training.run_folder import RunFolder
+
+    share_encoder_cache([RunFolder(t.run_dir).encoder_cache for n, t in variants.items() if n != name],
+                        RunFolder(variants[name].run_dir).encoder_cache)
+
+
 def _write_environment(out: Path) -> None:
     from loralens.report.html import collect_environment
 
@@ -394,6 +404,7 @@ def _run_stages(cfg: RunConfig, variants: dict[str, TrainConfig], echo: Callable
             else:
                 echo(f"== training {name} -> {tcfg.run_dir}")
                 _share_screen(out, tcfg)
+                _share_encoder_outputs(variants, name)
                 train(tcfg, echo=echo)
 
     if to_analyse:

@@ -99,6 +99,33 @@ def pooled_outputs(classifier, split: Split, root: str | os.PathLike[str], key: 
     return {i: pooled[n] for n, i in enumerate(ids)}
 
 
+def share_encoder_cache(sources: Sequence[str | os.PathLike[str]], dst: str | os.PathLike[str]) -> int:
+    """Hard-link (else copy) into folder `dst` the cached frozen encoder outputs (`*.safetensors`) of the folders
+    `sources` that `dst` lacks; returns how many were added. The files are content-keyed (`cache_key`: encoder
+    weights, window, features, clips, precision), so a file serves whichever run asks for its name: the LoRA
+    variants' LP-FT stage and the frozen baseline of one `loralens run` compute the frozen pass once."""
+    import shutil
+
+    dst = Path(dst)
+    added = 0
+    for src in map(Path, sources):
+        if not src.is_dir() or src.resolve() == dst.resolve():
+            continue
+        for f in sorted(src.glob("*.safetensors")):
+            target = dst / f.name
+            if target.exists():
+                continue
+            dst.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(f, target)
+            except OSError:  # another file system, or links not allowed: copy, then rename (never half a file)
+                tmp = target.with_suffix(".tmp")
+                shutil.copy2(f, tmp)
+                os.replace(tmp, target)
+            added += 1
+    return added
+
+
 class PooledDataset(torch.utils.data.Dataset):
     """Items (pooled `[n_layers + 1, d_model]`, class index, id) of clips whose pooled outputs are known."""
 

@@ -204,7 +204,20 @@ def plan(cfg: TrainConfig, prep: Prepared, accelerator=None) -> dict:
             "bad_files": len(prep.bad), "scheme": prep.scheme, "scheme_note": prep.scheme_note or prep.scheme,
             "n_folds": len(prep.folds), "method": cfg.method,
             "model": cfg.model, "trainable_params": counts.trainable, "total_params": counts.total,
-            "config_hash": h, "run_dir": str(cfg.run_dir), "folds": folds}
+            "config_hash": h, "run_dir": str(cfg.run_dir), "schedule": schedule_line(cfg), "folds": folds}
+
+
+def schedule_line(cfg: TrainConfig) -> str:
+    """One line saying how a fold trains, e.g. "schedule: head alone 20 epochs on the frozen encoder (LP-FT), then
+    3 epochs, lr 3e-04 adapters / 1e-03 head, batch 8, selection on validation uar"."""
+    trains = {"lora": "adapters", "full": "encoder", "frozen": None}[cfg.method]
+    lp = (f"head alone {cfg.lp_ft_epochs} epochs on the frozen encoder (LP-FT), then "
+          if cfg.lp_ft_epochs and trains else "")
+    lr = f"lr {cfg.lr_encoder:.0e} {trains} / {cfg.lr_head:.0e} head" if trains else f"lr {cfg.lr_head:.0e} head"
+    stop = f", early stop after {cfg.patience} epochs without improvement" if cfg.patience else ""
+    avg = f", mean of the last {cfg.average_last} epochs' weights" if cfg.average_last > 1 else ""
+    return (f"schedule: {lp}{cfg.epochs} epochs at most, {lr}, batch {cfg.batch_size}, selection on validation "
+            f"{cfg.select_on}{stop}{avg}")
 
 
 def format_plan(p: dict) -> str:
@@ -215,6 +228,7 @@ def format_plan(p: dict) -> str:
         f"folds: {p['n_folds']}, {p.get('scheme_note') or p['scheme']}; running {len(p['folds'])}",
         f"model {p['model']}, method {p['method']}: {p['trainable_params']:,} trainable of {p['total_params']:,} "
         f"parameters ({100 * p['trainable_params'] / max(p['total_params'], 1):.2f}%)",
+        *([p["schedule"]] if p.get("schedule") else []),
         f"run folder {p['run_dir']} (config hash {p['config_hash']})",
         "",
         f"{'fold':<8}{'train':>7}{'val':>6}{'test':>6}   speakers (train/val/test)   steps/epoch   status",

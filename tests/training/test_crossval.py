@@ -108,6 +108,20 @@ def test_dry_run_prints_plan_and_writes_nothing(tiny_model_dir, synthetic_root, 
     assert plan["folds"][0]["train"] == 12 and plan["folds"][0]["steps_per_epoch"] == 3
     assert plan["trainable_params"] == 2 * 4 * 64 * 2 + 64 * 16 + 16 + 16 * 4 + 4
     assert "fold1" in out and "trainable" in out and "to run" in out
+    # base_settings: 4 epochs, lr 2e-3 / 5e-3, no LP-FT, no patience
+    assert ("schedule: 4 epochs at most, lr 2e-03 adapters / 5e-03 head, batch 4, selection on validation uar\n"
+            in out)
+
+
+def test_schedule_line_of_the_default_recipe_and_of_frozen():
+    from loralens.training.crossval import schedule_line
+
+    assert schedule_line(make_config({})) == (
+        "schedule: head alone 20 epochs on the frozen encoder (LP-FT), then 3 epochs at most, lr 3e-04 adapters / "
+        "1e-03 head, batch 8, selection on validation uar, early stop after 3 epochs without improvement")
+    frozen = schedule_line(make_config({"method": "frozen", "average_last": 2, "select_on": "loss"}))
+    assert frozen == ("schedule: 10 epochs at most, lr 1e-03 head, batch 8, selection on validation loss, early stop "
+                      "after 3 epochs without improvement, mean of the last 2 epochs' weights")
 
 
 @pytest.mark.parametrize("weighted,normalized", [(False, False), (True, False), (True, True)])

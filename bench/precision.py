@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     folds = [int(f) for f in args.folds.split(",") if f.strip()]
     common = {"corpus": "ravdess", "corpus_root": str(args.root), "model": args.model, "folds": "ravdess6",
               "epochs": args.epochs, "batch_size": 8, "seed": 0, "lr_encoder": args.lr_encoder, "method": args.method,
-              "window": "trim", "feature_cache": str(args.out / "feature_cache")}
+              "window": "trim", "lp_ft_epochs": 0, "feature_cache": str(args.out / "feature_cache")}
     json_path = args.json or Path(f"bench/results/precision_{args.method}.json")
     run_dirs = {p: args.out / f"{args.method}-{p}" for p in ("fp32", "bf16")}
     for k in folds:

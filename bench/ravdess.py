@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     folds = [int(f) for f in args.folds.split(",") if f.strip()]
     common = {"corpus": "ravdess", "corpus_root": str(args.root), "model": args.model, "folds": "ravdess6",
               "folds_file": None, "epochs": args.epochs, "batch_size": args.batch_size, "seed": 0,
-              "lr_encoder": args.lr_encoder,
+              "lr_encoder": args.lr_encoder, "lp_ft_epochs": 0,  # the recipes of section 2 of docs/results.md: no LP-FT
               "feature_cache": str(args.out / "feature_cache")}
     variants = []
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:

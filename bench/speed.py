@@ -88,8 +88,8 @@ def build(args: argparse.Namespace, cache_dir: Path):
         for m in lora_modules(adapted.encoder).values():
             w = m.lora_B[ADAPTER].weight
             w.copy_(torch.randn(w.shape, generator=gen) * 0.02)
-    frozen = build_classifier(make_config({**cfg.model_dump(), "method": "frozen"}), prep.whisper_encoder,
-                              len(prep.labels))
+    frozen_cfg = make_config({**cfg.model_dump(), "method": "frozen", "lp_ft_epochs": 0})
+    frozen = build_classifier(frozen_cfg, prep.whisper_encoder, len(prep.labels))
     by_id = prep.corpus.by_id()
     fold = prep.folds[0]
     test = [by_id[i] for i in fold.test]

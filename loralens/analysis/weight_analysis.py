@@ -64,7 +64,11 @@ def module_summary(module: Any, k: int = 10, eps: float = 0.5, both_sides: bool 
     w, a, b, scale = _mats(module)
     # float64 product: peft's float32 dW has rounding noise that would give dW full numerical rank
     dw = lora_delta(a, b, scale)
-    peft_dw = delta_weight(module).detach().double().cpu()
+    # peft's dW in the weights' own precision: `loralens analyze --precision bf16` runs analyses under autocast,
+    # which would compute it in bf16 and fail the check below
+    device = module.lora_A[ADAPTER].weight.device.type
+    with torch.autocast(device_type=device, enabled=False):
+        peft_dw = delta_weight(module).detach().double().cpu()
     if peft_dw.shape != w.shape:
         raise ConfigError(f"peft's delta weight {tuple(peft_dw.shape)} does not match W {tuple(w.shape)}")
     check = float((peft_dw - dw).abs().max())

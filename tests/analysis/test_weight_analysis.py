@@ -52,6 +52,15 @@ def test_measures_match_direct_computation():
         assert m["delta_check"] < 1e-6
 
 
+def test_same_result_under_bf16_autocast():
+    # `loralens analyze --precision bf16` runs every analysis under autocast; the weight analysis reads weights only
+    ctx = tiny_context(b_std=0.3, train=False, frozen=False)
+    plain = weight_analysis.run(ctx)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        under = weight_analysis.run(ctx)
+    assert json.dumps(under, sort_keys=True) == json.dumps(plain, sort_keys=True)
+
+
 def test_rank_one_spike_is_an_intruder():
     ctx = tiny_context(b_std=0.0, train=False, frozen=False)
     mod = lora_modules(ctx.adapted.encoder)["blocks.0.attn.v_proj"]

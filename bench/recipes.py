@@ -96,6 +96,14 @@ RECIPES: dict[str, dict] = {
     "lora-lpft-val4": _with(LORA, lp_ft_epochs=20, validation_speakers=4),
     # LP-FT, longer, with SpecAugment and the mean of the last 3 epochs' weights
     "lora-lpft-aug": _with(LORA, lp_ft_epochs=20, epochs=6, patience=None, average_last=3, augment=SPEC),
+    # one lever at a time on top of LP-FT (the default recipe)
+    "lpft-r8": _with(LORA, lp_ft_epochs=20, lora={"r": 8, "alpha": 16}),
+    "lpft-qkvo-ffn": _with(LORA, lp_ft_epochs=20, lora={"target_modules": QKVO + ["fc1", "fc2"]}),
+    "lpft-lr1e-3": _with(LORA, lp_ft_epochs=20, lr_encoder=1e-3),
+    "lpft-upper": _with(LORA, lp_ft_epochs=20, lora={"layers": "upper"}),
+    "lpft-ls": _with(LORA, lp_ft_epochs=20, augment={"label_smoothing": 0.1}),
+    "lpft-mixup": _with(LORA, lp_ft_epochs=20, augment={"mixup_alpha": 0.2}),
+    "lpft-speed": _with(LORA, lp_ft_epochs=20, augment={"speed": [0.9, 1.0, 1.1]}),
     "lora-lpft-wls": LPFT_WLS,
     "lora-specaug": _with(LORA, augment=SPEC),
     "lora-speed": _with(LORA, augment={"speed": [0.9, 1.0, 1.1]}),
@@ -118,6 +126,8 @@ GRIDS: dict[str, list[str]] = {
 }
 GRIDS["screen"] = list(dict.fromkeys(GRIDS["where"] + GRIDS["levers"]))
 GRIDS["confirm"] = ["frozen-last", "frozen-wls-ln", "probe", "lora", "lora-combo"]
+GRIDS["lpft-levers"] = ["frozen-last", "frozen-wls-ln", "probe", "lora-lpft", "lpft-r8", "lpft-qkvo-ffn",
+                        "lpft-lr1e-3", "lpft-upper", "lpft-ls", "lpft-mixup", "lpft-speed"]
 
 
 # ------------------------------------------------------------------------------------------------ data

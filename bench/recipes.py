@@ -68,8 +68,8 @@ def _with(base: dict, **over: Any) -> dict:
     return out
 
 
-# LP-FT (head fitted on the frozen encoder first) with the head of the best frozen baseline on base
-LPFT_WLS = _with(LORA, lp_ft_epochs=20, head={"weighted_layer_sum": True, "layer_norm": True})
+# LP-FT: the head fitted alone on the frozen encoder's cached outputs first (the package's lora default now)
+LPFT = _with(LORA, lp_ft_epochs=20)
 
 
 RECIPES: dict[str, dict] = {
@@ -92,19 +92,20 @@ RECIPES: dict[str, dict] = {
     # levers, one at a time on `lora`
     "lora-val4": _with(LORA, validation_speakers=4),
     "lora-sel-loss": _with(LORA, select_on="loss"),
-    "lora-lpft": _with(LORA, lp_ft_epochs=20),
-    "lora-lpft-val4": _with(LORA, lp_ft_epochs=20, validation_speakers=4),
+    "lora-lpft": LPFT,
+    "lora-lpft-val4": _with(LPFT, validation_speakers=4),
     # LP-FT, longer, with SpecAugment and the mean of the last 3 epochs' weights
-    "lora-lpft-aug": _with(LORA, lp_ft_epochs=20, epochs=6, patience=None, average_last=3, augment=SPEC),
+    "lora-lpft-aug": _with(LPFT, epochs=6, patience=None, average_last=3, augment=SPEC),
     # one lever at a time on top of LP-FT (the default recipe)
-    "lpft-r8": _with(LORA, lp_ft_epochs=20, lora={"r": 8, "alpha": 16}),
-    "lpft-qkvo-ffn": _with(LORA, lp_ft_epochs=20, lora={"target_modules": QKVO + ["fc1", "fc2"]}),
-    "lpft-lr1e-3": _with(LORA, lp_ft_epochs=20, lr_encoder=1e-3),
-    "lpft-upper": _with(LORA, lp_ft_epochs=20, lora={"layers": "upper"}),
-    "lpft-ls": _with(LORA, lp_ft_epochs=20, augment={"label_smoothing": 0.1}),
-    "lpft-mixup": _with(LORA, lp_ft_epochs=20, augment={"mixup_alpha": 0.2}),
-    "lpft-speed": _with(LORA, lp_ft_epochs=20, augment={"speed": [0.9, 1.0, 1.1]}),
-    "lora-lpft-wls": LPFT_WLS,
+    "lpft-r8": _with(LPFT, lora={"r": 8, "alpha": 16}),
+    "lpft-qkvo-ffn": _with(LPFT, lora={"target_modules": QKVO + ["fc1", "fc2"]}),
+    "lpft-lr1e-3": _with(LPFT, lr_encoder=1e-3),
+    "lpft-upper": _with(LPFT, lora={"layers": "upper"}),
+    "lpft-ls": _with(LPFT, augment={"label_smoothing": 0.1}),
+    "lpft-mixup": _with(LPFT, augment={"mixup_alpha": 0.2}),
+    "lpft-speed": _with(LPFT, augment={"speed": [0.9, 1.0, 1.1]}),
+    # with the head of the best frozen baseline on base (weighted layer sum + per-layer LN)
+    "lora-lpft-wls": _with(LPFT, head={"weighted_layer_sum": True, "layer_norm": True}),
     "lora-specaug": _with(LORA, augment=SPEC),
     "lora-speed": _with(LORA, augment={"speed": [0.9, 1.0, 1.1]}),
     "lora-noise": _with(LORA, augment={"noise_snr_db": [10.0, 30.0], "noise_prob": 0.5}),

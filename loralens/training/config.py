@@ -91,13 +91,13 @@ class AugmentConfig(_Strict):
 #: section 6): LP-FT (the head fitted on the frozen encoder's cached outputs first, 20 epochs), then 3 epochs of LoRA
 #: and head at adapter learning rate 3e-4. A field that a configuration does not give takes this value when the method
 #: is lora; with frozen and full, and wherever a configuration gives the field, the field's own default or the given
-#: value holds. Keys are dotted field paths.
+#: value holds. Keys are top-level field names.
 LORA_RECIPE: dict[str, Any] = {"epochs": 3, "lr_encoder": 3e-4, "lp_ft_epochs": 20}
 
 
 def method_default(path: str, method: str) -> Any:
-    """The default of field `path` (dotted) under `method`: the lora recipe's value where it has one, else the
-    field's default (`field_default`)."""
+    """The default of field `path` (dotted, as `field_default`) under `method`: the lora recipe's value where it has
+    one, else the field's default."""
     if method == "lora" and path in LORA_RECIPE:
         return LORA_RECIPE[path]
     return field_default(path)
@@ -183,16 +183,7 @@ class TrainConfig(_Strict):
         """Fill the fields of `LORA_RECIPE` that `data` does not give (absent or None) when the method is lora."""
         if not isinstance(data, Mapping) or data.get("method", "lora") != "lora":
             return data
-        out = dict(data)
-        for path, value in LORA_RECIPE.items():
-            *sections, key = path.split(".")
-            where = out
-            for part in sections:
-                where[part] = dict(where.get(part) or {})
-                where = where[part]
-            if where.get(key) is None:
-                where[key] = value
-        return out
+        return {**data, **{k: v for k, v in LORA_RECIPE.items() if data.get(k) is None}}
 
     @model_validator(mode="after")
     def _check_method(self) -> TrainConfig:
@@ -256,14 +247,20 @@ def config_from_snapshot(data: Any) -> TrainConfig:
         return TrainConfig.model_validate(data or {})  # a ValidationError names what is there instead
     d = json.loads(json.dumps(dict(data), default=str))
     for path, before in _HASHED_WHEN_SET.items():
-        *sections, key = path
-        where = d
-        for part in sections:
-            if not isinstance(where.get(part), dict):
-                where[part] = {}
-            where = where[part]
-        where.setdefault(key, before)
+        owner, key = _owner(d, path, create=True)
+        owner.setdefault(key, before)
     return TrainConfig.model_validate(d)
+
+
+def _owner(d: dict, path: tuple[str, ...], create: bool = False) -> tuple[dict, str]:
+    """(the mapping that holds the field at `path` in a configuration mapping `d`, its key); missing sections are
+    made when `create`."""
+    *sections, key = path
+    for part in sections:
+        if create and not isinstance(d.get(part), dict):
+            d[part] = {}
+        d = d[part]
+    return d, key
 
 
 def config_hash(cfg: TrainConfig) -> str:
@@ -272,12 +269,9 @@ def config_hash(cfg: TrainConfig) -> str:
     if not d.get("corpus_options"):  # added after runs existed: hashed only when set
         d.pop("corpus_options", None)
     for path, before in _HASHED_WHEN_SET.items():
-        *sections, key = path
-        where = d
-        for part in sections:
-            where = where[part]
-        if where[key] == before:
-            del where[key]
+        owner, key = _owner(d, path)
+        if owner[key] == before:
+            del owner[key]
     for section in _SECTIONS_ADDED:
         if not d[section]:
             del d[section]

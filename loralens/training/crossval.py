@@ -209,7 +209,8 @@ def plan(cfg: TrainConfig, prep: Prepared, accelerator=None) -> dict:
 
 def schedule_line(cfg: TrainConfig) -> str:
     """One line saying how a fold trains, e.g. "schedule: head alone 20 epochs on the frozen encoder (LP-FT), then
-    3 epochs, lr 3e-04 adapters / 1e-03 head, batch 8, selection on validation uar"."""
+    3 epochs at most, lr 3e-04 adapters / 1e-03 head, batch 8, selection on validation uar, early stop after 3 epochs
+    without improvement"."""
     trains = {"lora": "adapters", "full": "encoder", "frozen": None}[cfg.method]
     lp = (f"head alone {cfg.lp_ft_epochs} epochs on the frozen encoder (LP-FT), then "
           if cfg.lp_ft_epochs and trains else "")

@@ -117,6 +117,17 @@ RECIPES: dict[str, dict] = {
                         average_last=3, lora={"r": 16, "alpha": 32, "target_modules": QKVO + ["fc1", "fc2"]},
                         augment={**SPEC, "speed": [0.9, 1.0, 1.1], "label_smoothing": 0.1}),
 }
+# the head on an earlier hidden state k (the encoder cut after layer k-1): frozen, and LP-FT adapting the k layers
+# below; "-z": the head's input z-scored with the training clips' statistics (head.standardize)
+for _k in range(1, 33):
+    RECIPES[f"frozen-hs{_k}"] = _with(FROZEN, head={"hidden_state": _k})
+    RECIPES[f"lpft-hs{_k}"] = _with(LPFT, head={"hidden_state": _k})
+    RECIPES[f"frozen-hs{_k}-z"] = _with(FROZEN, head={"hidden_state": _k, "standardize": True})
+    RECIPES[f"lpft-hs{_k}-z"] = _with(LPFT, head={"hidden_state": _k, "standardize": True})
+RECIPES["frozen-last-z"] = _with(FROZEN, head={"standardize": True})
+RECIPES["lpft-z"] = _with(LPFT, head={"standardize": True})
+RECIPES["frozen-wls-ln-z"] = _with(FROZEN, head={"weighted_layer_sum": True, "layer_norm": True, "standardize": True})
+RECIPES["lpft-wls-ln-z"] = _with(LPFT, head={"weighted_layer_sum": True, "layer_norm": True, "standardize": True})
 GRIDS: dict[str, list[str]] = {
     "smoke": ["frozen-last", "probe", "lora"],
     "baselines": ["frozen-last", "frozen-wls-ln", "probe"],

@@ -241,6 +241,8 @@ TRAIN_FLAGS: tuple[ConfigFlag, ...] = (
     ConfigFlag("--projector-dim", "head.projector_dim"),
     ConfigFlag("--weighted-layer-sum/--last-layer", "head.weighted_layer_sum"),
     ConfigFlag("--layer-norm/--no-layer-norm", "head.layer_norm"),
+    ConfigFlag("--hidden-state", "head.hidden_state", show_default="the last, final-normed"),
+    ConfigFlag("--standardize/--no-standardize", "head.standardize"),
     ConfigFlag("--window", "window"),
     ConfigFlag("--mask-padding/--no-mask-padding", "mask_padding", show_default="on for trim, off for full"),
     ConfigFlag("--batch-size", "batch_size"),

@@ -61,6 +61,18 @@ def _merged_encoder(clf: EmotionClassifier) -> torch.nn.Module:
     return whisper_encoder(clf.peft_model.merge_and_unload())
 
 
+def _plain_head_state(head: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The head's weights under transformers' names; a z-scoring head (`standardize`) has its statistics folded into
+    the projector, which is affine: W (x - m) / s + b = (W / s) x + (b - (W / s) m)."""
+    state = {k: v for k, v in head.state_dict().items() if k not in ("input_mean", "input_std")}
+    if getattr(head, "standardize", False):
+        w = state["projector.weight"].double() / head.input_std.double()[None, :]
+        state["projector.weight"] = w.to(state["projector.weight"].dtype)
+        state["projector.bias"] = (state["projector.bias"].double() - w @ head.input_mean.double()).to(
+            state["projector.bias"].dtype)
+    return state
+
+
 def build_hf_model(models: RunModels, fold: FoldModel, *, exact: bool = False) -> torch.nn.Module:
     """A transformers `WhisperForAudioClassification` holding fold `fold`'s merged encoder and head, with the
     run's labels as `id2label` / `label2id`; `exact` adds the loralens pooling fields and `auto_map`."""
@@ -76,12 +88,23 @@ def build_hf_model(models: RunModels, fold: FoldModel, *, exact: bool = False) -
             "WhisperForAudioClassification does not do",
             "export with --exact (loralens' pooling through trust_remote_code=True), or use loralens predict",
         )
+    if cfg.head.standardize and cfg.head.weighted_layer_sum:
+        raise ConfigError(
+            f"{models.run_dir}: the head z-scores each hidden state before weighting them (head.standardize with "
+            "head.weighted_layer_sum), which neither export reproduces",
+            "use loralens predict for this model",
+        )
     config = load_config(cfg.model)
+    k = cfg.head.hidden_state
+    # transformers' head reads the last (final-normed) hidden state or a softmax-weighted sum of all of them; a
+    # head on hidden state k < L is exported as the full-depth encoder with one-hot weights (every logit -inf but
+    # the k-th: softmax gives exactly 1 and 0s), the layers above k taken from the base model
+    one_hot = k is not None and k < config.encoder_layers
     config.num_labels = len(models.labels)
     config.id2label = dict(enumerate(models.labels))
     config.label2id = {lab: i for i, lab in enumerate(models.labels)}
     config.classifier_proj_size = cfg.head.projector_dim
-    config.use_weighted_layer_sum = cfg.head.weighted_layer_sum
+    config.use_weighted_layer_sum = cfg.head.weighted_layer_sum or one_hot
     config.loralens_window = cfg.window
     config.loralens_mask_padding = models.mask_padding
     config.loralens_normalize_layers = cfg.head.layer_norm
@@ -90,8 +113,21 @@ def build_hf_model(models: RunModels, fold: FoldModel, *, exact: bool = False) -
     # the exact export's own class, so that the merge check runs its pooling (e.g. the per-layer LayerNorm)
     hf = (LoralensWhisperForAudioClassification if exact else WhisperForAudioClassification)(config).eval()
     encoder = _merged_encoder(fold.classifier)
-    hf.encoder.load_state_dict(encoder.state_dict(), strict=True)
-    head = fold.classifier.head.state_dict()
+    if one_hot:
+        from loralens.models.loading import load_whisper
+
+        hf.encoder.load_state_dict(whisper_encoder(load_whisper(cfg.model)).state_dict(), strict=True)
+        missing, unexpected = hf.encoder.load_state_dict(encoder.state_dict(), strict=False)
+        above = [m for m in missing if not (m.startswith("layer_norm.") or int(m.split(".")[1]) >= k)]
+        if unexpected or above:
+            raise WeightsError(f"the encoder cut at hidden state {k} does not fit the base model's "
+                               f"(unexpected {unexpected}, missing {above})")
+        with torch.no_grad():
+            hf.layer_weights.fill_(float("-inf"))
+            hf.layer_weights[k] = 0.0
+    else:
+        hf.encoder.load_state_dict(encoder.state_dict(), strict=True)
+    head = _plain_head_state(fold.classifier.head)
     missing, unexpected = hf.load_state_dict(head, strict=False)
     if unexpected or any(k in missing for k in head):
         raise WeightsError(f"the head weights {sorted(head)} do not fit WhisperForAudioClassification "

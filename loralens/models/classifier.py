@@ -62,6 +62,23 @@ def whisper_encoder(model: nn.Module) -> nn.Module:
     )
 
 
+def cut_encoder(encoder: nn.Module, hidden_state: int) -> nn.Module:
+    """Cut a `WhisperEncoder` in place so that its output is its hidden state `hidden_state` (transformers' index: the
+    output of layer `hidden_state - 1`, before any final LayerNorm): the layers above are dropped, the final
+    LayerNorm becomes an identity and the config's `encoder_layers` follows. `hidden_state` = the number of layers
+    leaves the encoder as it is (its last hidden state is final-normed). Returns the encoder."""
+    n = len(encoder.layers)
+    if not 1 <= hidden_state <= n:
+        raise ConfigError(f"head.hidden_state={hidden_state}: the encoder has hidden states 1..{n} after its "
+                          "embeddings", hint=f"choose a hidden state in 1..{n}, or leave it unset for the last")
+    if hidden_state < n:
+        encoder.layers = encoder.layers[:hidden_state]
+        encoder.layer_norm = nn.Identity()
+        if hasattr(encoder, "config"):
+            encoder.config.encoder_layers = hidden_state
+    return encoder
+
+
 class EmotionClassifier(nn.Module):
     """Whisper encoder + classification head.
 
@@ -71,6 +88,9 @@ class EmotionClassifier(nn.Module):
     normalize_layers: with the weighted sum, LayerNorm (no parameters) of each layer's pooled vector first.
     mask_padding: default of the runner's padding mask (True for trimmed batches; the paper's `full` window
         setting is mask_padding=False, with Whisper attending to its 30-s padding).
+    hidden_state: read the encoder's hidden state k instead of the last one: `encoder` is cut after layer k-1 (in
+        place, `cut_encoder`), so the classifier has k layers and no final LayerNorm.
+    standardize: the head z-scores its input (`ClassificationHead.set_standardization`).
     """
 
     def __init__(
@@ -82,9 +102,17 @@ class EmotionClassifier(nn.Module):
         use_weighted_layer_sum: bool = False,
         normalize_layers: bool = False,
         mask_padding: bool = True,
+        hidden_state: int | None = None,
+        standardize: bool = False,
     ) -> None:
         super().__init__()
         self.encoder = whisper_encoder(encoder)
+        if hidden_state is not None:
+            if use_weighted_layer_sum:
+                raise ConfigError("hidden_state and use_weighted_layer_sum exclude each other",
+                                  hint="read one hidden state or the weighted sum of all")
+            cut_encoder(self.encoder, hidden_state)
+        self.hidden_state = hidden_state
         self.runner = EncoderRunner(self.encoder, mask_padding=mask_padding)
         self.head = ClassificationHead(
             self.runner.d_model,
@@ -93,6 +121,7 @@ class EmotionClassifier(nn.Module):
             use_weighted_layer_sum=use_weighted_layer_sum,
             n_hidden_states=self.runner.n_layers + 1,
             normalize_layers=normalize_layers,
+            standardize=standardize,
         )
         self.gradient_checkpointing = False
         self.method: str | None = None

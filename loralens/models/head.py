@@ -30,6 +30,10 @@ class ClassificationHead(nn.Module):
     (a LayerNorm without parameters) before weighting. Whisper's hidden states differ in offset and scale (only the
     last one has passed the encoder's final LayerNorm), and their unnormalised sum is a poor input for the projector;
     off by default, so that the head stays the function of transformers' `WhisperForAudioClassification`.
+    standardize: z-score the pooled vector (each hidden state's, with the weighted sum) with fixed statistics of the
+    training clips (`set_standardization`; buffers `input_mean`, `input_std`, saved with the head). A hidden state
+    below the last is not normalised by the encoder, and a few of its dimensions dwarf the rest; z-scored, the
+    same head reads it as well as a standardised linear probe does.
     """
 
     def __init__(
@@ -41,6 +45,7 @@ class ClassificationHead(nn.Module):
         use_weighted_layer_sum: bool = False,
         n_hidden_states: int | None = None,
         normalize_layers: bool = False,
+        standardize: bool = False,
     ) -> None:
         super().__init__()
         if n_classes < 2:
@@ -57,6 +62,11 @@ class ClassificationHead(nn.Module):
             if not n_hidden_states or n_hidden_states < 1:
                 raise ConfigError("use_weighted_layer_sum needs n_hidden_states (encoder layers + 1)")
             self.layer_weights = nn.Parameter(torch.ones(n_hidden_states) / n_hidden_states)
+        self.standardize = standardize
+        if standardize:
+            shape = (n_hidden_states, d_model) if use_weighted_layer_sum else (d_model,)
+            self.register_buffer("input_mean", torch.zeros(shape))
+            self.register_buffer("input_std", torch.ones(shape))
         self.projector = nn.Linear(d_model, proj_size)
         self.classifier = nn.Linear(proj_size, n_classes)
 
@@ -81,18 +91,36 @@ class ClassificationHead(nn.Module):
             return self.combine_layers(torch.stack([masked_mean(h, lengths) for h in hidden], dim=1))
         if not isinstance(hidden, Tensor):
             hidden = hidden[-1]
-        return masked_mean(hidden, lengths)
+        return self.combine_layers(masked_mean(hidden, lengths)[:, None])
 
     def combine_layers(self, pooled: Tensor) -> Tensor:
         """`[batch, n_hidden_states, d_model]` per-layer pooled vectors -> `[batch, d_model]`: the softmax-weighted
-        sum (each vector normalised first with `normalize_layers`), or the last layer's vector without the weighted
-        sum."""
+        sum (each vector z-scored with `standardize`, then normalised with `normalize_layers`), or the last layer's
+        vector (z-scored with `standardize`) without the weighted sum."""
         if not self.use_weighted_layer_sum:
-            return pooled[:, -1]
+            pooled = pooled[:, -1]
+        if self.standardize:
+            pooled = (pooled - self.input_mean.to(pooled.dtype)) / self.input_std.to(pooled.dtype)
+        if not self.use_weighted_layer_sum:
+            return pooled
         if self.normalize_layers:
             pooled = F.layer_norm(pooled, (pooled.shape[-1],))
         weights = torch.softmax(self.layer_weights, dim=-1)
         return (pooled * weights.view(1, -1, 1)).sum(dim=1)
+
+    @torch.no_grad()
+    def set_standardization(self, pooled: Tensor, eps: float = 1e-5) -> None:
+        """Fix the z-scoring statistics from training clips' per-layer pooled vectors `[clips, n_hidden_states,
+        d_model]` (those of the last hidden state without the weighted sum): mean and standard deviation (+ `eps`,
+        so that a constant dimension stays finite) over the clips."""
+        if not self.standardize:
+            raise ConfigError("set_standardization on a head built without standardize=True")
+        x = pooled.float() if self.use_weighted_layer_sum else pooled[:, -1].float()
+        if x.shape[0] < 2 or x.shape[1:] != self.input_mean.shape:
+            raise ConfigError(f"standardisation needs pooled vectors [clips >= 2, ...{tuple(self.input_mean.shape)}], "
+                              f"got {tuple(pooled.shape)}")
+        self.input_mean.copy_(x.mean(0))
+        self.input_std.copy_(x.std(0) + eps)
 
     def forward(self, hidden: Tensor | Sequence[Tensor], lengths: Tensor | None = None) -> Tensor:
         """Logits `[batch, n_classes]` from hidden states (see `pool`) and valid lengths `[batch]` (frames)."""

@@ -253,7 +253,7 @@ class EncoderRunner:
 
     @property
     def d_model(self) -> int:
-        return self.encoder.layer_norm.normalized_shape[0]
+        return self.encoder.embed_positions.weight.shape[-1]
 
     def lora_modules(self) -> dict[str, nn.Module]:
         return lora_modules(self.encoder)

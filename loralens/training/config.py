@@ -26,19 +26,30 @@ class _Strict(BaseModel):
 class HeadConfig(_Strict):
     """Classification head: masked mean pooling, optional learned weighted sum of the hidden states (embeddings and
     every layer), a projector of `projector_dim` units, a linear classifier. `layer_norm` (with the weighted sum
-    only): normalise each layer's pooled vector (LayerNorm without parameters) before weighting."""
+    only): normalise each layer's pooled vector (LayerNorm without parameters) before weighting. `standardize`: z-score
+    the pooled vector(s) with fixed mean and std of the fold's training clips. `hidden_state`:
+    read an earlier hidden state instead of the last; the encoder is cut after the layer that produces it, so the
+    model (and LoRA, and every analysis) has that many layers."""
 
     projector_dim: int = Field(256, ge=1, description="projector width of the head")
     weighted_layer_sum: bool = Field(False, description="learned weighted sum of all hidden states (else the last "
                                      "layer's)")
     layer_norm: bool = Field(False, description="with the weighted layer sum: normalise each layer's pooled vector "
                              "before weighting")
+    hidden_state: int | None = Field(None, ge=1, description="read hidden state k (transformers' index: k = the "
+                                     "output of encoder layer k-1; the layers above are cut and the final LayerNorm "
+                                     "is not applied); None = the last, final-normed")
+    standardize: bool = Field(False, description="z-score the head's input with the training clips' statistics "
+                              "under the frozen encoder (needs the frozen encoder's outputs: computed once per run)")
 
     @model_validator(mode="after")
     def _layer_norm_needs_sum(self) -> HeadConfig:
         if self.layer_norm and not self.weighted_layer_sum:
             raise ValueError("head.layer_norm applies to the weighted layer sum only: set head.weighted_layer_sum "
                              "too, or drop head.layer_norm")
+        if self.hidden_state is not None and self.weighted_layer_sum:
+            raise ValueError("head.hidden_state reads one hidden state, head.weighted_layer_sum all of them: set "
+                             "one of the two")
         return self
 
 
@@ -228,6 +239,8 @@ _NOT_HASHED = {"corpus_root", "fold", "feature_cache", "num_workers", "run_dir",
 # A section all of whose fields are at their default disappears from the hashed material.
 _HASHED_WHEN_SET: dict[tuple[str, ...], Any] = {
     ("head", "layer_norm"): False,
+    ("head", "hidden_state"): None,
+    ("head", "standardize"): False,
     ("label_map",): {},
     ("on_unknown_label",): "error",
     ("validation_speakers",): None,

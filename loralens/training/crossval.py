@@ -169,7 +169,8 @@ def build_classifier(cfg: TrainConfig, encoder: torch.nn.Module, n_classes: int)
     set_seed(cfg.seed)
     clf = EmotionClassifier(copy.deepcopy(encoder), n_classes, proj_size=cfg.head.projector_dim,
                             use_weighted_layer_sum=cfg.head.weighted_layer_sum, normalize_layers=cfg.head.layer_norm,
-                            mask_padding=mask_padding_for(cfg))
+                            mask_padding=mask_padding_for(cfg), hidden_state=cfg.head.hidden_state,
+                            standardize=cfg.head.standardize)
     lora = cfg.lora if cfg.method == "lora" else None
     clf.prepare_for(cfg.method, lora, gradient_checkpointing=cfg.gradient_checkpointing)
     return clf
@@ -285,11 +286,20 @@ def _linear_probe_head(cfg: TrainConfig, clf, prep: Prepared, fold, k: int, acce
     return info
 
 
+def _standardize_head(clf, fold, frozen_pooled: dict | None) -> None:
+    """Fix the head's z-scoring statistics from the frozen encoder's pooled outputs of the fold's training clips."""
+    if frozen_pooled is None:
+        raise ConfigError("head.standardize: the frozen encoder's outputs were not computed",
+                          "call train(cfg), which computes them, rather than run_fold alone")
+    clf.head.set_standardization(torch.stack([frozen_pooled[i] for i in fold.split("train")]))
+
+
 def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict | None = None,
              echo: Callable[[str], None] = print, stop_after_steps: int | None = None,
              lp_pooled: dict | None = None) -> dict | None:
     """Train, select and test fold `k`; write its folder; return its metrics (None when stopped early for tests).
-    lp_pooled: the frozen encoder's pooled outputs for LP-FT's head stage (`cfg.lp_ft_epochs > 0`)."""
+    lp_pooled: the frozen encoder's pooled outputs for LP-FT's head stage (`cfg.lp_ft_epochs > 0`) and the head's
+    standardisation (`cfg.head.standardize`)."""
     from loralens.training.frozen_cache import PooledHead, pooled_split
 
     fold = prep.folds[k]
@@ -323,6 +333,8 @@ def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict
         else:
             splits[name] = _feature_split(clips, prep, cfg.window, cfg.augment if name == "train" else None,
                                           seed=cfg.seed)
+    if cfg.head.standardize:
+        _standardize_head(clf, fold, pooled if pooled is not None else lp_pooled)
     model = PooledHead(clf.head) if pooled is not None else clf
     settings = loop_settings(cfg)
     lp_info = None
@@ -517,7 +529,7 @@ def _train(cfg: TrainConfig, choice: PrecisionChoice, *, dry_run: bool, echo: Ca
     pooled = lp_pooled = None
     if cfg.method == "frozen" and pending:
         pooled = _frozen_outputs(cfg, prep, accelerator, clips)
-    if cfg.lp_ft_epochs and pending:
+    if (cfg.lp_ft_epochs or (cfg.head.standardize and pooled is None)) and pending:
         lp_pooled = _frozen_outputs(cfg.model_copy(update={"method": "frozen", "gradient_checkpointing": False,
                                                            "lp_ft_epochs": 0}), prep, accelerator, clips)
     for k in selected:

@@ -29,6 +29,8 @@ def fold_classifier(run_dir: str | Path, fold: int, cfg: TrainConfig, encoder: t
         proj_size=cfg.head.projector_dim,
         use_weighted_layer_sum=cfg.head.weighted_layer_sum, normalize_layers=cfg.head.layer_norm,
         mask_padding=mask_padding_for(cfg),
+        hidden_state=cfg.head.hidden_state,
+        standardize=cfg.head.standardize,
     )
     if cfg.method == "lora":
         clf.load_adapter(folder.adapter)

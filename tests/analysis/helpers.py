@@ -58,22 +58,34 @@ def tiny_classifiers(
     b_std: float = 0.2,
     seed: int = 0,
     use_weighted_layer_sum: bool = False,
+    head: dict | None = None,
 ) -> tuple[EmotionClassifier, EmotionClassifier]:
     """(adapted, frozen), both in eval mode.
 
     adapted: LoRA (default r=4, alpha=8, v_proj of every layer) with B perturbed by `b_std` Gaussian noise.
     frozen: a copy of the same base encoder (before adapters) with its own randomly initialised head.
+    head: more `EmotionClassifier` head arguments for both (e.g. hidden_state, standardize); a standardising head
+    gets statistics of its own random clips.
     """
     encoder = tiny_encoder(n_layers, seed)
     base = copy.deepcopy(encoder)
     torch.manual_seed(seed + 100)
-    adapted = EmotionClassifier(encoder, n_classes, proj_size=32, use_weighted_layer_sum=use_weighted_layer_sum)
+    head = head or {}
+    adapted = EmotionClassifier(encoder, n_classes, proj_size=32, use_weighted_layer_sum=use_weighted_layer_sum,
+                                **head)
     adapted.prepare_for("lora", lora or LoraSettings(r=4, alpha=8, dropout=0.0))
     if b_std:
         perturb_lora_b(adapted, b_std, seed + 1)
     torch.manual_seed(seed + 200)
-    frozen = EmotionClassifier(base, n_classes, proj_size=32, use_weighted_layer_sum=use_weighted_layer_sum)
+    frozen = EmotionClassifier(base, n_classes, proj_size=32, use_weighted_layer_sum=use_weighted_layer_sum, **head)
     frozen.prepare_for("frozen")
+    for clf in (adapted, frozen):
+        if head.get("standardize"):
+            with torch.no_grad():
+                x = torch.randn(12, 80, 200, generator=torch.Generator().manual_seed(seed + 300))
+                clf.eval().head.input_mean.zero_()  # statistics of the unstandardised pooled vectors
+                clf.head.input_std.fill_(1.0)
+                clf.head.set_standardization(torch.stack(clf.run(x).encoder.hidden_states, 1).mean(2))
     return adapted.eval(), frozen.eval()
 
 
@@ -116,6 +128,7 @@ def tiny_context(
     b_std: float = 0.2,
     lora: LoraSettings | None = None,
     use_weighted_layer_sum: bool = False,
+    head: dict | None = None,
     options: dict | None = None,
     test_batches: int = 3,
     train_batches: int = 4,
@@ -124,7 +137,8 @@ def tiny_context(
     """A complete `AnalysisContext` on tiny random models: test split (3 x 4 clips by default) and, when `train`,
     a training split (4 x 4 clips) drawn with another seed."""
     adapted, frozen_clf = tiny_classifiers(
-        n_layers, n_classes, lora=lora, b_std=b_std, seed=seed, use_weighted_layer_sum=use_weighted_layer_sum
+        n_layers, n_classes, lora=lora, b_std=b_std, seed=seed, use_weighted_layer_sum=use_weighted_layer_sum,
+        head=head,
     )
     names = LABEL_NAMES_4 if n_classes == 4 else tuple(f"class{i}" for i in range(n_classes))
     return AnalysisContext(

@@ -146,3 +146,14 @@ def test_disabled_passes_run_each_request_alone_with_the_same_numbers(tmp_path):
     shared = _results(tiny_context(n_boot=20), tmp_path / "shared", ["layer_contribution", "similarity"])
     for name in alone:
         _assert_close(shared[name], alone[name], name)
+
+
+@pytest.mark.slow
+def test_every_analysis_runs_on_heads_that_read_an_earlier_hidden_state_z_scored(tmp_path):
+    # the encoder cut after layer 1 of 3 (hidden state 2): every analysis sees a 2-layer model; the logit lens's
+    # last layer is the model's own read-out (no final LayerNorm, the head's z-scoring)
+    ctx = tiny_context(n_layers=3, head={"hidden_state": 2, "standardize": True}, n_boot=10)
+    assert ctx.adapted.runner.n_layers == ctx.frozen.runner.n_layers == 2
+    res = run_suite(ctx, tmp_path, keep_going=False)
+    assert len(res) >= 8 and all("meta" in r for r in res.values())
+    assert res["logit_lens"]["n_layers"] == 2 and res["logit_lens"]["last_layer_max_abs_logit_diff"] == 0.0

@@ -168,3 +168,28 @@ def test_measurement_needs_the_corpus_and_follows_it(trim_run, synthetic_root, t
     assert "was not measured" in (tmp_path / "a" / "README.md").read_text()
     info = export_fold(trim_run, 1, tmp_path / "b", corpus_root=synthetic_root, measure_clips=3)
     assert info["agreement"]["clips"] == 3
+
+
+def test_hidden_state_head_exports_exactly_as_a_one_hot_layer_sum(tiny_model_dir, synthetic_root, feature_cache,
+                                                                  tmp_path):
+    from tests.training.conftest import base_settings, train_in_process
+
+    # LoRA (with its LP-FT stage on the cut encoder's cached outputs) and the head on hidden state 1 of 2, z-scored
+    # (statistics folded into the exported projector)
+    s = base_settings(tiny_model_dir, synthetic_root, feature_cache, tmp_path / "cut", epochs=2, fold=0,
+                      lp_ft_epochs=2, head={"projector_dim": 16, "hidden_state": 1, "standardize": True})
+    train_in_process(s)
+    files = _files(synthetic_root, 4)
+    res = predict(tmp_path / "cut", files, fold=0)
+    models = load_run_models(tmp_path / "cut", fold=0)
+    std = models.folds[0].classifier.head.input_std
+    assert std.shape == (64,) and float(std.min()) > 1e-4 and not torch.allclose(std, torch.ones_like(std))
+    info = export_fold(tmp_path / "cut", 0, tmp_path / "m", measure=False)  # transformers' own class
+    assert info["merge_check_max_abs_logit_diff"] < 1e-5
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["use_weighted_layer_sum"] is True and cfg["encoder_layers"] == 2  # the base model's depth
+    info = export_fold(tmp_path / "cut", 0, tmp_path / "exact", exact=True, measure_clips=4)
+    assert info["merge_check_max_abs_logit_diff"] < 1e-5 and info["agreement"]["agreement"] == 1.0
+    got = _plain(tmp_path / "exact", files, trust=True, tmp_path=tmp_path)  # transformers alone, remote code
+    for pred, scores in zip(res.clips, got["scores"]):
+        assert scores == pytest.approx(pred.probabilities, abs=1e-5)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from transformers import WhisperForAudioClassification
@@ -128,3 +130,37 @@ def test_setup_errors(tiny_whisper):
         clf.prepare_for("full")
     with pytest.raises(ConfigError, match="holds no Whisper encoder"):
         EmotionClassifier.from_whisper(torch.nn.Linear(2, 2), n_classes=2)
+
+
+def test_hidden_state_head_reads_the_cut_encoders_output(tiny_whisper):
+    # hidden state 1 of a 2-layer encoder: the output of layer 0, before any final LayerNorm, as transformers numbers it
+    full = EmotionClassifier.from_whisper(copy.deepcopy(tiny_whisper), 3).eval()
+    cut = EmotionClassifier.from_whisper(copy.deepcopy(tiny_whisper), 3, hidden_state=1).eval()  # cuts in place
+    assert cut.runner.n_layers == 1 and full.runner.n_layers == 2
+    assert isinstance(cut.encoder.layer_norm, torch.nn.Identity) and cut.encoder.config.encoder_layers == 1
+    cut.head.load_state_dict(full.head.state_dict())
+    x, lengths = _features(frames=400), torch.tensor([400, 250])
+    with torch.no_grad():
+        window = _features()  # transformers' encoder takes 30-s windows only
+        hf = tiny_whisper.model.encoder(window, output_hidden_states=True).hidden_states
+        assert torch.allclose(cut(window), full.head(hf[1]), atol=1e-5)  # transformers' hidden state 1
+        out = full.runner(x, lengths)
+        ref = full.head(out.hidden_states[1], out.lengths)
+        got = cut(x, lengths)
+    assert torch.allclose(got, ref, atol=1e-6)
+    # the last hidden state named explicitly is the default head (nothing cut, final LayerNorm kept)
+    last = EmotionClassifier.from_whisper(copy.deepcopy(tiny_whisper), 3, hidden_state=2).eval()
+    last.head.load_state_dict(full.head.state_dict())
+    with torch.no_grad():
+        assert torch.equal(last(x, lengths), full(x, lengths))
+
+
+def test_hidden_state_errors_and_lora_on_the_layers_below(tiny_whisper):
+    with pytest.raises(ConfigError, match="hidden states 1..2"):  # checked before anything is cut
+        EmotionClassifier.from_whisper(tiny_whisper, 3, hidden_state=3)
+    with pytest.raises(ConfigError, match="exclude"):
+        EmotionClassifier.from_whisper(tiny_whisper, 3, hidden_state=1, use_weighted_layer_sum=True)
+    clf = EmotionClassifier.from_whisper(copy.deepcopy(tiny_whisper), 3, hidden_state=1)
+    assert sorted(lora_modules(clf.prepare_for("lora", LoraSettings(r=2)).encoder)) == ["blocks.0.attn.v_proj"]
+    with pytest.raises(ConfigError, match="do not exist"):
+        EmotionClassifier.from_whisper(tiny_whisper, 3, hidden_state=1).prepare_for("lora", LoraSettings(layers=(1,)))

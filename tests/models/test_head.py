@@ -82,3 +82,26 @@ def test_head_matches_whisper_for_audio_classification(weighted):
         ref = hf(encoder_outputs=(hidden[-1], tuple(hidden))).logits
         ours = head(hidden if weighted else hidden[-1])
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_standardize_z_scores_with_fixed_training_statistics():
+    g = torch.Generator().manual_seed(0)
+    train = torch.randn(50, 3, 8, generator=g) * torch.tensor([1.0, 10.0, 100.0])[None, :, None] + 5.0
+    single = ClassificationHead(8, 3, proj_size=4, standardize=True)
+    assert torch.equal(single.combine_layers(train), train[:, -1])  # identity statistics until they are set
+    single.set_standardization(train)
+    z = single.combine_layers(train)
+    assert torch.allclose(z.mean(0), torch.zeros(8), atol=1e-5) and torch.allclose(z.std(0), torch.ones(8), atol=1e-4)
+    # fixed: a batch of one clip is z-scored with the training statistics, not its own
+    assert torch.allclose(single.combine_layers(train[:1]), z[:1])
+    assert set(single.state_dict()) >= {"input_mean", "input_std"}
+    wls = ClassificationHead(8, 3, proj_size=4, use_weighted_layer_sum=True, n_hidden_states=3, standardize=True)
+    wls.set_standardization(train)
+    assert torch.allclose(wls.input_std[:, 0], train.std(0)[:, 0] + 1e-5)  # per hidden state
+    # the same weights on the pooled path (masked mean of frames) and on per-layer pooled vectors
+    frames = train[:4, -1][:, None, :].expand(4, 5, 8)
+    assert torch.allclose(single(frames), single.classify(z[:4]), atol=1e-5)
+    with pytest.raises(ConfigError, match="standardize=True"):
+        ClassificationHead(8, 3).set_standardization(train)
+    with pytest.raises(ConfigError, match="clips >= 2"):
+        single.set_standardization(train[:1])

@@ -4,7 +4,14 @@ import pytest
 import yaml
 
 from loralens.errors import ConfigError
-from loralens.training.config import TrainConfig, config_hash, config_to_yaml, load_config, make_config
+from loralens.training.config import (
+    TrainConfig,
+    config_from_snapshot,
+    config_hash,
+    config_to_yaml,
+    load_config,
+    make_config,
+)
 
 
 def test_defaults():
@@ -73,6 +80,19 @@ def test_head_layer_norm_hashing_and_validation():
     assert config_hash(new) != config_hash(old)
     with pytest.raises(ConfigError, match="weighted_layer_sum"):
         make_config({"head": {"layer_norm": True}})
+
+
+def test_head_hidden_state_hashing_and_validation():
+    plain = make_config({"epochs": 3, "method": "frozen"})
+    d = plain.model_dump(mode="json")
+    del d["head"]["hidden_state"]  # a snapshot written before the field existed
+    assert config_hash(config_from_snapshot(d)) == config_hash(plain)
+    cut = make_config({"epochs": 3, "method": "frozen", "head": {"hidden_state": 4}})
+    assert config_hash(cut) != config_hash(plain) and cut.head.hidden_state == 4
+    with pytest.raises(ConfigError, match="weighted_layer_sum all of them"):
+        make_config({"head": {"hidden_state": 2, "weighted_layer_sum": True}})
+    with pytest.raises(ConfigError, match="hidden_state"):
+        make_config({"head": {"hidden_state": 0}})
 
 
 def test_trim_is_the_default_window_and_named_windows_keep_their_hash(tmp_path):

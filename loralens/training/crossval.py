@@ -550,11 +550,26 @@ def _train(cfg: TrainConfig, choice: PrecisionChoice, *, dry_run: bool, echo: Ca
 
 
 def _frozen_outputs(cfg: TrainConfig, prep: Prepared, accelerator, clips: list[Clip]) -> dict:
+    """The frozen encoder's per-layer pooled outputs of `clips` (`frozen_cache.pooled_outputs`), cached in the run
+    folder. A head on an earlier hidden state k runs the encoder cut after layer k-1; when the uncut encoder's
+    outputs are already cached there (e.g. shared from the frozen baseline of the same run), their first k + 1
+    hidden states are those of the cut encoder (the same operations on the same inputs) and are read instead."""
     from loralens.training.frozen_cache import cache_key, pooled_outputs
 
-    clf = build_classifier(cfg, prep.whisper_encoder, len(prep.labels))
     split = _feature_split(clips, prep, cfg.window)
+    root = RunFolder(cfg.run_dir).encoder_cache
+    k = cfg.head.hidden_state
+    if k is not None and k < len(prep.whisper_encoder.layers):
+        full = build_classifier(cfg.model_copy(update={"head": cfg.head.model_copy(update={"hidden_state": None,
+                                                                                          "standardize": False})}),
+                                prep.whisper_encoder, len(prep.labels))
+        key = cache_key(full, window=cfg.window, feature_key=prep.feature_cache.settings_key, ids=split.ids,
+                        precision=accelerator.mixed_precision)
+        if (root / f"{key}.safetensors").exists():
+            pooled = pooled_outputs(full, split, root, key, accelerator)
+            return {i: v[: k + 1] for i, v in pooled.items()}
+    clf = build_classifier(cfg, prep.whisper_encoder, len(prep.labels))
     key = cache_key(clf, window=cfg.window, feature_key=prep.feature_cache.settings_key, ids=split.ids,
                     precision=accelerator.mixed_precision)
-    return pooled_outputs(clf, split, RunFolder(cfg.run_dir).encoder_cache, key, accelerator,
+    return pooled_outputs(clf, split, root, key, accelerator,
                           batch_size=cfg.eval_batch_size or cfg.batch_size, num_workers=cfg.num_workers)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import torch
+
 from loralens.training.frozen_cache import share_encoder_cache
 
 
@@ -37,3 +39,34 @@ def test_copies_when_links_fail(tmp_path, monkeypatch):
     assert share_encoder_cache([src], dst) == 1
     assert (dst / "k.safetensors").read_bytes() == b"payload" and not list(dst.glob("*.tmp"))
     assert os.stat(dst / "k.safetensors").st_ino != os.stat(src / "k.safetensors").st_ino
+
+
+def test_a_cut_encoders_outputs_are_read_from_the_uncut_cache_when_there(tiny_model_dir, synthetic_root,
+                                                                        feature_cache, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from tests.training.conftest import base_settings, train_in_process
+
+    def settings(name: str, **head) -> dict:
+        s = base_settings(tiny_model_dir, synthetic_root, feature_cache, tmp_path / name, method="frozen", epochs=2,
+                          fold=0, head={"projector_dim": 16, **head})
+        s.pop("lora")
+        return s
+
+    train_in_process(settings("full"))
+    (full_file,) = (tmp_path / "full" / "encoder_cache").glob("*.safetensors")
+    # computed by the cut encoder itself
+    alone = train_in_process(settings("alone", hidden_state=1, standardize=True))
+    (cut_file,) = (tmp_path / "alone" / "encoder_cache").glob("*.safetensors")
+    shutil.copytree(tmp_path / "full" / "encoder_cache", tmp_path / "shared" / "encoder_cache")
+    shared = train_in_process(settings("shared", hidden_state=1, standardize=True))
+    assert [p.name for p in (tmp_path / "shared" / "encoder_cache").glob("*.safetensors")] == [full_file.name]
+    full, cut = load_file(str(full_file))["pooled"], load_file(str(cut_file))["pooled"]
+    assert cut.shape[1] == 2 and torch.equal(full[:, :2], cut)  # bit for bit (fp32)
+    def scores(summary: dict) -> tuple:
+        f = summary["folds"]["fold0"]
+        return f["uar"], f["validation_uar"], f["selected_epoch"], f["per_class_recall"]
+
+    assert scores(shared) == scores(alone)

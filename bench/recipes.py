@@ -183,7 +183,7 @@ def run_recipe_fold(name: str, cfg, out: Path, log_dir: Path) -> dict:
     timing = log_dir / f"{name}.fold{cfg.fold}.json"  # the process's wall time, kept for later invocations
     if folder.completed(config_hash(cfg)) is not None:
         return {"skipped": True, "process_wall_s": read_json(timing).get("process_wall_s") if timing.exists() else None}
-    needs_cache = cfg.method == "frozen" or cfg.lp_ft_epochs > 0
+    needs_cache = cfg.method == "frozen" or cfg.lp_ft_epochs > 0 or cfg.head.standardize
     if needs_cache:
         share_encoder_cache([out / "encoder_cache"], RunFolder(cfg.run_dir).encoder_cache)
     cfg_path = log_dir / f"{name}.fold{cfg.fold}.yaml"

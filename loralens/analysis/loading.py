@@ -21,6 +21,7 @@ from loralens.models.classifier import EmotionClassifier
 from loralens.models.lora import ADAPTER, lora_modules
 from loralens.training.config import TrainConfig, config_hash
 from loralens.training.crossval import Prepared, build_classifier, make_accelerator, prepare
+from loralens.training.head_choice import fold_config
 from loralens.training.run_folder import RunFolder, read_run_config
 
 
@@ -172,7 +173,7 @@ def context_from_runs(
         raise RunFolderError(f"{run_dir}: fold {fold} does not exist (the run has folds 0..{len(prep.folds) - 1})",
                              "pick a fold index in that range")
     adapted = load_fold_classifier(run_dir, fold, prep, cfg)
-    initial = initial_adapter(cfg, prep)
+    initial = initial_adapter(fold_config(cfg, RunFolder(run_dir).fold(fold).root), prep)
     if initial is not None:
         _check_initial_matches(initial, adapted, run_dir)
     frozen = None

@@ -95,7 +95,7 @@ def build_hf_model(models: RunModels, fold: FoldModel, *, exact: bool = False) -
             "use loralens predict for this model",
         )
     config = load_config(cfg.model)
-    k = cfg.head.hidden_state
+    k = fold.classifier.hidden_state  # the fold's own (a run with hidden_state auto chooses per fold)
     # transformers' head reads the last (final-normed) hidden state or a softmax-weighted sum of all of them; a
     # head on hidden state k < L is exported as the full-depth encoder with one-hot weights (every logit -inf but
     # the k-th: softmax gives exactly 1 and 0s), the layers above k taken from the base model

@@ -29,18 +29,30 @@ class HeadConfig(_Strict):
     only): normalise each layer's pooled vector (LayerNorm without parameters) before weighting. `standardize`: z-score
     the pooled vector(s) with fixed mean and std of the fold's training clips. `hidden_state`:
     read an earlier hidden state instead of the last; the encoder is cut after the layer that produces it, so the
-    model (and LoRA, and every analysis) has that many layers."""
+    model (and LoRA, and every analysis) has that many layers. `auto`: each fold chooses its hidden state before
+    training (`fold_k/hidden_state.json`)."""
 
     projector_dim: int = Field(256, ge=1, description="projector width of the head")
     weighted_layer_sum: bool = Field(False, description="learned weighted sum of all hidden states (else the last "
                                      "layer's)")
     layer_norm: bool = Field(False, description="with the weighted layer sum: normalise each layer's pooled vector "
                              "before weighting")
-    hidden_state: int | None = Field(None, ge=1, description="read hidden state k (transformers' index: k = the "
-                                     "output of encoder layer k-1; the layers above are cut and the final LayerNorm "
-                                     "is not applied); None = the last, final-normed")
+    hidden_state: int | Literal["auto"] | None = Field(
+        None, description="read hidden state k (transformers' index: k = the output of encoder layer k-1; the layers "
+        "above are cut and the final LayerNorm is not applied); auto: chosen per fold by speaker-grouped "
+        "cross-validation of a linear probe on the training clips' frozen outputs; None = the last, final-normed")
     standardize: bool = Field(False, description="z-score the head's input with the training clips' statistics "
                               "under the frozen encoder (needs the frozen encoder's outputs: computed once per run)")
+
+    @field_validator("hidden_state", mode="before")
+    @classmethod
+    def _hidden_state(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().isdigit():
+            v = int(v)
+        if v is None or v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError(f"{v!r} is not a hidden state: give an index >= 1 (1 = the output of the first layer), "
+                         "auto, or leave it unset for the last")
 
     @model_validator(mode="after")
     def _layer_norm_needs_sum(self) -> HeadConfig:

@@ -161,15 +161,18 @@ def mask_padding_for(cfg: TrainConfig) -> bool:
 
 
 def build_classifier(cfg: TrainConfig, encoder: torch.nn.Module, n_classes: int):
-    """A fresh `EmotionClassifier` on a copy of `encoder`, prepared for `cfg.method`, initialised from `cfg.seed`."""
+    """A fresh `EmotionClassifier` on a copy of `encoder`, prepared for `cfg.method`, initialised from `cfg.seed`.
+    `head.hidden_state: auto` not yet resolved for a fold (`head_choice`) builds the uncut encoder (the frozen pass
+    that the choice is made from, the plan)."""
     from accelerate.utils import set_seed
 
     from loralens.models.classifier import EmotionClassifier
 
+    hidden_state = cfg.head.hidden_state if isinstance(cfg.head.hidden_state, int) else None
     set_seed(cfg.seed)
     clf = EmotionClassifier(copy.deepcopy(encoder), n_classes, proj_size=cfg.head.projector_dim,
                             use_weighted_layer_sum=cfg.head.weighted_layer_sum, normalize_layers=cfg.head.layer_norm,
-                            mask_padding=mask_padding_for(cfg), hidden_state=cfg.head.hidden_state,
+                            mask_padding=mask_padding_for(cfg), hidden_state=hidden_state,
                             standardize=cfg.head.standardize)
     lora = cfg.lora if cfg.method == "lora" else None
     clf.prepare_for(cfg.method, lora, gradient_checkpointing=cfg.gradient_checkpointing)
@@ -294,6 +297,29 @@ def _standardize_head(clf, fold, frozen_pooled: dict | None) -> None:
     clf.head.set_standardization(torch.stack([frozen_pooled[i] for i in fold.split("train")]))
 
 
+def _resolve_hidden_state(cfg: TrainConfig, prep: Prepared, fold, folder: FoldFolder, pooled: dict | None,
+                          lp_pooled: dict | None, accelerator, echo: Callable[[str], None]):
+    """(the fold's configuration with `hidden_state: auto` resolved, `pooled` and `lp_pooled` cut to the hidden
+    states up to the chosen one). The choice is made on the frozen outputs of the fold's training and validation
+    clips (`head_choice.choose_hidden_state`)."""
+    from loralens.training.head_choice import resolve_fold_head
+
+    frozen = pooled if pooled is not None else lp_pooled
+    if frozen is None:
+        raise ConfigError("head.hidden_state auto: the frozen encoder's outputs were not computed",
+                          "call train(cfg), which computes them, rather than run_fold alone")
+    by_id = prep.corpus.by_id()
+    ids = [*fold.split("train"), *fold.split("validation")]
+    fold_cfg = resolve_fold_head(cfg, folder.root, frozen, ids, [prep.labels.index(by_id[i].label) for i in ids],
+                                 [by_id[i].speaker for i in ids], write=accelerator.is_main_process, echo=echo)
+    k = fold_cfg.head.hidden_state
+
+    def cut(d: dict | None) -> dict | None:
+        return None if d is None else {i: v[: k + 1] for i, v in d.items()}
+
+    return fold_cfg, cut(pooled), cut(lp_pooled)
+
+
 def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict | None = None,
              echo: Callable[[str], None] = print, stop_after_steps: int | None = None,
              lp_pooled: dict | None = None) -> dict | None:
@@ -322,9 +348,13 @@ def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
 
-    clf = build_classifier(cfg, prep.whisper_encoder, len(prep.labels))
-    counts = clf.parameter_counts()
     by_id = prep.corpus.by_id()
+    fold_cfg = cfg
+    if cfg.head.hidden_state == "auto":
+        fold_cfg, pooled, lp_pooled = _resolve_hidden_state(cfg, prep, fold, folder, pooled, lp_pooled, accelerator,
+                                                            echo)
+    clf = build_classifier(fold_cfg, prep.whisper_encoder, len(prep.labels))
+    counts = clf.parameter_counts()
     splits = {}
     for name in ("train", "validation", "test"):
         clips = [by_id[i] for i in fold.split(name)]
@@ -392,6 +422,8 @@ def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict
         metrics["selected_validation"] = result.best_validation
     if lp_info is not None:
         metrics["linear_probe"] = lp_info
+    if cfg.head.hidden_state is not None:
+        metrics["hidden_state"] = fold_cfg.head.hidden_state
     if accelerator.is_main_process:
         if cfg.method == "lora":
             clf.save_adapter(folder.adapter)
@@ -529,7 +561,8 @@ def _train(cfg: TrainConfig, choice: PrecisionChoice, *, dry_run: bool, echo: Ca
     pooled = lp_pooled = None
     if cfg.method == "frozen" and pending:
         pooled = _frozen_outputs(cfg, prep, accelerator, clips)
-    if (cfg.lp_ft_epochs or (cfg.head.standardize and pooled is None)) and pending:
+    needs_frozen = cfg.lp_ft_epochs or cfg.head.standardize or cfg.head.hidden_state == "auto"
+    if needs_frozen and pooled is None and pending:
         lp_pooled = _frozen_outputs(cfg.model_copy(update={"method": "frozen", "gradient_checkpointing": False,
                                                            "lp_ft_epochs": 0}), prep, accelerator, clips)
     for k in selected:
@@ -559,7 +592,7 @@ def _frozen_outputs(cfg: TrainConfig, prep: Prepared, accelerator, clips: list[C
     split = _feature_split(clips, prep, cfg.window)
     root = RunFolder(cfg.run_dir).encoder_cache
     k = cfg.head.hidden_state
-    if k is not None and k < len(prep.whisper_encoder.layers):
+    if isinstance(k, int) and k < len(prep.whisper_encoder.layers):
         full = build_classifier(cfg.model_copy(update={"head": cfg.head.model_copy(update={"hidden_state": None,
                                                                                           "standardize": False})}),
                                 prep.whisper_encoder, len(prep.labels))

@@ -12,17 +12,19 @@ from safetensors.torch import load_file
 
 from loralens.models.classifier import EmotionClassifier
 from loralens.training.config import TrainConfig
+from loralens.training.head_choice import fold_config
 from loralens.training.run_folder import RunFolder
 
 
 def fold_classifier(run_dir: str | Path, fold: int, cfg: TrainConfig, encoder: torch.nn.Module,
                     n_classes: int) -> EmotionClassifier:
     """The trained classifier of fold `fold` of run `run_dir` (trained under `cfg`) on a copy of the base
-    `encoder` (a `WhisperEncoder`): the fold's adapter (lora) or encoder weights (full), and its head; eval mode,
-    no gradients required."""
+    `encoder` (a `WhisperEncoder`): the fold's adapter (lora) or encoder weights (full), and its head (on the hidden
+    state the fold chose, with `hidden_state: auto`); eval mode, no gradients required."""
     from loralens.training.crossval import mask_padding_for
 
     folder = RunFolder(run_dir).fold(fold)
+    cfg = fold_config(cfg, folder.root)
     clf = EmotionClassifier(
         copy.deepcopy(encoder),
         n_classes,

@@ -124,6 +124,8 @@ for _k in range(1, 33):
     RECIPES[f"lpft-hs{_k}"] = _with(LPFT, head={"hidden_state": _k})
     RECIPES[f"frozen-hs{_k}-z"] = _with(FROZEN, head={"hidden_state": _k, "standardize": True})
     RECIPES[f"lpft-hs{_k}-z"] = _with(LPFT, head={"hidden_state": _k, "standardize": True})
+RECIPES["frozen-auto-z"] = _with(FROZEN, head={"hidden_state": "auto", "standardize": True})
+RECIPES["lpft-auto-z"] = _with(LPFT, head={"hidden_state": "auto", "standardize": True})
 RECIPES["frozen-last-z"] = _with(FROZEN, head={"standardize": True})
 RECIPES["lpft-z"] = _with(LPFT, head={"standardize": True})
 RECIPES["frozen-wls-ln-z"] = _with(FROZEN, head={"weighted_layer_sum": True, "layer_norm": True, "standardize": True})

@@ -330,21 +330,31 @@ def pm(d: dict | None, digits: int = 3, signed: bool = False) -> str:
     return fmt.format(d["mean"]) + (f" ± {d['std']:.{digits}f}" if d.get("std") is not None else "")
 
 
+def _head_words(head: dict) -> str:
+    """How a recipe's head reads the encoder: "last layer", "weighted layer sum + LN", "hidden state 2", "hidden state
+    auto", each with ", z-scored" when the head standardises its input."""
+    if head.get("weighted_layer_sum"):
+        words = "weighted layer sum" + (" + LN" if head.get("layer_norm") else "")
+    elif head.get("hidden_state") is not None:
+        words = f"hidden state {head['hidden_state']}"
+    else:
+        words = "last layer"
+    return words + (", z-scored" if head.get("standardize") else "")
+
+
 def describe(recipe: dict) -> str:
     if recipe.get("probe"):
         return "logistic regression, hidden state chosen on validation"
+    head = recipe.get("head") or {}
     if recipe.get("method") == "frozen":
-        head = recipe.get("head") or {}
-        return ("frozen, weighted layer sum" + (" + LN" if head.get("layer_norm") else "")
-                if head.get("weighted_layer_sum") else "frozen, last layer") + f", {recipe.get('epochs')} ep"
+        return f"frozen, {_head_words(head)}, {recipe.get('epochs')} ep"
     lora = recipe.get("lora") or {}
     parts = [f"r{lora.get('r', 32)} {'+'.join(m.replace('_proj', '') for m in lora.get('target_modules', ['v_proj']))}"]
     if lora.get("layers") is not None:
         parts.append(f"layers {lora['layers']}")
     parts.append(f"{recipe.get('epochs', 10)} ep, lr {recipe.get('lr_encoder', 1e-4):g}")
-    head = recipe.get("head") or {}
-    if head.get("weighted_layer_sum"):
-        parts.append("head wls" + ("+LN" if head.get("layer_norm") else ""))
+    if head:
+        parts.append(f"head {_head_words(head)}")
     if "lr_head" in recipe and recipe["lr_head"] != LORA["lr_head"]:
         parts.append(f"head lr {recipe['lr_head']:g}")
     for key, label in (("validation_speakers", "val spk"), ("select_on", "select"), ("lp_ft_epochs", "LP ep"),

@@ -222,7 +222,18 @@ def schedule_line(cfg: TrainConfig) -> str:
     stop = f", early stop after {cfg.patience} epochs without improvement" if cfg.patience else ""
     avg = f", mean of the last {cfg.average_last} epochs' weights" if cfg.average_last > 1 else ""
     return (f"schedule: {lp}{cfg.epochs} epochs at most, {lr}, batch {cfg.batch_size}, selection on validation "
-            f"{cfg.select_on}{stop}{avg}")
+            f"{cfg.select_on}{stop}{avg}{_head_reads(cfg)}")
+
+
+def _head_reads(cfg: TrainConfig) -> str:
+    """"; head on hidden state 2 (encoder cut there), z-scored" and the like; "" for the default head."""
+    h = cfg.head
+    where = {None: "", "auto": "; head on the hidden state each fold chooses (speaker-grouped probe on the frozen "
+             "outputs; encoder cut there)"}.get(h.hidden_state, f"; head on hidden state {h.hidden_state} (encoder "
+                                                                 "cut there)")
+    if h.standardize:
+        where = (where or "; head") + ", z-scored input"
+    return where
 
 
 def format_plan(p: dict) -> str:

@@ -122,6 +122,9 @@ def test_schedule_line_of_the_default_recipe_and_of_frozen():
     frozen = schedule_line(make_config({"method": "frozen", "average_last": 2, "select_on": "loss"}))
     assert frozen == ("schedule: 10 epochs at most, lr 1e-03 head, batch 8, selection on validation loss, early stop "
                       "after 3 epochs without improvement, mean of the last 2 epochs' weights")
+    cut = schedule_line(make_config({"head": {"hidden_state": 2, "standardize": True}}))
+    assert cut.endswith("; head on hidden state 2 (encoder cut there), z-scored input")
+    assert "the hidden state each fold chooses" in schedule_line(make_config({"head": {"hidden_state": "auto"}}))
 
 
 @pytest.mark.parametrize("weighted,normalized", [(False, False), (True, False), (True, True)])

@@ -40,7 +40,8 @@ class HeadConfig(_Strict):
     hidden_state: int | Literal["auto"] | None = Field(
         None, description="read hidden state k (transformers' index: k = the output of encoder layer k-1; the layers "
         "above are cut and the final LayerNorm is not applied); auto: chosen per fold by speaker-grouped "
-        "cross-validation of a linear probe on the training clips' frozen outputs; None = the last, final-normed")
+        "cross-validation of a linear probe on the training clips' frozen outputs; last (or unset) = the last, "
+        "final-normed")
     standardize: bool = Field(False, description="z-score the head's input with the training clips' statistics "
                               "under the frozen encoder (needs the frozen encoder's outputs: computed once per run)")
 
@@ -49,10 +50,12 @@ class HeadConfig(_Strict):
     def _hidden_state(cls, v: Any) -> Any:
         if isinstance(v, str) and v.strip().isdigit():
             v = int(v)
+        if v == "last":
+            return None
         if v is None or v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
             return v
         raise ValueError(f"{v!r} is not a hidden state: give an index >= 1 (1 = the output of the first layer), "
-                         "auto, or leave it unset for the last")
+                         "auto, or last")
 
     @model_validator(mode="after")
     def _layer_norm_needs_sum(self) -> HeadConfig:

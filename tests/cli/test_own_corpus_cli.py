@@ -275,3 +275,14 @@ def test_analyze_list_needs_no_run_folder(capsys):
     assert code == 0 and out.startswith("layer_contribution")
     code, _, err = run(capsys, "analyze")
     assert code == 2 and "give the run folder RUN_DIR (or --list to see the analyses)" in err
+
+
+def test_train_head_flags_reach_the_plan_and_bad_values_name_the_field(tmp_path, capsys):
+    m = write_manifest(tmp_path / "c", balanced_rows(4), audio=True)
+    common = ["train", "--corpus", "manifest", "--corpus-root", str(m), "--model", "tiny.en", "--folds-k", "2",
+              "--run-dir", str(tmp_path / "run"), "--dry-run"]
+    code, out, err = run(capsys, *common, "--hidden-state", "auto", "--standardize")
+    assert code == 0, err
+    assert "head on the hidden state each fold chooses" in out and "z-scored input" in out
+    code, out, err = run(capsys, *common, "--hidden-state", "0")
+    assert code == 2 and "head.hidden_state" in err and "index >= 1" in err

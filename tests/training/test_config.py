@@ -89,6 +89,8 @@ def test_head_hidden_state_hashing_and_validation():
     assert config_hash(config_from_snapshot(d)) == config_hash(plain)
     cut = make_config({"epochs": 3, "method": "frozen", "head": {"hidden_state": 4}})
     assert config_hash(cut) != config_hash(plain) and cut.head.hidden_state == 4
+    assert make_config({"head": {"hidden_state": "last"}}).head.hidden_state is None  # the flag's way to say it
+    assert make_config({"head": {"hidden_state": "3"}}).head.hidden_state == 3
     with pytest.raises(ConfigError, match="weighted_layer_sum all of them"):
         make_config({"head": {"hidden_state": 2, "weighted_layer_sum": True}})
     with pytest.raises(ConfigError, match="hidden_state"):

@@ -93,7 +93,31 @@ def _max(values: Sequence[float | None]) -> float | None:
     return max(present) if present else None
 
 
+def _head_words(v: Variant) -> str:
+    """", head on hidden state 4, z-scored input" and the like (the folds' own choices with `auto`); "" for the
+    default head."""
+    head = (v.config or {}).get("head")
+    head = head if isinstance(head, Mapping) else {}
+    where = head.get("hidden_state")
+    words = ""
+    if where == "auto":
+        chosen = [(f.metrics or {}).get("hidden_state") for f in v.complete_folds]
+        chosen = [str(c) for c in chosen if c is not None]
+        words = ", head on the hidden state each fold chose" + (f" ({', '.join(chosen)})" if chosen else "")
+    elif where is not None:
+        words = f", head on hidden state {where}"
+    if head.get("weighted_layer_sum"):
+        words = ", head on the weighted layer sum" + (" (per-layer LN)" if head.get("layer_norm") else "")
+    if head.get("standardize"):
+        words += ", z-scored input"
+    return words
+
+
 def _describe_variant(v: Variant) -> str:
+    return _describe_method(v) + _head_words(v)
+
+
+def _describe_method(v: Variant) -> str:
     cfg = v.config or {}
     method = v.method
     if method == "frozen":

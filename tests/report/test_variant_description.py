@@ -9,7 +9,8 @@ from loralens.report.sections import _describe_variant
 
 
 def _variant(config: dict, chosen: list[int | None] = ()) -> Variant:
-    folds = [TrainFold(k, Path(f"fold_{k}"), {"hidden_state": c} if c is not None else {}) for k, c in enumerate(chosen)]
+    folds = [TrainFold(k, Path(f"fold_{k}"), {"hidden_state": c} if c is not None else {})
+             for k, c in enumerate(chosen)]
     return Variant("lora", Path("train/lora"), config, None, folds)
 
 

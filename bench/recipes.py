@@ -8,7 +8,8 @@ default), each paired fold by fold with a strong frozen baseline; prints a table
     python bench/recipes.py --recipes-file my.yaml --grid mine ...  # own recipes / grids (merged over the built-ins)
 
 A recipe is a set of `TrainConfig` fields (nested as in YAML) over the common settings (corpus, model, fold scheme,
-trim windows, seed 0, the shared feature cache); `lora: {layers: upper}` means the upper half of the model's layers.
+trim windows, seed 0 unless `--seed`, the shared feature cache); `lora: {layers: upper}` means the upper half of the
+model's layers; a recipe's head is the last-layer head unless it names another (`-wls-ln`, `-z`, `-hs{k}`).
 Every (recipe, fold) trains in its own subprocess (`train()` of the package), so its peak memory is its own; each
 recipe has its run folder `<out>/<recipe>`, so re-running skips complete folds and resumes an interrupted one.
 
@@ -49,11 +50,15 @@ from loralens.training.metrics import mean_std  # noqa: E402
 from loralens.training.run_folder import RunFolder  # noqa: E402
 
 QKVO = ["q_proj", "k_proj", "v_proj", "out_proj"]
-FROZEN = {"method": "frozen", "epochs": 30, "patience": 10, "batch_size": 32, "lr_head": 1e-3}
+# every recipe names its head: the last-layer head of the paper (transformers' WhisperForAudioClassification) unless it
+# says otherwise, so that a recipe keeps its meaning (and its config hash) when the package's default head changes
+LAST_LAYER_HEAD = {"weighted_layer_sum": False, "layer_norm": False, "standardize": False}
+FROZEN = {"method": "frozen", "epochs": 30, "patience": 10, "batch_size": 32, "lr_head": 1e-3,
+          "head": LAST_LAYER_HEAD}
 # the LoRA recipe of docs/results.md (lora-trim): r=32 on v_proj of every layer, 3 epochs, adapter lr 3e-4, no LP-FT
 # (named: LP-FT is the package's lora default since the search, and `lora` is the paper's recipe it is compared with)
 LORA = {"method": "lora", "epochs": 3, "lr_encoder": 3e-4, "lr_head": 1e-3, "lp_ft_epochs": 0,
-        "lora": {"r": 32, "alpha": 64, "target_modules": ["v_proj"]}}
+        "lora": {"r": 32, "alpha": 64, "target_modules": ["v_proj"]}, "head": LAST_LAYER_HEAD}
 SPEC = {"spec_time_masks": 2, "spec_time_width": 40, "spec_freq_masks": 2, "spec_freq_width": 10}
 
 
@@ -409,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recipes", default=None, help="comma-separated recipe names (instead of --grid)")
     ap.add_argument("--recipes-file", type=Path, default=None, help="YAML with `recipes:` and `grids:`")
     ap.add_argument("--folds", default="0,1,2", help="fold indices (ravdess6: 0-5)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="training seed of every recipe (use another --out per seed; bench/seed_ensemble.py averages "
+                    "several seeds' predictions)")
     ap.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs (smoke tests)")
     ap.add_argument("--clips-per-class-per-speaker", type=int, default=None,
                     help="train on a capped copy of the corpus (smoke tests)")
@@ -451,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = list(load_corpus(args.corpus, args.root, args.label_set).labels)
     scheme = args.folds_scheme or ("ravdess6" if args.corpus == "ravdess" else "auto")
     common: dict[str, Any] = {"corpus": args.corpus, "corpus_root": str(args.root), "model": args.model,
-                              "folds": scheme, "window": "trim", "seed": 0, "batch_size": 8,
+                              "folds": scheme, "window": "trim", "seed": args.seed, "batch_size": 8,
                               "feature_cache": str(args.feature_cache or out / "feature_cache")}
     if args.label_set is not None:
         common["label_set"] = args.label_set

@@ -8,8 +8,19 @@ Logit lens (nostalgebraist 2020), for layer l of a clip with valid frames t = 1.
 
 The final layer norm is applied per frame before pooling, exactly as the model does (the paper's lens omitted it).
 At the last layer this IS the model's forward pass, so its logits equal the model's bit for bit
-(`last_layer_max_abs_logit_diff`, 0). With a weighted-layer-sum head the read-out mixes all layers and a per-layer
-lens is not defined (ConfigError).
+(`last_layer_max_abs_logit_diff`, 0).
+
+With a weighted-layer-sum head the head reads every hidden state h_0 (embeddings) .. h_L (final-normed output),
+each pooled, turned into its vector v_j (z-scored and normalised as the head does) and weighted, w = softmax of the
+layer weights: logits = head(sum_j w_j v_j), and since the head is affine each hidden state's direct contribution
+to the logits is W w_j v_j. The lens of layer l is then the head's read-out of what has been written by that layer,
+hidden states 0..l+1, the layers above contributing nothing (the weights are not renormalised):
+
+    u_l = sum_{j <= l+1} w_j v_j,        logits_l = head(u_l)
+
+so that, as with a last-layer head, the last layer's lens is the model's own forward pass, bit for bit, and the
+lens shows at which depth the head's final decision has been accumulated. (`readout` in the result names which of
+the two read-outs a model had.)
 
 Per layer: KL(p_final || p_l) (nats, mean over clips), top-1 agreement with the model's final prediction, and the
 UAR of argmax logits_l against the labels; bootstrap CIs over clips.
@@ -58,6 +69,7 @@ from loralens.models.classifier import EmotionClassifier
 from loralens.models.runner import RESID_POST
 from loralens.numerics.curves import bootstrap_uar, depth_fraction, mean_curve, uar_curve
 from loralens.numerics.divergence import kl_divergence, top1_agreement
+from loralens.numerics.masking import masked_mean
 from loralens.plots.curves import layer_ticks, plot_curves
 
 NAME = "logit_lens"
@@ -82,24 +94,24 @@ class LensReadout:
     last_layer_max_abs_diff: float
 
 
-def check_lens_head(clf: EmotionClassifier) -> None:
-    """Raise ConfigError when the head reads a weighted sum of all layers (no per-layer lens then)."""
-    if clf.head.use_weighted_layer_sum:
-        raise ConfigError(
-            "the logit lens is not defined for a weighted-layer-sum head: its read-out mixes every layer",
-            hint="run the logit lens on a model trained with use_weighted_layer_sum=False (the paper's setting), "
-            "or use the probing analysis, which fits a read-out per layer",
-        )
+READOUT_LAST = "resid_post of layer l -> encoder.layer_norm per frame -> masked mean over valid frames -> head"
+READOUT_SUM = ("hidden states 0..l+1 (embeddings, outputs of layers 0..l; the last final-normed) -> masked mean -> "
+               "the head's per-layer z-score / normalisation -> their terms of the head's weighted sum (the layers "
+               "above contributing nothing) -> head")
+
+
+def readout_description(clf: EmotionClassifier) -> str:
+    """What the lens of `clf` reads at layer l (the module docstring's two cases)."""
+    return READOUT_SUM if clf.head.use_weighted_layer_sum else READOUT_LAST
 
 
 class LensObserver:
-    """Observer "lens" of a shared pass: each layer's resid_post read out through the final LN and the head
-    (`LensReadout`). The read-out is taken while the encoder runs (a pass-through edit at each resid_post), so one
-    layer's activations are held at a time; the last layer's is computed from the very tensor the model then
-    normalises. Raises ConfigError for a weighted-layer-sum head (`check_lens_head`)."""
+    """Observer "lens" of a shared pass: each layer's read-out through the head (`LensReadout`; the module
+    docstring's two read-outs). With a last-layer head it is taken while the encoder runs (a pass-through edit at
+    each resid_post), so one layer's activations are held at a time, the last layer's computed from the very tensor
+    the model then normalises; a weighted-layer-sum head's from the hidden states the run keeps for the head."""
 
     def __init__(self, clf: EmotionClassifier) -> None:
-        check_lens_head(clf)
         self.clf = clf
         self.finals: list[Tensor] = []
         self.lenses: list[Tensor] = []
@@ -111,6 +123,8 @@ class LensObserver:
     def edits(self, batch: Batch) -> dict[str, Any]:
         clf, mel = self.clf, batch.mel_lengths
         layer_pooled = self._layer_pooled = []
+        if clf.head.use_weighted_layer_sum:
+            return {}  # it reads the hidden states the run keeps for the head (`update`)
 
         def observe(t: Tensor) -> Tensor:
             _, lengths = valid_mask(mel, t.shape[0], t.shape[1], t.device)
@@ -122,7 +136,13 @@ class LensObserver:
         return {f"blocks.{l}.{RESID_POST}": observe for l in range(clf.runner.n_layers)}
 
     def update(self, batch: Batch, out: Any) -> None:
-        layer_logits = [self.clf.head.classify(p) for p in self._layer_pooled]
+        head = self.clf.head
+        if head.use_weighted_layer_sum:
+            # the same pooling, stacking and weighting as head.pool, so that the last partial sum is its own input
+            enc = out.encoder
+            vectors = head.layer_vectors(torch.stack([masked_mean(h, enc.lengths) for h in enc.hidden_states], dim=1))
+            self._layer_pooled[:] = [head.weighted_sum(vectors, upto=l + 2) for l in range(vectors.shape[1] - 1)]
+        layer_logits = [head.classify(p) for p in self._layer_pooled]
         self.max_diff = max(self.max_diff, float((layer_logits[-1] - out.logits).abs().max()))
         self.finals.append(out.logits.float().cpu())
         self.lenses.append(torch.stack(layer_logits, dim=1).float().cpu())
@@ -331,7 +351,7 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
         "n_layers": n_layers,
         "n_clips": ctx.test.n_clips,
         "agreement_threshold": float(ctx.option(NAME, "agreement_threshold", DEFAULT_AGREEMENT_THRESHOLD)),
-        "readout": "resid_post of layer l -> encoder.layer_norm per frame -> masked mean over valid frames -> head",
+        "readout": readout_description(ctx.adapted),
     }
     models = {"adapted": ctx.adapted}
     if ctx.frozen is not None:

@@ -24,6 +24,11 @@ fine-tune changes it); patching every layer's resid_post at once likewise reprod
 bootstrap over clips of the ratio (resamples with a zero denominator are left out). `uar` is the UAR of the patched
 read-out per layer; `frozen_to_adapted` is the same with the roles swapped (source = frozen, its head, the adapted
 encoder's later layers).
+
+A weighted-layer-sum head reads every hidden state, not only the last. The patched run's hidden states are then the
+source's up to the patch (embeddings .. resid_post of layer l, which is what was patched in) and the destination's
+continuation after it, so that patching at l asks the same question: how much of what the source's head reads is
+fixed once the source's residual stream up to layer l is. Patching the last layer is again the clean run exactly.
 """
 
 from __future__ import annotations
@@ -66,19 +71,15 @@ class PatchLogits:
 
 
 def _check_heads(*clfs: EmotionClassifier) -> None:
-    if any(c.head.use_weighted_layer_sum for c in clfs):
-        raise ConfigError(
-            "activation patching is not defined for a weighted-layer-sum head: it reads every layer, including those "
-            "before the patch",
-            hint="run patching on models trained with use_weighted_layer_sum=False",
-        )
     n = {c.runner.n_layers for c in clfs}
     if len(n) != 1:
         raise ConfigError(f"source and destination encoders have different depths {sorted(n)}")
 
 
-def _read(head_clf: EmotionClassifier, hidden: Tensor, lengths: Tensor) -> Tensor:
-    return head_clf.head.classify(head_clf.head.pool(hidden, lengths))
+def _read(head_clf: EmotionClassifier, hidden_states: list[Tensor], lengths: Tensor) -> Tensor:
+    """The logits of `head_clf`'s head on a run's hidden states (it pools the last one, or all of them with the
+    weighted layer sum)."""
+    return head_clf.head.classify(head_clf.head.pool(hidden_states, lengths))
 
 
 class _Collected:
@@ -98,9 +99,11 @@ class _Collected:
         per_layer = []
         for l, name in enumerate(names):
             out = dest.runner(None, mel, start_at=(l, src.encoder.captured[name]), skip_layers=[l])
-            per_layer.append(_read(source, out.last_hidden_state, lengths))
+            # out.hidden_states: resid_pre of layers l..L-1 (the first is the patched residual itself, layer l being
+            # skipped), then the final-normed output; before them the source's hidden states 0..l
+            per_layer.append(_read(source, src.encoder.hidden_states[: l + 1] + out.hidden_states[1:], lengths))
         self.clean.append(src.logits.float().cpu())
-        self.corrupt.append(_read(source, dst_encoder.last_hidden_state, dst_encoder.lengths).float().cpu())
+        self.corrupt.append(_read(source, dst_encoder.hidden_states, dst_encoder.lengths).float().cpu())
         self.patched.append(torch.stack(per_layer, dim=1).float().cpu())
         self.labels.append(labels.long().cpu())
 
@@ -144,13 +147,18 @@ def patching_logits_directions(models: dict[str, EmotionClassifier], directions:
 def patch_run(source: EmotionClassifier, dest: EmotionClassifier, features: Tensor, mel_lengths: Tensor,
               layers: Iterable[int]) -> Tensor:
     """From scratch: the destination encoder with its resid_post of every layer in `layers` replaced by the
-    source's (same clip, all frames), read by the source head -> logits `[batch, C]`. No layers: the corrupted run."""
+    source's (same clip, all frames), read by the source head -> logits `[batch, C]`. No layers: the corrupted run.
+    A weighted-layer-sum head reads the source's hidden states 0..m (m the highest patched layer) and the patched
+    run's after them (the module docstring)."""
     _check_heads(source, dest)
     layers = sorted({int(l) for l in layers})
     names = [f"blocks.{l}.{RESID_POST}" for l in layers]
     src = source.runner(features, mel_lengths, capture=names)
     out = dest.runner(features, mel_lengths, edits={n: patch_from(src.captured[n]) for n in names})
-    return _read(source, out.last_hidden_state, out.lengths)
+    states = out.hidden_states
+    if layers:
+        states = src.hidden_states[: layers[-1] + 1] + states[layers[-1] + 1:]
+    return _read(source, states, out.lengths)
 
 
 def logit_diff(logits: Tensor, labels: Tensor) -> np.ndarray:

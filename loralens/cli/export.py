@@ -17,16 +17,18 @@ from loralens.cli.options import Command
 @click.option("--fold", type=int, required=True, help="The fold to export (0-based index).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="New (or empty) folder to write the model to.")
-@click.option("--exact", is_flag=True,
-              help="Also write loralens' pooling as transformers remote code: loaded with trust_remote_code=True the "
-                   "folder reproduces loralens predict; without it, it is the plain WhisperForAudioClassification.")
+@click.option("--exact/--plain", default=None, show_default="exact when the head needs it (per-layer normalisation "
+              "or z-scoring before a weighted layer sum, the default head), plain otherwise",
+              help="--exact also writes loralens' pooling as transformers remote code: loaded with "
+                   "trust_remote_code=True the folder reproduces loralens predict; --plain writes only the plain "
+                   "WhisperForAudioClassification (a close copy; refused for a head transformers cannot express).")
 @click.option("--measure/--no-measure", default=True, show_default=True,
               help="Measure how often transformers' pipeline agrees with loralens predict on the fold's test clips.")
 @click.option("--measure-clips", type=int, default=None, show_default="all", help="At most this many test clips.")
 @click.option("--corpus-root", type=click.Path(exists=True, path_type=Path), default=None,
               show_default="the run's corpus_root", help="Where the run's corpus is now, for the measurement.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def export(run_dir: Path, fold: int, out: Path, exact: bool, measure: bool, measure_clips: int | None,
+def export(run_dir: Path, fold: int, out: Path, exact: bool | None, measure: bool, measure_clips: int | None,
            corpus_root: Path | None, no_progress: bool) -> None:
     """Export fold FOLD of the run RUN_DIR as a WhisperForAudioClassification folder (LoRA merged into the encoder),
     with its feature-extractor config, id2label/label2id, a model card (README.md) and the unmerged peft adapter
@@ -41,7 +43,8 @@ def export(run_dir: Path, fold: int, out: Path, exact: bool, measure: bool, meas
     info = export_fold(run_dir, fold, out, exact=exact, measure=measure, measure_clips=measure_clips,
                        corpus_root=corpus_root, progress=progress, echo=lambda s: click.echo(s, err=True))
     click.echo(f"fold {fold} of {run_dir} exported to {out} ({info['method']} on {info['model']}, "
-               f"{len(info['labels'])} classes{', exact pooling with trust_remote_code=True' if exact else ''})")
+               f"{len(info['labels'])} classes"
+               f"{', exact pooling with trust_remote_code=True' if info['exact'] else ''})")
     ag = info["agreement"]
     if ag:
         click.echo(f"pipeline vs loralens predict on {ag['clips']} test clips: "

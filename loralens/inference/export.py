@@ -61,9 +61,19 @@ def _merged_encoder(clf: EmotionClassifier) -> torch.nn.Module:
     return whisper_encoder(clf.peft_model.merge_and_unload())
 
 
+def needs_exact(cfg: TrainConfig) -> bool:
+    """Whether only the exact export reproduces a head of configuration `cfg`: transformers' head neither normalises
+    each hidden state (`head.layer_norm`) nor z-scores them before the weighted sum."""
+    return cfg.head.layer_norm or (cfg.head.standardize and cfg.head.weighted_layer_sum)
+
+
 def _plain_head_state(head: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The head's weights under transformers' names; a z-scoring head (`standardize`) has its statistics folded into
-    the projector, which is affine: W (x - m) / s + b = (W / s) x + (b - (W / s) m)."""
+    """The head's weights under transformers' names; a z-scoring head (`standardize`) on one hidden state has its
+    statistics folded into the projector, which is affine: W (x - m) / s + b = (W / s) x + (b - (W / s) m); one
+    that z-scores each hidden state before the weighted sum keeps them (`input_mean`, `input_std`, buffers of the
+    exact export's class)."""
+    if getattr(head, "standardize", False) and head.use_weighted_layer_sum:
+        return dict(head.state_dict())
     state = {k: v for k, v in head.state_dict().items() if k not in ("input_mean", "input_std")}
     if getattr(head, "standardize", False):
         w = state["projector.weight"].double() / head.input_std.double()[None, :]
@@ -82,17 +92,11 @@ def build_hf_model(models: RunModels, fold: FoldModel, *, exact: bool = False) -
     from loralens.models.loading import load_config
 
     cfg = models.config
-    if cfg.head.layer_norm and not exact:
+    if needs_exact(cfg) and not exact:
         raise ConfigError(
-            f"{models.run_dir}: the head normalises each layer's pooled vector (head.layer_norm), which transformers' "
-            "WhisperForAudioClassification does not do",
+            f"{models.run_dir}: the head normalises or z-scores each hidden state before the weighted sum "
+            "(head.layer_norm, head.standardize), which transformers' WhisperForAudioClassification does not do",
             "export with --exact (loralens' pooling through trust_remote_code=True), or use loralens predict",
-        )
-    if cfg.head.standardize and cfg.head.weighted_layer_sum:
-        raise ConfigError(
-            f"{models.run_dir}: the head z-scores each hidden state before weighting them (head.standardize with "
-            "head.weighted_layer_sum), which neither export reproduces",
-            "use loralens predict for this model",
         )
     config = load_config(cfg.model)
     k = fold.classifier.hidden_state  # the fold's own (a run with hidden_state auto chooses per fold)
@@ -108,6 +112,7 @@ def build_hf_model(models: RunModels, fold: FoldModel, *, exact: bool = False) -
     config.loralens_window = cfg.window
     config.loralens_mask_padding = models.mask_padding
     config.loralens_normalize_layers = cfg.head.layer_norm
+    config.loralens_standardize = bool(cfg.head.standardize and cfg.head.weighted_layer_sum)
     if exact:
         config.auto_map = {"AutoModelForAudioClassification": f"{Path(REMOTE_CODE_FILE).stem}.{REMOTE_CLASS}"}
     # the exact export's own class, so that the merge check runs its pooling (e.g. the per-layer LayerNorm)
@@ -307,7 +312,8 @@ def model_card(models: RunModels, fold: FoldModel, export: dict) -> str:
     return "\n".join(lines)
 
 
-def export_fold(run_dir: str | os.PathLike[str], fold: int, out_dir: str | os.PathLike[str], *, exact: bool = False,
+def export_fold(run_dir: str | os.PathLike[str], fold: int, out_dir: str | os.PathLike[str], *,
+                exact: bool | None = None,
                 measure: bool = True, measure_clips: int | None = None,
                 corpus_root: str | os.PathLike[str] | None = None,
                 progress: Callable[[Iterable], Iterable] | None = None,
@@ -316,8 +322,9 @@ def export_fold(run_dir: str | os.PathLike[str], fold: int, out_dir: str | os.Pa
 
     measure: classify the fold's test clips (at most `measure_clips`) with loralens and with the exported folder
     through transformers' pipeline, and record the agreement in the card (skipped with a note when the corpus is
-    not readable here; `corpus_root` says where the corpus is when it moved). Returns `loralens_export.json`'s
-    content.
+    not readable here; `corpus_root` says where the corpus is when it moved). exact: write the exact export (None:
+    when the head needs it, `needs_exact`; False for such a head raises ConfigError). Returns
+    `loralens_export.json`'s content.
     """
     from loralens.models.loading import load_feature_extractor, load_whisper
 
@@ -326,6 +333,8 @@ def export_fold(run_dir: str | os.PathLike[str], fold: int, out_dir: str | os.Pa
         raise ConfigError(f"{out}: exists and is not an empty folder", "pass a new folder to --out")
     models = load_run_models(run_dir, fold)
     fm = models.folds[0]
+    if exact is None:
+        exact = needs_exact(models.config)
     # the merge changes the encoder in place: merge a second copy, keep the loaded one for the checks
     encoder = whisper_encoder(load_whisper(models.config.model))
     to_merge = FoldModel(fold, fold_classifier(run_dir, fold, models.config, encoder, len(models.labels)), fm.metrics)
@@ -371,4 +380,4 @@ def export_fold(run_dir: str | os.PathLike[str], fold: int, out_dir: str | os.Pa
 
 
 __all__ = ["ADAPTER_DIR", "CORPUS_LICENCES", "EXPORT_JSON", "REMOTE_CODE_FILE", "build_hf_model", "export_fold",
-           "fold_test_clips", "measure_agreement", "model_card"]
+           "fold_test_clips", "measure_agreement", "model_card", "needs_exact"]

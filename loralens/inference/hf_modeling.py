@@ -11,7 +11,9 @@ model=DIR, trust_remote_code=True)` gives loralens' probabilities.
 
 Config fields read: `loralens_window` ("full" | "trim"), `loralens_mask_padding` (bool), `use_weighted_layer_sum`,
 `loralens_normalize_layers` (bool: LayerNorm without parameters of each layer's pooled vector before the weighted
-sum, loralens' `head.layer_norm`).
+sum, loralens' `head.layer_norm`), `loralens_standardize` (bool: with the weighted sum, each hidden state's pooled
+vector is first z-scored with the training clips' statistics, buffers `input_mean` / `input_std` `[layers + 1,
+d_model]` saved with the weights; loralens' `head.standardize`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 class LoralensWhisperForAudioClassification(WhisperForAudioClassification):
     """`WhisperForAudioClassification` whose forward pools the valid frames of each clip, as loralens does."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        if getattr(config, "loralens_standardize", False) and config.use_weighted_layer_sum:
+            shape = (config.encoder_layers + 1, config.d_model)
+            self.register_buffer("input_mean", torch.zeros(shape))
+            self.register_buffer("input_std", torch.ones(shape))
 
     def _hidden_states(self, features: torch.Tensor, n_mel: int, zero_padding: bool) -> list[torch.Tensor]:
         """Embeddings, the outputs of layers 0..L-2 and the final-normed output of the last layer, `[1, frames, d]`
@@ -80,6 +89,8 @@ class LoralensWhisperForAudioClassification(WhisperForAudioClassification):
             length = (n + 1) // 2
             if cfg.use_weighted_layer_sum:
                 per_layer = torch.stack([s[0, :length].mean(dim=0) for s in states])
+                if getattr(cfg, "loralens_standardize", False):
+                    per_layer = (per_layer - self.input_mean.to(per_layer.dtype)) / self.input_std.to(per_layer.dtype)
                 if getattr(cfg, "loralens_normalize_layers", False):
                     per_layer = F.layer_norm(per_layer, (per_layer.shape[-1],))
                 weights = torch.softmax(self.layer_weights, dim=-1)

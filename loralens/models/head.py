@@ -99,14 +99,30 @@ class ClassificationHead(nn.Module):
         vector (z-scored with `standardize`) without the weighted sum."""
         if not self.use_weighted_layer_sum:
             pooled = pooled[:, -1]
+            if self.standardize:
+                pooled = (pooled - self.input_mean.to(pooled.dtype)) / self.input_std.to(pooled.dtype)
+            return pooled
+        return self.weighted_sum(self.layer_vectors(pooled))
+
+    def layer_vectors(self, pooled: Tensor) -> Tensor:
+        """With the weighted layer sum: each hidden state's pooled vector as the weighting sees it, `[batch,
+        n_hidden_states, d_model]` -> the same shape (z-scored with `standardize`, then normalised with
+        `normalize_layers`)."""
+        if not self.use_weighted_layer_sum:
+            raise ConfigError("layer_vectors applies to a weighted-layer-sum head only")
         if self.standardize:
             pooled = (pooled - self.input_mean.to(pooled.dtype)) / self.input_std.to(pooled.dtype)
-        if not self.use_weighted_layer_sum:
-            return pooled
         if self.normalize_layers:
             pooled = F.layer_norm(pooled, (pooled.shape[-1],))
+        return pooled
+
+    def weighted_sum(self, vectors: Tensor, upto: int | None = None) -> Tensor:
+        """The softmax-weighted sum `[batch, d_model]` of `layer_vectors` output `[batch, n_hidden_states,
+        d_model]`; with `upto`, of hidden states 0..upto-1 only (the others contribute nothing; the weights are
+        those of the whole head, not renormalised), so that `upto = n_hidden_states` is the head's own input."""
         weights = torch.softmax(self.layer_weights, dim=-1)
-        return (pooled * weights.view(1, -1, 1)).sum(dim=1)
+        n = vectors.shape[1] if upto is None else upto
+        return (vectors[:, :n] * weights[:n].view(1, -1, 1)).sum(dim=1)
 
     @torch.no_grad()
     def set_standardization(self, pooled: Tensor, eps: float = 1e-5) -> None:

@@ -30,20 +30,30 @@ class HeadConfig(_Strict):
     the pooled vector(s) with fixed mean and std of the fold's training clips. `hidden_state`:
     read an earlier hidden state instead of the last; the encoder is cut after the layer that produces it, so the
     model (and LoRA, and every analysis) has that many layers. `auto`: each fold chooses its hidden state before
-    training (`fold_k/hidden_state.json`)."""
+    training (`fold_k/hidden_state.json`).
+
+    Defaults (`head_defaults`, the recipe search of docs/results.md section 6c): the weighted sum of every hidden
+    state, each normalised and z-scored; a head on one hidden state (`hidden_state`, or `weighted_layer_sum: false`)
+    drops the per-layer normalisation, and is z-scored unless it reads the last, final-normed state."""
 
     projector_dim: int = Field(256, ge=1, description="projector width of the head")
-    weighted_layer_sum: bool = Field(False, description="learned weighted sum of all hidden states (else the last "
-                                     "layer's)")
-    layer_norm: bool = Field(False, description="with the weighted layer sum: normalise each layer's pooled vector "
-                             "before weighting")
+    weighted_layer_sum: bool = Field(True, description="learned weighted sum of all hidden states (else one: the "
+                                     "last, or hidden_state); default on unless hidden_state is set")
+    layer_norm: bool = Field(True, description="with the weighted layer sum: normalise each layer's pooled vector "
+                             "before weighting; default on with the weighted sum")
     hidden_state: int | Literal["auto"] | None = Field(
         None, description="read hidden state k (transformers' index: k = the output of encoder layer k-1; the layers "
         "above are cut and the final LayerNorm is not applied); auto: chosen per fold by speaker-grouped "
         "cross-validation of a linear probe on the training clips' frozen outputs; last (or unset) = the last, "
         "final-normed")
-    standardize: bool = Field(False, description="z-score the head's input with the training clips' statistics "
-                              "under the frozen encoder (needs the frozen encoder's outputs: computed once per run)")
+    standardize: bool = Field(True, description="z-score the head's input with the training clips' statistics "
+                              "under the frozen encoder (needs the frozen encoder's outputs: computed once per run); "
+                              "default on unless the head reads the last hidden state alone")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        return head_defaults(data) if isinstance(data, Mapping) else data
 
     @field_validator("hidden_state", mode="before")
     @classmethod
@@ -66,6 +76,21 @@ class HeadConfig(_Strict):
             raise ValueError("head.hidden_state reads one hidden state, head.weighted_layer_sum all of them: set "
                              "one of the two")
         return self
+
+
+def head_defaults(head: Mapping[str, Any]) -> dict[str, Any]:
+    """A head section with the fields it does not give (absent or None) filled by the rule of `HeadConfig`: the
+    weighted layer sum unless one hidden state is asked for, per-layer normalisation with it, and z-scoring unless
+    the head reads the last (final-normed) hidden state alone."""
+    out = dict(head)
+    state = out.get("hidden_state")
+    if out.get("weighted_layer_sum") is None:
+        out["weighted_layer_sum"] = state is None  # hidden_state "last" asks for the last-layer head
+    if out.get("layer_norm") is None:
+        out["layer_norm"] = bool(out["weighted_layer_sum"])
+    if out.get("standardize") is None:
+        out["standardize"] = bool(out["weighted_layer_sum"]) or state not in (None, "last")
+    return out
 
 
 class AugmentConfig(_Strict):

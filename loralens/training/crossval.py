@@ -226,11 +226,13 @@ def schedule_line(cfg: TrainConfig) -> str:
 
 
 def _head_reads(cfg: TrainConfig) -> str:
-    """"; head on hidden state 2 (encoder cut there), z-scored" and the like; "" for the default head."""
+    """"; head on hidden state 2 (encoder cut there), z-scored input" and the like; "" for the last-layer head."""
     h = cfg.head
     where = {None: "", "auto": "; head on the hidden state each fold chooses (speaker-grouped probe on the frozen "
              "outputs; encoder cut there)"}.get(h.hidden_state, f"; head on hidden state {h.hidden_state} (encoder "
                                                                  "cut there)")
+    if h.weighted_layer_sum:
+        where = "; head on the weighted sum of all hidden states" + (" (each normalised)" if h.layer_norm else "")
     if h.standardize:
         where = (where or "; head") + ", z-scored input"
     return where
@@ -410,7 +412,9 @@ def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict
     if result.interrupted:
         return None
     eval_bs = cfg.eval_batch_size or cfg.batch_size
-    test, pred = evaluate(model, splits["test"], accelerator, prep.labels, eval_bs, cfg.num_workers, desc="test")
+    test, test_logits = evaluate(model, splits["test"], accelerator, prep.labels, eval_bs, cfg.num_workers,
+                                 desc="test")
+    pred = test_logits.argmax(axis=1)
     # a resumed fold counts the training time of its earlier sessions too (kept in the checkpoints)
     wall = (t_fit - t0) + result.train_time_s + (time.perf_counter() - t_fit_end) + lp_earlier_s
     metrics = {
@@ -443,7 +447,10 @@ def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict
         save_safetensors(folder.head, clf.head.state_dict())
         atomic_write_json(folder.predictions, {
             "ids": list(splits["test"].ids), "true": [int(y) for y in splits["test"].labels],
-            "pred": [int(p) for p in pred], "labels": prep.labels})
+            "pred": [int(p) for p in pred], "labels": prep.labels,
+            # softmax probabilities, so that predictions of several runs (seeds) can be averaged afterwards
+            "probabilities": [[round(x, 6) for x in row]
+                              for row in torch.softmax(torch.from_numpy(test_logits).double(), dim=1).tolist()]})
         _fold_figures(folder, metrics)
         atomic_write_json(folder.metrics, metrics)  # last: marks the fold complete
         shutil.rmtree(folder.checkpoints, ignore_errors=True)

@@ -223,12 +223,15 @@ def predict(model: torch.nn.Module, split: Split, accelerator, batch_size: int, 
 
 def evaluate(model: torch.nn.Module, split: Split, accelerator, labels: Sequence[str], batch_size: int,
              num_workers: int = 0, desc: str = "eval") -> tuple[ClassificationMetrics, np.ndarray]:
-    """Metrics of `model` on `split` and the predicted class of every clip (split order)."""
+    """Metrics of `model` on `split` and the logits of every clip `[clips, n_classes]` float32 (split order; the
+    predicted class is their argmax)."""
     logits, idx = predict(model, split, accelerator, batch_size, num_workers, desc)
     if len(idx) != len(split) or (len(idx) and not np.array_equal(idx, np.arange(len(split)))):
         raise RuntimeError(f"evaluation gathered {len(idx)} predictions for {len(split)} clips")
-    pred = logits.argmax(axis=1) if len(idx) else np.zeros(0, np.int64)
-    return classification_metrics(list(split.labels), pred.tolist(), labels), pred
+    if not len(idx):
+        logits = np.zeros((0, len(labels)), np.float32)
+    pred = logits.argmax(axis=1)
+    return classification_metrics(list(split.labels), pred.tolist(), labels), logits
 
 
 def validate(model: torch.nn.Module, split: Split, accelerator, labels: Sequence[str], batch_size: int,

@@ -9,7 +9,7 @@
     <run>/fold_{k}/encoder.safetensors  encoder weights (method full)
     <run>/fold_{k}/head.safetensors  classification head
     <run>/fold_{k}/metrics.json      selected epoch, validation and test metrics, time, memory, parameters
-    <run>/fold_{k}/predictions.json  test clip ids, true and predicted classes
+    <run>/fold_{k}/predictions.json  test clip ids, true and predicted classes, class probabilities
     <run>/fold_{k}/log.jsonl         training log
     <run>/fold_{k}/figures/          training curve, confusion matrix (PNG + SVG)
     <run>/fold_{k}/checkpoints/      resumable state while the fold trains (removed once it is complete)

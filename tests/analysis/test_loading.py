@@ -172,10 +172,11 @@ def test_initial_adapter_is_what_training_started_from(run, tmp_path, monkeypatc
         return FitResult(-1, {}, 0, False, 0, interrupted=True)
 
     monkeypatch.setattr(crossval, "fit", save_then_stop)
-    # run_fold alone cannot run the LP-FT stage (train() computes its frozen outputs); the adapter is built before
-    # that stage either way, so the fresh run skips it and `initial_adapter` gets the run's own config (LP-FT on)
-    assert cfg.lp_ft_epochs == 20
-    fresh = cfg.model_copy(update={"run_dir": tmp_path / "fresh", "lp_ft_epochs": 0})
+    # run_fold alone cannot run the LP-FT stage nor z-score the head (train() computes the frozen outputs both read);
+    # the adapter is built before either, so the fresh run skips them and `initial_adapter` gets the run's own config
+    assert cfg.lp_ft_epochs == 20 and cfg.head.standardize
+    fresh = cfg.model_copy(update={"run_dir": tmp_path / "fresh", "lp_ft_epochs": 0,
+                                   "head": cfg.head.model_copy(update={"standardize": False})})
     assert crossval.run_fold(fresh, prep, 0, crossval.make_accelerator("fp32"), echo=lambda s: None) is None
     at_start = _adapter_file_by_prefix(tmp_path / "adapter_at_start" / "adapter_model.safetensors")
 

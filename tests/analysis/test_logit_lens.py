@@ -47,12 +47,43 @@ def test_readout_applies_final_layer_norm(ctx):
     assert (got - without_ln).abs().max() > 1e-3  # the final LN matters
 
 
-def test_weighted_layer_sum_head_raises():
-    adapted, _ = tiny_classifiers(use_weighted_layer_sum=True)
-    ctx = tiny_context()
-    with pytest.raises(ConfigError, match="weighted-layer-sum") as e:
-        ll.lens_readout(adapted, ctx.test)
-    assert e.value.hint and "probing" in e.value.hint
+@pytest.fixture(scope="module")
+def wls_ctx():
+    # the package's default head: weighted sum of every hidden state, each z-scored and normalised
+    return tiny_context(n_layers=3, use_weighted_layer_sum=True, head={"normalize_layers": True, "standardize": True})
+
+
+def test_weighted_sum_lens_is_the_partial_sum_and_exact_at_the_last_layer(wls_ctx):
+    clf = wls_ctx.adapted
+    readout = ll.lens_readout(clf, wls_ctx.test)
+    assert readout.last_layer_max_abs_diff == 0.0
+    assert torch.equal(readout.lens_logits[:, -1], readout.final_logits)
+    assert readout.lens_logits.shape == (12, 3, 4) and readout.pooled.shape == (12, 3, 64)
+    # by hand for the first batch: hidden states from the plain run, z-scored, LN'd, weighted, summed up to l + 1
+    batch, head = wls_ctx.test.batches[0], clf.head
+    with torch.no_grad():
+        out = clf.runner(batch.features, batch.mel_lengths)
+        pooled = torch.stack([masked_mean(h, out.lengths) for h in out.hidden_states], dim=1)  # [4, 4, 64]
+        z = (pooled - head.input_mean) / head.input_std
+        v = torch.nn.functional.layer_norm(z, (64,))
+        w = torch.softmax(head.layer_weights, dim=0)
+        for l in range(3):
+            u = sum(w[j] * v[:, j] for j in range(l + 2))
+            assert torch.allclose(readout.pooled[:4, l], u, atol=1e-5), l
+            assert torch.allclose(readout.lens_logits[:4, l], head.classify(u), atol=1e-5), l
+    # each layer's increment is the direct contribution of its hidden state: W w_j v_j
+    wmat = ll.head_matrix(clf).float()
+    inc = readout.lens_logits[:4, 2] - readout.lens_logits[:4, 1]
+    assert torch.allclose(inc, (w[3] * v[:, 3]) @ wmat.T, atol=1e-4)
+    assert ll.readout_description(clf) == ll.READOUT_SUM
+
+
+def test_weighted_sum_lens_runs_with_the_tuned_lens(wls_ctx):
+    result = ll.run(wls_ctx)
+    assert result["last_layer_max_abs_logit_diff"] == 0.0
+    assert result["readout"] == ll.READOUT_SUM
+    assert result["tuned"]["last_layer_max_abs_logit_diff"] < 1e-6  # the gap is 0 there: D = 0
+    assert result["adapted"]["agreement"]["value"][-1] == 1.0
 
 
 def test_fit_tuned_layer_recovers_a_linear_correction():

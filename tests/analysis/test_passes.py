@@ -11,7 +11,7 @@ import torch
 from loralens.analysis import passes
 from loralens.analysis.layer_contribution import ContributionObserver, contribution_per_clip
 from loralens.analysis.logit_lens import LensObserver, lens_readout
-from loralens.analysis.passes import PooledHiddenObserver, SharedPasses, run_pass, wanted_on
+from loralens.analysis.passes import OBSERVERS, PooledHiddenObserver, SharedPasses, run_pass, wanted_on
 from loralens.analysis.probing import pooled_hidden_states
 from loralens.analysis.suite import run_suite
 from loralens.errors import ConfigError
@@ -111,14 +111,19 @@ def test_a_second_observer_asked_later_gets_its_own_pass_and_the_memo_is_cleared
     assert ctx.passes.results == {}
 
 
-def test_a_lens_that_does_not_apply_does_not_stop_the_others():
-    """With a weighted-layer-sum head the lens is undefined; the pass of the other observers still runs."""
+def test_an_observer_that_does_not_apply_does_not_stop_the_others(monkeypatch):
+    """An observer not defined for a model (its factory raises ConfigError) is left out of the shared pass; the
+    other observers' pass still runs, and asking for it raises."""
+    def undefined(clf):
+        raise ConfigError("not defined for this model")
+
+    monkeypatch.setitem(OBSERVERS, "undefined", undefined)
     ctx = tiny_context(use_weighted_layer_sum=True)
-    ctx.passes.wanted = ("contribution", "lens", "pooled_hidden")
+    ctx.passes.wanted = ("contribution", "undefined", "lens", "pooled_hidden")
     ctx.observed("pooled_hidden", "adapted")
-    assert ctx.passes.passes_run == [("adapted", "test", ("pooled_hidden", "contribution"))]
-    with pytest.raises(ConfigError, match="weighted-layer-sum"):
-        ctx.observed("lens", "adapted")
+    assert ctx.passes.passes_run == [("adapted", "test", ("pooled_hidden", "contribution", "lens"))]
+    with pytest.raises(ConfigError, match="not defined"):
+        ctx.observed("undefined", "adapted")
 
 
 def test_two_observers_may_not_edit_one_point_and_names_are_checked():

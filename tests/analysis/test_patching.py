@@ -85,12 +85,39 @@ def test_run_known_answers_json_plot_reading(ctx, tmp_path):
     assert ANALYSES[pt.NAME].needs_frozen
 
 
-def test_needs_frozen_and_plain_head():
+def test_needs_frozen():
     with pytest.raises(ConfigError, match="frozen baseline"):
         pt.run(tiny_context(frozen=False, train=False))
-    adapted, frozen = tiny_classifiers(use_weighted_layer_sum=True)
-    with pytest.raises(ConfigError, match="weighted-layer-sum"):
-        pt.patching_logits(adapted, frozen, tiny_context(train=False).test)
+
+
+def test_weighted_sum_head_reads_the_source_up_to_the_patch():
+    """The default head (weighted sum of every hidden state, z-scored, normalised): the patched read-out takes the
+    source's hidden states up to the patch and the destination's continuation after it; the last layer (and every
+    layer) gives the clean run, no layer the corrupted one."""
+    ctx = tiny_context(n_layers=3, train=False, use_weighted_layer_sum=True,
+                       head={"normalize_layers": True, "standardize": True})
+    got = pt.patching_logits(ctx.adapted, ctx.frozen, ctx.test)
+    assert torch.equal(got.patched[:, -1], got.clean)
+    assert (got.clean - got.corrupt).abs().max() > 1e-3
+    b = ctx.test.batches[0]
+    with torch.no_grad():
+        names = [f"blocks.{l}.hook_resid_post" for l in range(3)]
+        src = ctx.adapted.runner(b.features, b.mel_lengths, capture=names)
+        for l in range(3):
+            scratch = pt.patch_run(ctx.adapted, ctx.frozen, b.features, b.mel_lengths, [l])
+            assert torch.allclose(got.patched[:4, l], scratch, atol=1e-5), l
+            # by hand: the destination from the source's resid_post of layer l, the source's states before it
+            rest = ctx.frozen.runner(None, b.mel_lengths, start_at=(l, src.captured[names[l]]),
+                                     skip_layers=[l])
+            states = src.hidden_states[: l + 1] + rest.hidden_states[1:]
+            want = ctx.adapted.head(states, src.lengths)
+            assert torch.allclose(got.patched[:4, l], want, atol=1e-5), l
+        every = pt.patch_run(ctx.adapted, ctx.frozen, b.features, b.mel_lengths, range(3))
+        none = pt.patch_run(ctx.adapted, ctx.frozen, b.features, b.mel_lengths, [])
+    assert torch.allclose(every, got.clean[:4], atol=1e-6)
+    assert torch.allclose(none, got.corrupt[:4], atol=1e-6)
+    result = pt.run(ctx)
+    assert result["adapted_to_frozen"]["recovered_logit_diff"]["value"][-1] == pytest.approx(1.0)
 
 
 def test_both_directions_at_once_equal_each_direction_alone(ctx):

@@ -23,8 +23,9 @@ def test_config_file_with_flag_overrides_dry_run(tiny_model_dir, synthetic_root,
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert "fold0" in res.output and "fold1" not in res.output
-    # r=2 from the flag (the file says 4): 2 v_proj x (A 2x64 + B 64x2) + head (64x16+16 + 16x4+4)
-    assert f"{2 * 2 * 64 * 2 + 64 * 16 + 16 + 16 * 4 + 4:,} trainable" in res.output
+    # r=2 from the flag (the file says 4): 2 v_proj x (A 2x64 + B 64x2) + head (64x16+16 + 16x4+4 + the default
+    # head's 3 layer weights: embeddings and 2 layers)
+    assert f"{2 * 2 * 64 * 2 + 64 * 16 + 16 + 16 * 4 + 4 + 3:,} trainable" in res.output
     assert not (tmp_path / "run").exists()
 
 

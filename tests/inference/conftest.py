@@ -18,8 +18,10 @@ def _train(tmp_path_factory, name: str, model: Path, corpus: Path, cache: Path, 
 
 @pytest.fixture(scope="session")
 def trim_run(tmp_path_factory, tiny_model_dir, synthetic_root, feature_cache) -> Path:
-    """LoRA r=4, trim windows, padding mask on (the default for trim), both folds complete."""
-    return _train(tmp_path_factory, "trim_run", tiny_model_dir, synthetic_root, feature_cache)
+    """LoRA r=4 with the paper's last-layer head (transformers' own, so that the plain export is exact but for
+    the pooling), trim windows, padding mask on (the default for trim), both folds complete."""
+    return _train(tmp_path_factory, "trim_run", tiny_model_dir, synthetic_root, feature_cache,
+                  head={"projector_dim": 16, "weighted_layer_sum": False})
 
 
 @pytest.fixture(scope="session")

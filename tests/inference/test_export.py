@@ -139,23 +139,25 @@ def test_cli_export(full_run, tmp_path, capsys):
 def test_frozen_run_predicts_and_exports_without_adapter(tiny_model_dir, synthetic_root, feature_cache, tmp_path):
     from tests.training.conftest import base_settings, train_in_process
 
-    # the head of the strong frozen baseline: weighted layer sum with each layer's pooled vector normalised
+    # the default head: weighted layer sum of every hidden state, each z-scored and normalised
     s = base_settings(tiny_model_dir, synthetic_root, feature_cache, tmp_path / "frozen", method="frozen", epochs=2,
-                      fold=0, head={"projector_dim": 16, "weighted_layer_sum": True, "layer_norm": True})
+                      fold=0, head={"projector_dim": 16})
     s.pop("lora")
     train_in_process(s)
     files = _files(synthetic_root, 4)
     res = predict(tmp_path / "frozen", files, fold=0)
     assert len(res.clips) == 4
-    with pytest.raises(ConfigError, match="head.layer_norm") as e:
-        export_fold(tmp_path / "frozen", 0, tmp_path / "plain", measure=False)  # transformers' head cannot
+    with pytest.raises(ConfigError, match="head.layer_norm, head.standardize") as e:
+        export_fold(tmp_path / "frozen", 0, tmp_path / "plain", exact=False, measure=False)  # transformers' cannot
     assert "--exact" in e.value.hint
-    info = export_fold(tmp_path / "frozen", 0, tmp_path / "m", exact=True, measure_clips=4)
+    info = export_fold(tmp_path / "frozen", 0, tmp_path / "m", measure_clips=4)  # exact: the head needs it
+    assert info["exact"] is True
     assert info["method"] == "frozen" and not (tmp_path / "m" / "peft_adapter").exists()
     assert info["merge_check_max_abs_logit_diff"] < 1e-5 and info["agreement"]["agreement"] == 1.0
     assert info["agreement"]["max_abs_prob_diff"] < 1e-5
     assert "encoder frozen (head only)" in (tmp_path / "m" / "README.md").read_text()
-    assert json.loads((tmp_path / "m" / "config.json").read_text())["loralens_normalize_layers"] is True
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["loralens_normalize_layers"] is True and cfg["loralens_standardize"] is True
     got = _plain(tmp_path / "m", files, trust=True, tmp_path=tmp_path)  # transformers alone, remote code
     for pred, scores in zip(res.clips, got["scores"]):
         assert scores == pytest.approx(pred.probabilities, abs=1e-5)

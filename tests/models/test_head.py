@@ -105,3 +105,22 @@ def test_standardize_z_scores_with_fixed_training_statistics():
         ClassificationHead(8, 3).set_standardization(train)
     with pytest.raises(ConfigError, match="clips >= 2"):
         single.set_standardization(train[:1])
+
+
+def test_partial_weighted_sums_build_up_to_the_heads_input_exactly():
+    torch.manual_seed(3)
+    head = ClassificationHead(6, 3, proj_size=4, use_weighted_layer_sum=True, n_hidden_states=4,
+                              normalize_layers=True, standardize=True)
+    with torch.no_grad():
+        head.layer_weights.copy_(torch.tensor([0.5, -1.0, 2.0, 0.0]))
+    pooled = torch.randn(5, 4, 6) * 3 + 1
+    head.set_standardization(pooled)
+    v = head.layer_vectors(pooled)
+    z = (pooled - pooled.mean(0)) / (pooled.std(0) + 1e-5)
+    assert torch.allclose(v, torch.nn.functional.layer_norm(z, (6,)), atol=1e-6)
+    assert torch.equal(head.weighted_sum(v, upto=4), head.combine_layers(pooled))  # bit for bit
+    w = torch.softmax(head.layer_weights, 0)
+    for n in range(1, 4):  # hidden states 0..n-1, the weights not renormalised
+        assert torch.allclose(head.weighted_sum(v, upto=n), sum(w[j] * v[:, j] for j in range(n)), atol=1e-6)
+    with pytest.raises(ConfigError, match="weighted-layer-sum"):
+        ClassificationHead(6, 3).layer_vectors(pooled)

@@ -91,6 +91,15 @@ def run_train_subprocess(settings: dict, timeout: float = 300) -> subprocess.Com
                           text=True, timeout=timeout)
 
 
+def assert_same_predictions(got: Path, want: Path, atol: float = 1e-5) -> None:
+    """Two `predictions.json` files: the same clips, labels and predicted classes, and class probabilities equal
+    within `atol` (runs in two processes agree within float tolerance, see `base_settings`)."""
+    a, b = json.loads(Path(got).read_text()), json.loads(Path(want).read_text())
+    pa, pb = a.pop("probabilities"), b.pop("probabilities")
+    assert a == b
+    assert torch.allclose(torch.tensor(pa, dtype=torch.float64), torch.tensor(pb, dtype=torch.float64), atol=atol)
+
+
 def strip_times(log: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k != "time"} for line in log.read_text().splitlines()]
 

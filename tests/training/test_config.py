@@ -70,16 +70,17 @@ def test_snapshot_round_trip_and_hash(tmp_path: Path):
 def test_head_layer_norm_hashing_and_validation():
     # a snapshot written before head.layer_norm existed keeps its hash (its folds stay complete); setting it changes it
     # (snapshots name every field; this one was written when `full` was the default window)
-    old = make_config({"epochs": 3, "method": "frozen", "head": {"weighted_layer_sum": True}, "window": "full"})
+    old = make_config({"epochs": 3, "method": "frozen", "head": {"weighted_layer_sum": True, "layer_norm": False,
+                                                                  "standardize": False}, "window": "full"})
     d = old.model_dump(mode="json")
-    del d["head"]["layer_norm"]
-    assert config_hash(TrainConfig(**d)) == config_hash(old)
+    del d["head"]["layer_norm"], d["head"]["standardize"]
+    assert config_hash(config_from_snapshot(d)) == config_hash(old)
     assert config_hash(old) == "5934506179f99f7b"  # computed by the code before the field was added
     new = make_config({"epochs": 3, "method": "frozen", "head": {"weighted_layer_sum": True, "layer_norm": True},
                        "window": "full"})
     assert config_hash(new) != config_hash(old)
     with pytest.raises(ConfigError, match="weighted_layer_sum"):
-        make_config({"head": {"layer_norm": True}})
+        make_config({"head": {"layer_norm": True, "weighted_layer_sum": False}})
 
 
 def test_head_hidden_state_hashing_and_validation():
@@ -101,12 +102,15 @@ def test_trim_is_the_default_window_and_named_windows_keep_their_hash(tmp_path):
     assert TrainConfig().window == "trim"
     # a run folder's snapshot names its window (config_to_yaml writes every field): its hash does not depend on
     # the default; these two were computed before the default changed from full to trim
-    full = make_config({"epochs": 3, "method": "frozen", "window": "full"})
+    # (and name the head of then: the last layer, transformers' own, the default until the weighted layer sum)
+    last = {"weighted_layer_sum": False}
+    full = make_config({"epochs": 3, "method": "frozen", "window": "full", "head": last})
     p = tmp_path / "config.yaml"
     p.write_text(config_to_yaml(full))
     assert yaml.safe_load(p.read_text())["window"] == "full"
     assert config_hash(load_config(p)) == config_hash(full) == "2e07defc926ce561"
-    assert config_hash(make_config({"epochs": 3, "method": "frozen", "window": "trim"})) == "5d70b49833c2841a"
+    assert config_hash(make_config({"epochs": 3, "method": "frozen", "window": "trim", "head": last})) == \
+        "5d70b49833c2841a"
     assert config_hash(make_config({"epochs": 3, "method": "frozen", "window": "full"})) != config_hash(
         make_config({"epochs": 3, "method": "frozen"}))
     assert config_hash(make_config({"epochs": 3, "method": "frozen"})) == config_hash(
@@ -141,7 +145,8 @@ def test_lora_takes_the_recipe_defaults_and_other_methods_keep_theirs(tmp_path):
         cfg = make_config({"method": method})
         assert (cfg.epochs, cfg.lr_encoder, cfg.lp_ft_epochs) == (10, 1e-4, 0)
         assert all(method_default(k, method) != v for k, v in LORA_RECIPE.items())
-    given = make_config({"epochs": 10, "lr_encoder": 1e-4, "lp_ft_epochs": 0})  # what a user names is kept
+    given = make_config({"epochs": 10, "lr_encoder": 1e-4, "lp_ft_epochs": 0,  # what a user names is kept
+                         "head": {"weighted_layer_sum": False}})
     assert (given.epochs, given.lr_encoder, given.lp_ft_epochs) == (10, 1e-4, 0)
     # the lora configuration of before the recipe, named in full, keeps the hash the code of then gave `{}`
     assert config_hash(given) == "6ad450c92f504eb8"
@@ -181,3 +186,23 @@ def test_frozen_section_drops_what_frozen_cannot_take():
     assert out == {"epochs": 3, "select_on": "loss", "augment": {"mixup_alpha": 0.3}}
     assert train["lp_ft_epochs"] == 2 and "speed" in train["augment"]  # the input is not changed
     make_config({**out, "method": "frozen"})
+
+
+def test_default_head_and_the_rule_for_fields_not_given():
+    from loralens.training.config import HeadConfig, head_defaults
+
+    assert (TrainConfig().head.weighted_layer_sum, TrainConfig().head.layer_norm, TrainConfig().head.standardize) \
+        == (True, True, True)
+    last = make_config({"head": {"weighted_layer_sum": False}})  # --last-layer: the paper's head, raw
+    assert (last.head.layer_norm, last.head.standardize) == (False, False)
+    one = make_config({"head": {"hidden_state": 3}})  # one hidden state below the last: z-scored, no sum
+    assert (one.head.weighted_layer_sum, one.head.layer_norm, one.head.standardize) == (False, False, True)
+    named_last = make_config({"head": {"hidden_state": "last"}})
+    assert (named_last.head.weighted_layer_sum, named_last.head.standardize) == (False, False)
+    raw_sum = make_config({"head": {"standardize": False}})
+    assert (raw_sum.head.weighted_layer_sum, raw_sum.head.layer_norm, raw_sum.head.standardize) == (True, True, False)
+    assert head_defaults({"layer_norm": False}) == {"layer_norm": False, "weighted_layer_sum": True,
+                                                    "standardize": True}
+    assert HeadConfig.model_validate(HeadConfig().model_dump()) == HeadConfig()  # a snapshot round-trips
+    # the default head enters the hash (it differs from the head of the runs made before it)
+    assert config_hash(make_config({})) != config_hash(make_config({"head": {"weighted_layer_sum": False}}))

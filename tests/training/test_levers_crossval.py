@@ -16,7 +16,15 @@ from safetensors.torch import load_file
 from loralens.io import read_json
 from loralens.training.config import make_config
 from loralens.training.crossval import train
-from tests.training.conftest import REPO, base_settings, one_thread, strip_times, subprocess_env, train_in_process
+from tests.training.conftest import (
+    REPO,
+    assert_same_predictions,
+    base_settings,
+    one_thread,
+    strip_times,
+    subprocess_env,
+    train_in_process,
+)
 from tests.training.test_resume import _kill_when_mid_epoch_in_fold_1
 
 AUGMENT = {"spec_time_masks": 2, "spec_time_width": 10, "spec_freq_masks": 1, "spec_freq_width": 8,
@@ -129,8 +137,8 @@ def test_sigkill_with_every_lever_on_then_rerun_matches_uninterrupted(tiny_model
         assert got["linear_probe"]["validation"] == want["linear_probe"]["validation"]
         for log in ("log.jsonl", "lp/log.jsonl"):
             assert strip_times(run_dir / f"fold_{k}" / log) == strip_times(tmp_path / "ref" / f"fold_{k}" / log)
-        assert read_json(run_dir / f"fold_{k}" / "predictions.json") == \
-            read_json(tmp_path / "ref" / f"fold_{k}" / "predictions.json")
+        assert_same_predictions(run_dir / f"fold_{k}" / "predictions.json",
+                                tmp_path / "ref" / f"fold_{k}" / "predictions.json")
     # the augmentation did act: the reference's training loss differs from an unaugmented run's first epoch
     plain = base_settings(tiny_model_dir, synthetic_root, feature_cache, tmp_path / "plain", fold=0, epochs=1)
     with one_thread():

@@ -137,10 +137,12 @@ def test_evaluate_returns_every_clip_in_order(accelerator):
     torch.manual_seed(0)
     model = StandIn().eval()
     split = make_split(13, 2)
-    m, pred = evaluate(model, split, accelerator, LABELS, batch_size=4)
+    m, logits = evaluate(model, split, accelerator, LABELS, batch_size=4)
     with torch.no_grad():
-        direct = model(*(lambda b: (b.features, b.mel_lengths))(_collate(list(split.dataset)))).argmax(-1)
-    assert pred.tolist() == direct.tolist()
+        direct = model(*(lambda b: (b.features, b.mel_lengths))(_collate(list(split.dataset))))
+    assert logits.shape == (13, len(LABELS)) and logits.dtype == np.float32
+    assert np.allclose(logits, direct.numpy(), atol=1e-6)
+    assert logits.argmax(1).tolist() == direct.argmax(-1).tolist()
     assert m.n == 13 and sum(map(sum, m.confusion)) == 13
 
 

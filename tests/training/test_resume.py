@@ -3,7 +3,6 @@ fold, resumes the interrupted one from its last checkpoint and ends with exactly
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import time
@@ -14,6 +13,7 @@ from loralens.io import read_json
 from tests.training.conftest import (
     REPO,
     TRAIN_MAIN,
+    assert_same_predictions,
     cli_args,
     one_thread,
     strip_times,
@@ -73,8 +73,7 @@ def test_sigkill_mid_epoch_then_rerun_matches_uninterrupted(reference_run, tmp_p
         for key in ("selected_epoch", "epochs_trained", "steps", "validation", "test"):
             assert got[key] == want[key], (k, key)
         assert strip_times(run_dir / f"fold_{k}" / "log.jsonl") == strip_times(ref_dir / f"fold_{k}" / "log.jsonl")
-        assert json.loads((run_dir / f"fold_{k}" / "predictions.json").read_text()) == \
-            json.loads((ref_dir / f"fold_{k}" / "predictions.json").read_text())
+        assert_same_predictions(run_dir / f"fold_{k}" / "predictions.json", ref_dir / f"fold_{k}" / "predictions.json")
         assert not (run_dir / f"fold_{k}" / "checkpoints").exists()  # removed once the fold is complete
     got = read_json(run_dir / "summary.json")
     want = read_json(ref_dir / "summary.json")

@@ -83,7 +83,8 @@ class LensReadout:
     """Logit-lens read-outs of one model on one split (clip order of the split).
 
     final_logits: the model's own logits `[n, C]`. lens_logits: `[n, L, C]`, layer l read out through the final LN,
-    pooling and head. pooled: the pooled normed residuals u_l `[n, L, d]` (inputs of the head). labels `[n]`.
+    pooling and head (with a weighted-layer-sum head: its read-out of hidden states 0..l+1). pooled: the head's inputs
+    u_l `[n, L, d]` (pooled normed residuals, or the partial weighted sums). labels `[n]`.
     last_layer_max_abs_diff: max |lens_logits[:, L-1] - final_logits| (0 when the lens is exact).
     """
 

@@ -195,7 +195,7 @@ class SharedPasses:
                     try:
                         observers[name] = OBSERVERS[name](clf)
                     except ConfigError:
-                        # not defined for this model (e.g. the lens on a weighted-sum head): its analysis says so
+                        # not defined for this model: its analysis says so when it asks
                         continue
             names = tuple(observers)
             desc = f"{model} model, {split} clips ({', '.join(names)})" if self.progress else None

@@ -302,11 +302,16 @@ def _linear_probe_head(cfg: TrainConfig, clf, prep: Prepared, fold, k: int, acce
     return info
 
 
+def _no_frozen_outputs(needed_by: str) -> ConfigError:
+    """The error of `run_fold` called without the frozen encoder's outputs that `needed_by` (a setting) reads."""
+    return ConfigError(f"{needed_by}: the frozen encoder's outputs were not computed",
+                       "call train(cfg), which computes them, rather than run_fold alone")
+
+
 def _standardize_head(clf, fold, frozen_pooled: dict | None) -> None:
     """Fix the head's z-scoring statistics from the frozen encoder's pooled outputs of the fold's training clips."""
     if frozen_pooled is None:
-        raise ConfigError("head.standardize: the frozen encoder's outputs were not computed",
-                          "call train(cfg), which computes them, rather than run_fold alone")
+        raise _no_frozen_outputs("head.standardize")
     clf.head.set_standardization(torch.stack([frozen_pooled[i] for i in fold.split("train")]))
 
 
@@ -319,8 +324,7 @@ def _resolve_hidden_state(cfg: TrainConfig, prep: Prepared, fold, folder: FoldFo
 
     frozen = pooled if pooled is not None else lp_pooled
     if frozen is None:
-        raise ConfigError("head.hidden_state auto: the frozen encoder's outputs were not computed",
-                          "call train(cfg), which computes them, rather than run_fold alone")
+        raise _no_frozen_outputs("head.hidden_state auto")
     by_id = prep.corpus.by_id()
     ids = [*fold.split("train"), *fold.split("validation")]
     fold_cfg = resolve_fold_head(cfg, folder.root, frozen, ids, [prep.labels.index(by_id[i].label) for i in ids],
@@ -384,8 +388,7 @@ def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict
     lp_earlier_s = 0.0  # the probe stage's training time when it ran in an earlier session
     if cfg.lp_ft_epochs and pooled is None:
         if lp_pooled is None:
-            raise ConfigError(f"lp_ft_epochs={cfg.lp_ft_epochs}: the frozen encoder's outputs were not computed",
-                              "call train(cfg), which computes them, rather than run_fold alone")
+            raise _no_frozen_outputs(f"lp_ft_epochs={cfg.lp_ft_epochs}")
         lp_result = folder.root / "lp" / "result.json"
         if (folder.checkpoints / "latest.json").exists():
             lp_info = read_json(lp_result)  # the adapted fit's checkpoint holds the head

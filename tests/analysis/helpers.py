@@ -83,9 +83,7 @@ def tiny_classifiers(
         if head.get("standardize"):
             with torch.no_grad():
                 x = torch.randn(12, 80, 200, generator=torch.Generator().manual_seed(seed + 300))
-                clf.eval().head.input_mean.zero_()  # statistics of the unstandardised pooled vectors
-                clf.head.input_std.fill_(1.0)
-                clf.head.set_standardization(torch.stack(clf.run(x).encoder.hidden_states, 1).mean(2))
+                clf.eval().head.set_standardization(torch.stack(clf.run(x).encoder.hidden_states, 1).mean(2))
     return adapted.eval(), frozen.eval()
 
 

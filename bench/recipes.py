@@ -135,6 +135,9 @@ RECIPES["frozen-last-z"] = _with(FROZEN, head={"standardize": True})
 RECIPES["lpft-z"] = _with(LPFT, head={"standardize": True})
 RECIPES["frozen-wls-ln-z"] = _with(FROZEN, head={"weighted_layer_sum": True, "layer_norm": True, "standardize": True})
 RECIPES["lpft-wls-ln-z"] = _with(LPFT, head={"weighted_layer_sum": True, "layer_norm": True, "standardize": True})
+# one lever at a time on top of the package's default recipe (lpft-wls-ln-z)
+RECIPES["lpft-wls-ln-z-lr1e-3"] = _with(RECIPES["lpft-wls-ln-z"], lr_encoder=1e-3)
+RECIPES["lpft-wls-ln-z-ls"] = _with(RECIPES["lpft-wls-ln-z"], augment={"label_smoothing": 0.1})
 GRIDS: dict[str, list[str]] = {
     "smoke": ["frozen-last", "probe", "lora"],
     "baselines": ["frozen-last", "frozen-wls-ln", "probe"],

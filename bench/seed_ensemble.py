@@ -81,13 +81,15 @@ def main() -> None:
     ens = np.array([r["ensemble_uar"] for r in rows])
     out = {"benchmark": "seed_ensemble", "runs": [str(r) for r in runs], "seeds": seeds, "per_fold": rows,
            "single_seed_uar": mean_std(single.tolist()), "ensemble_uar": mean_std(ens.tolist()),
-           "ensemble_minus_single": mean_std((ens - single).tolist()),
+           "ensemble_minus_single": {**mean_std((ens - single).tolist()), "better": int((ens > single).sum()),
+                                     "worse": int((ens < single).sum())},
            "command": "python " + " ".join(sys.argv)}
     print(f"{'fold':>4}  " + "  ".join(f"seed {s:>2}" for s in seeds) + "  ensemble")
     for r in rows:
         print(f"{r['fold']:>4}  " + "  ".join(f"{u:7.3f}" for u in r["seeds_uar"]) + f"  {r['ensemble_uar']:8.3f}")
     print(f"single seed {single.mean():.3f} ± {single.std(ddof=1) if len(single) > 1 else 0:.3f}, ensemble "
-          f"{ens.mean():.3f} ± {ens.std(ddof=1) if len(ens) > 1 else 0:.3f}, gain {np.mean(ens - single):+.3f}")
+          f"{ens.mean():.3f} ± {ens.std(ddof=1) if len(ens) > 1 else 0:.3f}, gain {np.mean(ens - single):+.3f} "
+          f"(better on {(ens > single).sum()} of {len(ens)} folds, worse on {(ens < single).sum()})")
     if args.baseline:
         strong = {f["fold"]: f["uar"] for f in read_json(args.baseline)["strong_frozen"]["per_fold"]}
         missing = [r["fold"] for r in rows if r["fold"] not in strong]

@@ -12,6 +12,7 @@ from loralens.cli.options import Command
 @click.command("predict", cls=Command, examples=[
     "loralens predict runs/ravdess/train/lora clip.wav more_clips/ --out predictions.csv",
     "loralens predict runs/ravdess/train/lora manifest.csv --fold 0 --json --on-bad-audio skip",
+    "loralens predict runs/seed0 clips/ --join runs/seed1 --join runs/seed2 --out predictions.csv",
 ])
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -19,6 +20,9 @@ from loralens.cli.options import Command
               help="Use this fold's model (0-based index).")
 @click.option("--ensemble", is_flag=True,
               help="Average the class probabilities of every complete fold (the default without --fold).")
+@click.option("--join", "join", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Another run of the same recipe (e.g. another seed) whose models (the same --fold, or every "
+                   "complete fold) join the ensemble; repeatable.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               show_default="the standard output", help="File to write (CSV, or JSON with --json).")
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of CSV.")
@@ -29,8 +33,8 @@ from loralens.cli.options import Command
 @click.option("--max-seconds", type=float, default=600.0, show_default=True,
               help="Longer files are bad files (clips over 30 s are classified over consecutive 30-s windows).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def predict(run_dir: Path, inputs: tuple[Path, ...], fold: int | None, ensemble: bool, out: Path | None,
-            as_json: bool, on_bad_audio: str, batch_size: int, device: str, max_seconds: float,
+def predict(run_dir: Path, inputs: tuple[Path, ...], fold: int | None, ensemble: bool, join: tuple[Path, ...],
+            out: Path | None, as_json: bool, on_bad_audio: str, batch_size: int, device: str, max_seconds: float,
             no_progress: bool) -> None:
     """Classify audio files, folders (searched recursively) or manifests (CSV/JSONL with a path column) with the
     run RUN_DIR. Writes per clip the label, every class probability, the duration and the number of 30-s windows.
@@ -55,13 +59,15 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], fold: int | None, ensemble:
         click.echo(f"bad audio, skipped: {bad.path}: {bad.reason}", err=True)
 
     result = run_predict(run_dir, list(inputs), fold=fold, on_bad_audio=on_bad_audio, batch_size=batch_size,
-                         device=device, max_seconds=max_seconds, progress=progress, on_bad=report_bad)
+                         device=device, max_seconds=max_seconds, progress=progress, on_bad=report_bad, join=join)
     if out is not None:
         result.write(out, as_json=as_json)
     else:
         click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.to_csv(), nl=as_json)
     folds = ", ".join(map(str, result.folds))
     models = f"fold {result.folds[0]}" if not result.ensemble else f"ensemble of folds {folds}"
+    if result.joined_runs:
+        models += f" of {1 + len(result.joined_runs)} runs"
     acc = result.accuracy()
     click.echo(f"{len(result.clips)} clip(s) classified with {models}"
                + (f", {len(result.bad_files)} bad file(s) skipped" if result.bad_files else "")

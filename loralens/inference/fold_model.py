@@ -8,7 +8,7 @@ base model and the fold's files (seconds for `tiny.en` and `base`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -38,12 +38,14 @@ class RunModels:
 
     labels: class names in class-index order (the same in every fold). window, mask_padding: how the run
     batched clips during training (`full` 30-s windows or `trim`; padded frames masked in attention or not).
+    joined: other runs whose fold models `folds` also holds (an ensemble over seeds, `join_run_models`).
     """
 
     run_dir: Path
     config: TrainConfig
     labels: tuple[str, ...]
     folds: list[FoldModel]
+    joined: list[Path] = field(default_factory=list)  # further runs whose folds are in `folds` (`join_run_models`)
 
     @property
     def window(self) -> str:
@@ -107,4 +109,22 @@ def load_run_models(run_dir: str | Path, fold: int | None = None) -> RunModels:
     return RunModels(run_dir, cfg, names, folds)
 
 
-__all__ = ["FoldModel", "RunModels", "complete_folds", "load_run_models"]
+def join_run_models(runs: list[RunModels]) -> RunModels:
+    """One ensemble of the fold models of several runs (e.g. one recipe trained with several seeds): the first
+    run's `RunModels` with every run's folds. Raises RunFolderError when the runs do not classify alike: other
+    class names, base model, window or padding mask."""
+    first = runs[0]
+    for other in runs[1:]:
+        differ = [what for what, a, b in (
+            ("class names", first.labels, other.labels), ("base model", first.config.model, other.config.model),
+            ("window", first.window, other.window), ("padding mask", first.mask_padding, other.mask_padding))
+            if a != b]
+        if differ:
+            raise RunFolderError(
+                f"{other.run_dir}: differs from {first.run_dir} in {', '.join(differ)}: their probabilities cannot "
+                "be averaged", "join runs of one recipe that differ only in what they learned (e.g. the seed)")
+    return RunModels(first.run_dir, first.config, first.labels, [f for r in runs for f in r.folds],
+                     [r.run_dir for r in runs[1:]])
+
+
+__all__ = ["FoldModel", "RunModels", "complete_folds", "join_run_models", "load_run_models"]

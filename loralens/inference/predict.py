@@ -31,7 +31,7 @@ from loralens.data.audio import MAX_SECONDS, MIN_SECONDS, BadFile, decode_checke
 from loralens.data.batching import FeatureItem, collate
 from loralens.data.features import FeatureSettings, compute_features
 from loralens.errors import AudioError, ConfigError, CorpusError
-from loralens.inference.fold_model import RunModels, load_run_models
+from loralens.inference.fold_model import RunModels, join_run_models, load_run_models
 from loralens.io import atomic_write_json, atomic_write_text
 
 OnBad = Literal["stop", "skip"]
@@ -77,13 +77,15 @@ class Predictions:
     window: str
     clips: list[ClipPrediction] = field(default_factory=list)
     bad_files: list[BadFile] = field(default_factory=list)
+    joined_runs: list[str] = field(default_factory=list)  # other runs in the ensemble (`folds` has theirs too)
 
     @property
     def ensemble(self) -> bool:
         return len(self.folds) > 1
 
     def to_dict(self) -> dict:
-        return {"run": self.run_dir, "folds": self.folds, "ensemble": self.ensemble, "labels": self.labels,
+        return {"run": self.run_dir, "joined_runs": self.joined_runs, "folds": self.folds, "ensemble": self.ensemble,
+                "labels": self.labels,
                 "window": self.window, "combine": COMBINE,
                 "predictions": [asdict(c) for c in self.clips],
                 "bad_files": [asdict(b) for b in self.bad_files]}
@@ -234,10 +236,13 @@ def predict(
     max_seconds: float = MAX_SECONDS,
     progress: Callable[[Iterable], Iterable] | None = None,
     on_bad: Callable[[BadFile], None] | None = None,
+    join: Sequence[str | os.PathLike[str]] = (),
 ) -> Predictions:
     """Classify the clips of `inputs` (files, folders, manifests; see `collect_inputs`) with run `run_dir`.
 
     fold: one fold's model; None = the ensemble of every complete fold (mean of their probabilities).
+    join: further runs of the same recipe (e.g. other seeds) whose models (fold `fold`, or every complete fold) join
+    the ensemble: the mean is then over every run's fold models (`join_run_models` checks that they classify alike).
     on_bad_audio: "stop" raises the first `AudioError` (naming the file); "skip" leaves the file out, records it in
     `Predictions.bad_files` (and calls `on_bad`) and goes on. max_seconds: longer files are bad files.
     progress: optionally wraps the iteration over clips (e.g. tqdm). device: None / "auto" = CUDA when available.
@@ -251,12 +256,15 @@ def predict(
         raise ConfigError(f"batch_size={batch_size}: must be at least 1")
     dev = resolve_device(device)
     models = run_dir if isinstance(run_dir, RunModels) else load_run_models(run_dir, fold)
+    if join:
+        models = join_run_models([models, *(load_run_models(r, fold) for r in join)])
     models.to(dev)
     extractor = load_feature_extractor(models.config.model)
     settings = FeatureSettings.from_extractor(extractor)
     clips = list(inputs)
     clips = clips if clips and all(isinstance(c, InputClip) for c in clips) else collect_inputs(clips)
-    result = Predictions(str(models.run_dir), [f.fold for f in models.folds], list(models.labels), models.window)
+    result = Predictions(str(models.run_dir), [f.fold for f in models.folds], list(models.labels), models.window,
+                         joined_runs=[str(r) for r in models.joined])
     min_samples = int(round(MIN_SECONDS * settings.sampling_rate))
 
     pending: list[tuple[InputClip, float, list[FeatureItem], list[int]]] = []

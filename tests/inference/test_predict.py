@@ -174,3 +174,22 @@ def test_cli_manifest_reports_accuracy(trim_run, synthetic_root, capsys):
     assert len(rows) == 48 and rows[0]["true_label"] == "neutral"
     acc = sum(r["label"] == r["true_label"] for r in rows) / 48
     assert f"accuracy against the manifest's labels {acc:.4f}" in err
+
+
+def test_runs_join_one_ensemble(trim_run, full_run, synthetic_root, capsys):
+    """--join: the fold models of several runs (seeds of one recipe) averaged together; known answer: a run joined
+    with itself gives its own probabilities, from twice as many models. Runs that classify differently are refused."""
+    files = _clips(synthetic_root, 3)
+    alone = predict(trim_run, files, fold=1)
+    twice = predict(trim_run, files, fold=1, join=[trim_run])
+    assert twice.folds == [1, 1] and twice.ensemble and twice.joined_runs == [str(trim_run)]
+    for a, b in zip(alone.clips, twice.clips):
+        for lab in a.probabilities:
+            assert b.probabilities[lab] == pytest.approx(a.probabilities[lab], abs=1e-9)
+    with pytest.raises(RunFolderError, match="window") as e:
+        predict(trim_run, files, fold=0, join=[full_run])  # 30-s windows, no padding mask, another head
+    assert "seed" in e.value.hint
+    assert main(["predict", str(trim_run), *map(str, files), "--fold", "1", "--join", str(trim_run), "--json",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["joined_runs"] == [str(trim_run)] and "of 2 runs" in out.err

@@ -91,6 +91,17 @@ def run_train_subprocess(settings: dict, timeout: float = 300) -> subprocess.Com
                           text=True, timeout=timeout)
 
 
+def load_bench(name: str):
+    """The benchmark script `bench/<name>.py` as a module (benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[f"bench_{name}"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def assert_same_predictions(got: Path, want: Path, atol: float = 1e-5) -> None:
     """Two `predictions.json` files: the same clips, labels and predicted classes, and class probabilities equal
     within `atol` (runs in two processes agree within float tolerance, see `base_settings`)."""

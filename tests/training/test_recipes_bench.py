@@ -4,22 +4,15 @@ validation/test correlation have known answers."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import numpy as np
 import pytest
 
-from tests.training.conftest import REPO
+from tests.training.conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def recipes():
-    spec = importlib.util.spec_from_file_location("bench_recipes", REPO / "bench" / "recipes.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_recipes"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("recipes")
 
 
 def test_every_builtin_recipe_is_a_valid_config(recipes, tiny_model_dir, tmp_path):

@@ -4,23 +4,16 @@ refused."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 import yaml
 
 from loralens.io import atomic_write_json
-from tests.training.conftest import REPO
+from tests.training.conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_seed_ensemble", REPO / "bench" / "seed_ensemble.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_seed_ensemble"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("seed_ensemble")
 
 
 def _run(root, seed: int, probs: list[list[float]], **config) -> None:

@@ -98,11 +98,14 @@ class ClassificationHead(nn.Module):
         sum (each vector z-scored with `standardize`, then normalised with `normalize_layers`), or the last layer's
         vector (z-scored with `standardize`) without the weighted sum."""
         if not self.use_weighted_layer_sum:
-            pooled = pooled[:, -1]
-            if self.standardize:
-                pooled = (pooled - self.input_mean.to(pooled.dtype)) / self.input_std.to(pooled.dtype)
-            return pooled
+            return self._zscore(pooled[:, -1])
         return self.weighted_sum(self.layer_vectors(pooled))
+
+    def _zscore(self, pooled: Tensor) -> Tensor:
+        """`pooled` z-scored with the head's fixed statistics when `standardize`, else as it is."""
+        if not self.standardize:
+            return pooled
+        return (pooled - self.input_mean.to(pooled.dtype)) / self.input_std.to(pooled.dtype)
 
     def layer_vectors(self, pooled: Tensor) -> Tensor:
         """With the weighted layer sum: each hidden state's pooled vector as the weighting sees it, `[batch,
@@ -110,8 +113,7 @@ class ClassificationHead(nn.Module):
         `normalize_layers`)."""
         if not self.use_weighted_layer_sum:
             raise ConfigError("layer_vectors applies to a weighted-layer-sum head only")
-        if self.standardize:
-            pooled = (pooled - self.input_mean.to(pooled.dtype)) / self.input_std.to(pooled.dtype)
+        pooled = self._zscore(pooled)
         if self.normalize_layers:
             pooled = F.layer_norm(pooled, (pooled.shape[-1],))
         return pooled

@@ -138,6 +138,9 @@ RECIPES["lpft-wls-ln-z"] = _with(LPFT, head={"weighted_layer_sum": True, "layer_
 # one lever at a time on top of the package's default recipe (lpft-wls-ln-z)
 RECIPES["lpft-wls-ln-z-lr1e-3"] = _with(RECIPES["lpft-wls-ln-z"], lr_encoder=1e-3)
 RECIPES["lpft-wls-ln-z-ls"] = _with(RECIPES["lpft-wls-ln-z"], augment={"label_smoothing": 0.1})
+# model selection on top of the default: 4 validation speakers (2 by default on ravdess6), selection on loss
+RECIPES["lpft-wls-ln-z-val4"] = _with(RECIPES["lpft-wls-ln-z"], validation_speakers=4)
+RECIPES["lpft-wls-ln-z-sel-loss"] = _with(RECIPES["lpft-wls-ln-z"], select_on="loss")
 GRIDS: dict[str, list[str]] = {
     "smoke": ["frozen-last", "probe", "lora"],
     "baselines": ["frozen-last", "frozen-wls-ln", "probe"],

@@ -6,10 +6,12 @@
         --baseline bench/results/recipes-tiny.en-wls-ln-z.json --json bench/results/seeds-tiny.en.json
 
 `--runs`: run folders of the same recipe and folds that differ only in `seed` (checked: their configurations must agree
-on every other field). Per fold, each seed's test UAR (from its `predictions.json`) and the UAR of the mean of the
-seeds' class probabilities (the ensemble `loralens predict` would make of them); over folds, mean ± std of both, the
-paired gain of the ensemble over the mean single seed, and, with `--baseline` (a `bench/recipes.py` JSON of the same
-folds), the ensemble's paired difference with that run's strong frozen baseline. Prints a table and writes JSON.
+on every other result-changing field); the folds complete in every run are scored. Per fold, each seed's test UAR
+(from its `predictions.json`) and the UAR of the mean of the seeds' class probabilities (the ensemble `loralens
+predict` makes of them, scored as `loralens run --seeds` does: `loralens.training.ensemble`); over folds, mean ± std
+of both, the paired gain of the ensemble over the mean single seed, and, with `--baseline` (a `bench/recipes.py` JSON
+of the same folds), the ensemble's paired difference with that run's strong frozen baseline. Prints a table and
+writes JSON.
 """
 
 from __future__ import annotations
@@ -23,44 +25,21 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from loralens.io import atomic_write_json, read_json, read_yaml_mapping  # noqa: E402
-from loralens.training.metrics import classification_metrics, mean_std  # noqa: E402
+from loralens.errors import LoralensError  # noqa: E402
+from loralens.io import atomic_write_json, read_json  # noqa: E402
+from loralens.training.ensemble import seed_ensemble  # noqa: E402
+from loralens.training.metrics import mean_std  # noqa: E402
 
 
-def _uar(true: list[int], pred: list[int], labels: list[str]) -> float:
-    return float(classification_metrics(true, pred, labels).uar)
-
-
-def _check_same_recipe(runs: list[Path]) -> list[int]:
-    """The runs' seeds, after checking that their configurations differ in nothing else."""
-    configs = [read_yaml_mapping(r / "config.yaml") for r in runs]
-    seeds = [int(c.pop("seed")) for c in configs]
-    for c in configs:
-        c.pop("run_dir", None)
-    for r, c in zip(runs[1:], configs[1:]):
-        diff = sorted(k for k in set(c) | set(configs[0]) if c.get(k) != configs[0].get(k))
-        if diff:
-            sys.exit(f"{r}: differs from {runs[0]} in {diff}, not only in seed")
-    if len(set(seeds)) != len(seeds):
-        sys.exit(f"the runs' seeds repeat: {seeds}")
-    return seeds
-
-
-def fold_rows(runs: list[Path]) -> list[dict]:
-    """Per fold present in every run: each seed's test UAR and the UAR of the mean probabilities."""
-    folds = sorted({int(p.parent.name.split("_")[1]) for p in runs[0].glob("fold_*/predictions.json")})
-    rows = []
-    for k in folds:
-        preds = [read_json(r / f"fold_{k}" / "predictions.json") for r in runs]
-        if any("probabilities" not in p for p in preds):
-            sys.exit(f"fold {k}: a predictions.json without probabilities (trained before they were saved): retrain")
-        if any(p["ids"] != preds[0]["ids"] for p in preds):
-            sys.exit(f"fold {k}: the runs' test clips differ")
-        true, labels = preds[0]["true"], preds[0]["labels"]
-        probs = np.mean([np.asarray(p["probabilities"]) for p in preds], axis=0)
-        rows.append({"fold": k, "seeds_uar": [_uar(true, p["pred"], labels) for p in preds],
-                     "ensemble_uar": _uar(true, probs.argmax(1).tolist(), labels)})
-    return rows
+def fold_rows(runs: list[Path]) -> tuple[list[int], list[dict]]:
+    """The runs' seeds and, per fold complete in every run, each seed's test UAR and the UAR of the mean
+    probabilities (`loralens.training.ensemble.seed_ensemble`, the same scoring `loralens run --seeds` does)."""
+    try:
+        e = seed_ensemble(runs)
+    except LoralensError as err:
+        sys.exit(f"{err.message}" + (f" ({err.hint})" if err.hint else ""))
+    rows = [{"fold": f["index"], "seeds_uar": f["members_uar"], "ensemble_uar": f["uar"]} for f in e["folds"].values()]
+    return e["seeds"], sorted(rows, key=lambda r: r["fold"])
 
 
 def main() -> None:
@@ -73,8 +52,7 @@ def main() -> None:
     runs = [Path(r) for r in args.runs.split(",") if r.strip()]
     if len(runs) < 2:
         ap.error("--runs needs at least two run folders")
-    seeds = _check_same_recipe(runs)
-    rows = fold_rows(runs)
+    seeds, rows = fold_rows(runs)
     if not rows:
         sys.exit(f"{runs[0]}: no complete fold")
     single = np.array([np.mean(r["seeds_uar"]) for r in rows])

@@ -1,7 +1,9 @@
 """`loralens run`: data → training (each variant and the frozen baseline, same folds) → analyses → report.
 
 Output folder: `loralens.training.run_layout.RunLayout` names every path (run.yaml, stages.json, environment.json,
-data/, folds.json, train/<variant>/, analysis/<variant>/fold_<k>/ and aggregate/, report.html).
+data/, folds.json, train/<variant>/, ensembles/<name>.json, analysis/<variant>/fold_<k>/ and aggregate/, report.html).
+With several `seeds`, the variants that differ only in their seed are also scored together: their test class
+probabilities averaged per fold (a seed ensemble, `loralens.training.ensemble`).
 
 Every stage is skipped when its results are complete (training folds by config hash, analyses by their key), so
 re-running after a crash or a config change redoes only what is needed.
@@ -9,6 +11,7 @@ re-running after a crash or a config change redoes only what is needed.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import time
@@ -22,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from loralens.errors import ConfigError, RunFolderError
 from loralens.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from loralens.training.config import TrainConfig, config_hash, frozen_section, make_config
+from loralens.training.config import TrainConfig, config_hash, frozen_section, make_config, seedless_settings
 from loralens.training.run_layout import RunLayout
 
 
@@ -83,7 +86,9 @@ class RunConfig(_Strict):
     target_modules: list[list[str]] | None = Field(
         None, description="LoRA target module sets to compare (on the command line ';' separates sets, e.g. "
         "'v_proj;q_proj,v_proj'); None = train.lora.target_modules")
-    seeds: list[int] | None = Field(None, description="seeds to compare, e.g. 0,1,2; None = train.seed")
+    seeds: list[int] | None = Field(
+        None, description="seeds to compare, e.g. 0,1,2 (two or more are also scored as one ensemble, their test "
+        "probabilities averaged); None = train.seed")
     baseline: bool = Field(True, description="train the frozen baseline")
     full: bool = Field(False, description="also train full fine-tuning")
     analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
@@ -379,6 +384,45 @@ def run_pipeline(cfg: RunConfig, *, echo: Callable[[str], None] = print, dry_run
         return _run_stages(cfg, variants, echo)
 
 
+def seed_groups(variants: dict[str, TrainConfig]) -> dict[str, list[str]]:
+    """Ensemble name -> the names of the variants that differ only in their seed (groups of two or more, in
+    variant order). The name is the first member's without its `_s<seed>` part, plus `_seeds` (`lora_s0`,
+    `lora_s1` -> `lora_seeds`; `lora_r8_s0`, `lora_r8_s1` -> `lora_r8_seeds`)."""
+    import re
+
+    groups: dict[str, list[str]] = {}
+    for name, tcfg in variants.items():
+        groups.setdefault(json.dumps(seedless_settings(tcfg), sort_keys=True), []).append(name)
+    out = {}
+    for members in groups.values():
+        if len(members) > 1:
+            out[re.sub(r"_s-?\d+$", "", members[0]) + "_seeds"] = members
+    return out
+
+
+def write_seed_ensembles(variants: dict[str, TrainConfig], out: Path, log: StageLog | None,
+                         echo: Callable[[str], None]) -> dict[str, dict]:
+    """Score every group of `seed_groups(variants)` on the folds complete in all its members and write
+    `ensembles/<name>.json` (cheap: JSON only, so always recomputed). Returns name -> the written summary."""
+    from loralens.training.ensemble import seed_ensemble
+
+    layout = RunLayout(out)
+    written = {}
+    for name, members in seed_groups(variants).items():
+        with log.stage(f"ensemble:{name}") if log else contextlib.nullcontext():
+            summary = {"name": name, "variants": members, **seed_ensemble([variants[m].run_dir for m in members])}
+            if not summary["folds"]:
+                echo(f"== {name}: no fold complete in every one of {', '.join(members)}; no seed ensemble yet")
+                continue
+            atomic_write_json(layout.ensemble(name), summary)
+            written[name] = summary
+            ms, gain = summary["mean_std"]["uar"], summary["gain"]
+            echo(f"== seed ensemble {name} ({', '.join(members)}): test UAR {ms['mean']:.4f} over {ms['n']} folds, "
+                 f"{gain['mean']:+.4f} over the mean single seed (better on {gain['better']}, worse on "
+                 f"{gain['worse']})")
+    return written
+
+
 def _run_stages(cfg: RunConfig, variants: dict[str, TrainConfig], echo: Callable[[str], None]) -> Path:
     from loralens.training.crossval import train
 
@@ -406,6 +450,7 @@ def _run_stages(cfg: RunConfig, variants: dict[str, TrainConfig], echo: Callable
                 _share_screen(out, tcfg)
                 _share_encoder_outputs(variants, name)
                 train(tcfg, echo=echo)
+    write_seed_ensembles(variants, out, log, echo)
 
     if to_analyse:
         from loralens.analysis.aggregate import aggregate_run
@@ -454,14 +499,16 @@ def _run_stages(cfg: RunConfig, variants: dict[str, TrainConfig], echo: Callable
 
 
 def results_table(out: str | Path) -> str:
-    """A short text table of every trained variant in `out`: test UAR, WAR and macro-F1 in percent, mean ± sample
-    std over the complete folds (from train/<variant>/summary.json)."""
+    """A short text table of every trained variant in `out` and of its seed ensembles (`<name>_seeds`: the seeds'
+    test class probabilities averaged): test UAR, WAR and macro-F1 in percent, mean ± sample std over the complete
+    folds (from train/<variant>/summary.json and ensembles/<name>.json)."""
     from loralens.training.run_folder import RunFolder
 
     layout = RunLayout(out)
     rows = []
-    for name in sorted(layout.variant_names()):
-        summary_path = RunFolder(layout.variant(name)).summary_json
+    summaries = [(name, RunFolder(layout.variant(name)).summary_json) for name in sorted(layout.variant_names())]
+    summaries += [(name, layout.ensemble(name)) for name in sorted(layout.ensemble_names())]
+    for name, summary_path in summaries:
         if not summary_path.exists():
             continue
         s = read_json(summary_path)

@@ -324,3 +324,41 @@ def test_analyses_that_cannot_apply_are_left_out_or_refused(run):
     cfg = RunConfig(full=True, analysis={"names": ["lora_internals", "layer_contribution"]})
     assert {n: variant_analyses(cfg, t) for n, t in variant_configs(cfg).items() if n != "frozen"} == {
         "lora": ["layer_contribution", "lora_internals"], "full": ["layer_contribution"]}
+
+
+def test_seeds_are_also_scored_as_an_ensemble(tmp_path, pipeline_inputs):
+    import numpy as np
+
+    from loralens.pipeline import results_table
+    from loralens.training.metrics import classification_metrics
+
+    out = tmp_path / "out"
+    s = settings_for(out, pipeline_inputs, seeds=[0, 1], baseline=False, analysis={"enabled": False})
+    lines: list[str] = []
+    run_pipeline(load_run_config(None, s), echo=lines.append)
+    e = read_json(out / "ensembles" / "lora_r4_seeds.json")
+    assert e["variants"] == ["lora_r4_s0", "lora_r4_s1"] and e["seeds"] == [0, 1] and e["missing_folds"] == []
+    for fold in e["folds"].values():  # by hand: the arg-max of the two seeds' mean probabilities
+        preds = [read_json(out / "train" / v / f"fold_{fold['index']}" / "predictions.json") for v in e["variants"]]
+        mean = np.mean([p["probabilities"] for p in preds], axis=0)
+        assert fold["uar"] == classification_metrics(preds[0]["true"], mean.argmax(1).tolist(), preds[0]["labels"]).uar
+    assert stages(out)["ensemble:lora_r4_seeds"]["status"] == "done"
+    assert any(line.startswith("== seed ensemble lora_r4_seeds") for line in lines)
+    assert "lora_r4_seeds" in results_table(out)
+    assert "Seed ensembles" in (out / "report.html").read_text(encoding="utf-8")
+    # a re-run trains nothing and scores the ensemble again from the folders
+    (out / "ensembles" / "lora_r4_seeds.json").unlink()
+    run_pipeline(load_run_config(None, s), echo=lambda line: None)
+    assert stages(out)["train:lora_r4_s1"]["status"] == "skipped"
+    assert read_json(out / "ensembles" / "lora_r4_seeds.json")["folds"] == e["folds"]
+
+
+def test_seed_groups_name_the_ensembles():
+    from loralens.pipeline import seed_groups, variant_configs
+
+    cfg = RunConfig.model_validate({"out": "runs/x", "ranks": [4, 8], "seeds": [0, 1], "full": True,
+                                    "train": {"corpus": "manifest", "model": "tiny.en"}})
+    assert seed_groups(variant_configs(cfg)) == {"lora_r4_seeds": ["lora_r4_s0", "lora_r4_s1"],
+                                                 "lora_r8_seeds": ["lora_r8_s0", "lora_r8_s1"]}
+    one = RunConfig.model_validate({"out": "runs/x", "seeds": [3], "train": {"corpus": "manifest"}})
+    assert seed_groups(variant_configs(one)) == {}

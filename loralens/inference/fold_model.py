@@ -15,8 +15,8 @@ import torch
 
 from loralens.errors import RunFolderError
 from loralens.models.classifier import EmotionClassifier, whisper_encoder
-from loralens.training.config import TrainConfig, config_hash
-from loralens.training.run_folder import RunFolder, read_run_config
+from loralens.training.config import TrainConfig
+from loralens.training.run_folder import complete_folds, read_run_config
 from loralens.training.trained import fold_classifier
 
 
@@ -61,18 +61,6 @@ class RunModels:
         for f in self.folds:
             f.classifier.to(device)
         return self
-
-
-def complete_folds(run_dir: str | Path, cfg: TrainConfig) -> dict[int, dict]:
-    """fold index -> metrics.json of every fold of the run that is complete under its configuration."""
-    run = RunFolder(run_dir)
-    h = config_hash(cfg)
-    done = {}
-    for k in run.fold_indices():
-        m = run.fold(k).completed(h)
-        if m is not None:
-            done[k] = m
-    return done
 
 
 def load_run_models(run_dir: str | Path, fold: int | None = None) -> RunModels:

@@ -6,6 +6,7 @@ Layout read (`loralens.training.run_layout.RunLayout`; a variant is a `loralens.
     <out>/train/<variant>/config.yaml, summary.json, fold_<k>/metrics.json, fold_<k>/figures/*.png
     <out>/analysis/<variant>/fold_<k>/<analysis>/result.json (+ figures), .../fold_<k>/verdicts.json
     <out>/analysis/<variant>/aggregate/<analysis>.json, verdicts.json (over folds; loralens.analysis.aggregate)
+    <out>/ensembles/<name>.json (seed ensembles; loralens.training.ensemble)
 
 Anything absent is None or empty here (the report shows it as "not run"); a file that is present but cannot be
 parsed raises `RunFolderError` naming it. No tensor or model is ever loaded.
@@ -190,6 +191,8 @@ class RunOutput:
     variants: list[Variant]
     analysed: list[AnalysedFold]
     aggregates: dict[str, AggregatedVariant] = field(default_factory=dict)
+    #: seed ensemble name -> its ensembles/<name>.json (variants differing only in seed, probabilities averaged)
+    ensembles: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def synthetic(self) -> bool:
@@ -324,5 +327,7 @@ def read_run_output(out_dir: str | Path) -> RunOutput:
         agg = read_aggregate(layout.aggregate(name), name)
         if agg is not None:
             aggregates[name] = agg
+    ensembles = {name: read_json_object(layout.ensemble(name), required=True)
+                 for name in sorted(layout.ensemble_names(), key=natural_key)}
     return RunOutput(root, config, stages, environment, read_json_object(layout.data_summary),
-                     read_json_object(layout.folds), variants, analysed, aggregates)
+                     read_json_object(layout.folds), variants, analysed, aggregates, ensembles)

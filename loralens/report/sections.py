@@ -461,6 +461,7 @@ def _results_only(run: RunOutput, figure_dir: Path, rows: _ResultRows) -> Sectio
     if best:
         paragraphs.append(best)
     tables += _ablation_tables(run, labels)
+    tables += _ensemble_tables(run)
     if labels and rows.recall:
         tables.append(Table(["variant", *labels], rows.recall, digits=1,
                             caption="Test recall per class (%): mean ± std over folds"))
@@ -522,9 +523,35 @@ def _headline(run: RunOutput, uar: Mapping[str, Sequence[float]]) -> str | None:
         diff = 100 * (lora[best] - means["frozen"])
         side = "above" if diff >= 0 else "below"
         text += f" The best LoRA variant ({best}) is {abs(diff):.1f} points {side} the frozen baseline."
+    for name, e in run.ensembles.items():
+        ens, gain = (e.get("mean_std") or {}).get("uar") or {}, e.get("gain") or {}
+        if ens.get("mean") is not None and gain.get("mean") is not None:
+            text += (f" Averaging the class probabilities of {len(e.get('variants') or [])} seeds ({name}) gives "
+                     f"{100 * ens['mean']:.1f} %, {100 * gain['mean']:+.1f} points over the mean single seed.")
     if run.synthetic:
         text += " (Synthetic data: these numbers check the pipeline, not emotion recognition.)"
     return text
+
+
+def _ensemble_tables(run: RunOutput) -> list[Table]:
+    """Seed ensembles (ensembles/<name>.json): each seed's mean UAR beside the UAR of their averaged
+    probabilities, and the paired gain per fold."""
+    rows: list[list[Cell]] = []
+    for name, e in run.ensembles.items():
+        ms, gain = e.get("mean_std") or {}, e.get("gain") or {}
+        folds = (ms.get("uar") or {}).get("n")
+        rows.append([name, ", ".join(str(v) for v in e.get("variants") or []), _pct_cell(e.get("members_uar")),
+                     _pct_cell(ms.get("uar")), _pct_cell(ms.get("war")), _pct_cell(ms.get("macro_f1")),
+                     _pct_cell(gain), f"{gain.get('better', 0)} / {gain.get('worse', 0)}", folds])
+    if not rows:
+        return []
+    return [Table(["ensemble", "seeds (variants)", "single seed UAR (%)", "ensemble UAR (%)", "WAR (%)",
+                   "macro-F1 (%)", "gain (points)", "folds better / worse", "folds"], rows, digits=1,
+                  caption="Seed ensembles: the test class probabilities of variants that differ only in their "
+                          "seed, averaged per fold (mean ± std over folds)",
+                  notes="single seed UAR: the seeds' mean UAR per fold, then mean ± std over folds; gain: ensemble "
+                        "minus that mean, per fold. The ensemble is what `loralens predict` makes of the seeds' run "
+                        "folders together.")]
 
 
 def _ablation_tables(run: RunOutput, labels: Sequence[str]) -> list[Table]:

@@ -316,6 +316,12 @@ def _owner(d: dict, path: tuple[str, ...], create: bool = False) -> tuple[dict, 
     return d, key
 
 
+def seedless_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """The result-changing fields of `cfg` except its seed (JSON types): equal for runs of one recipe that differ
+    only in their seed (a seed ensemble's members)."""
+    return cfg.model_dump(mode="json", exclude=_NOT_HASHED | {"seed"})
+
+
 def config_hash(cfg: TrainConfig) -> str:
     """sha256 (16 hex digits) of the result-changing fields of `cfg`."""
     d = cfg.model_dump(mode="json", exclude=_NOT_HASHED)

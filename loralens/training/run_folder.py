@@ -288,3 +288,15 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
     except (yaml.YAMLError, ValidationError) as e:
         raise RunFolderError(f"{path}: unreadable configuration snapshot ({e})".splitlines()[0],
                              "point at a run folder written by this version of loralens, or retrain it") from None
+
+
+def complete_folds(run_dir: str | os.PathLike[str], cfg: TrainConfig) -> dict[int, dict]:
+    """fold index -> metrics.json of every fold of the run that is complete under its configuration."""
+    run = RunFolder(run_dir)
+    h = config_hash(cfg)
+    done = {}
+    for k in run.fold_indices():
+        m = run.fold(k).completed(h)
+        if m is not None:
+            done[k] = m
+    return done

@@ -11,6 +11,8 @@ paths from here (pipeline, analysis API and aggregation, report, CLI, bench/asse
     <out>/analysis/<variant>/fold_<k>/     analysis results (see loralens.analysis.suite) and verdicts.json
     <out>/analysis/<variant>/aggregate/    results and verdicts aggregated over the complete folds
                                            (see loralens.analysis.aggregate)
+    <out>/ensembles/<name>.json            seed ensembles: variants that differ only in seed, their test class
+                                           probabilities averaged per fold (loralens.training.ensemble)
     <out>/report.html                      the self-contained report
 
 Nothing is created here: the objects only name paths.
@@ -117,6 +119,21 @@ class RunLayout:
         """Names of the variant folders present under `train/` (unordered: callers choose the order)."""
         root = self.train_root
         return [p.name for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+
+    # ------------------------------------------------------------------ seed ensembles
+    @property
+    def ensembles_dir(self) -> Path:
+        """`ensembles/`: one JSON per group of variants that differ only in their seed."""
+        return self.root / "ensembles"
+
+    def ensemble(self, name: str) -> Path:
+        """`ensembles/<name>.json`: the seed ensemble `name` (`loralens.training.ensemble.seed_ensemble`)."""
+        return self.ensembles_dir / f"{name}.json"
+
+    def ensemble_names(self) -> list[str]:
+        """Names of the seed ensembles present (unordered)."""
+        root = self.ensembles_dir
+        return [p.stem for p in root.glob("*.json") if p.is_file()] if root.is_dir() else []
 
     # ------------------------------------------------------------------ analyses
     @property

@@ -141,6 +141,7 @@ RECIPES["lpft-wls-ln-z-ls"] = _with(RECIPES["lpft-wls-ln-z"], augment={"label_sm
 # model selection on top of the default: 4 validation speakers (2 by default on ravdess6), selection on loss
 RECIPES["lpft-wls-ln-z-val4"] = _with(RECIPES["lpft-wls-ln-z"], validation_speakers=4)
 RECIPES["lpft-wls-ln-z-sel-loss"] = _with(RECIPES["lpft-wls-ln-z"], select_on="loss")
+RECIPES["lpft-wls-ln-z-last"] = _with(RECIPES["lpft-wls-ln-z"], select_on="last")
 GRIDS: dict[str, list[str]] = {
     "smoke": ["frozen-last", "probe", "lora"],
     "baselines": ["frozen-last", "frozen-wls-ln", "probe"],

@@ -210,8 +210,10 @@ class TrainConfig(_Strict):
     validation_speakers: int | None = Field(
         None, ge=1, description="validation speakers per fold, taken from the training speakers (gender-stratified); "
         "None = the scheme's default (10 % of the training speakers, at least one per gender: 2 for ravdess6)")
-    select_on: Literal["uar", "loss"] = Field(
-        "uar", description="model selection and early stopping on validation UAR (higher) or validation loss (lower)")
+    select_on: Literal["uar", "loss", "last"] = Field(
+        "uar", description="model selection and early stopping on validation UAR (higher) or validation loss "
+        "(lower); last = no selection: the final epoch's weights, no early stopping (LP-FT's head stage still "
+        "selects on validation UAR)")
     lp_ft_epochs: int = Field(
         0, ge=0, description="LP-FT: first fit the head alone on the frozen encoder's cached outputs for this many "
         "epochs (with selection), then train adapters / encoder + head from that head; 0 = off")

@@ -221,6 +221,9 @@ def schedule_line(cfg: TrainConfig) -> str:
     lr = f"lr {cfg.lr_encoder:.0e} {trains} / {cfg.lr_head:.0e} head" if trains else f"lr {cfg.lr_head:.0e} head"
     stop = f", early stop after {cfg.patience} epochs without improvement" if cfg.patience else ""
     avg = f", mean of the last {cfg.average_last} epochs' weights" if cfg.average_last > 1 else ""
+    if cfg.select_on == "last":
+        return (f"schedule: {lp}{cfg.epochs} epochs, {lr}, batch {cfg.batch_size}, the last epoch kept (no "
+                f"selection){avg}{_head_reads(cfg)}")
     return (f"schedule: {lp}{cfg.epochs} epochs at most, {lr}, batch {cfg.batch_size}, selection on validation "
             f"{cfg.select_on}{stop}{avg}{_head_reads(cfg)}")
 
@@ -281,7 +284,7 @@ def _linear_probe_head(cfg: TrainConfig, clf, prep: Prepared, fold, k: int, acce
         clips = [by_id[i] for i in fold.split(name)]
         splits[name] = pooled_split(lp_pooled, [c.id for c in clips], [prep.labels.index(c.label) for c in clips])
     settings = replace(loop_settings(cfg), epochs=cfg.lp_ft_epochs, average_last=1, mixup_alpha=0.0,
-                       label_smoothing=0.0)
+                       label_smoothing=0.0, select_on="uar" if cfg.select_on == "last" else cfg.select_on)
     threads = torch.get_num_threads()
     if accelerator.device.type == "cpu":
         torch.set_num_threads(1)  # the head alone is too small for intra-op threads (see run_fold)

@@ -551,11 +551,13 @@ class _Fit:
         self.prune_epoch_weights(state)
 
     def select(self, state: TrainState, val: ClassificationMetrics, val_loss: float) -> bool:
-        """Whether epoch `state.epoch` is the best so far (higher UAR, or lower loss with `select_on="loss"`); if
-        so it becomes the state's best and its weights `best.safetensors`. With `average_last > 1` the epoch's
-        trainable weights are saved too."""
+        """Whether epoch `state.epoch` is the best so far (higher UAR, lower loss with `select_on="loss"`, always
+        with `select_on="last"`); if so it becomes the state's best and its weights `best.safetensors`. With
+        `average_last > 1` the epoch's trainable weights are saved too."""
         epoch = state.epoch
-        if self.settings.select_on == "loss":
+        if self.settings.select_on == "last":
+            improved = True  # no selection: every epoch replaces the previous one, so the final epoch is kept
+        elif self.settings.select_on == "loss":
             improved = state.best_loss is None or val_loss < state.best_loss
         else:
             improved = val.uar > state.best_uar

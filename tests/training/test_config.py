@@ -124,11 +124,11 @@ def test_recipe_levers_are_hashed_only_when_set():
     h0 = config_hash(make_config(base))
     assert config_hash(make_config({**base, "validation_speakers": None, "select_on": "uar", "lp_ft_epochs": 0,
                                     "average_last": 1, "augment": {"speed": [], "mixup_alpha": 0.0}})) == h0
-    levers = [{"validation_speakers": 4}, {"select_on": "loss"}, {"lp_ft_epochs": 5}, {"average_last": 3},
-              {"augment": {"spec_time_masks": 2}}, {"augment": {"spec_freq_masks": 2}}, {"augment": {"speed": [0.9,
-                                                                                                               1.1]}},
-              {"augment": {"noise_snr_db": [10, 30]}}, {"augment": {"mixup_alpha": 0.2}},
-              {"augment": {"label_smoothing": 0.1}}, {"augment": {"spec_time_masks": 1, "spec_time_width": 20}}]
+    levers = [{"validation_speakers": 4}, {"select_on": "loss"}, {"select_on": "last"}, {"lp_ft_epochs": 5},
+              {"average_last": 3}, {"augment": {"spec_time_masks": 2}}, {"augment": {"spec_freq_masks": 2}},
+              {"augment": {"speed": [0.9, 1.1]}}, {"augment": {"noise_snr_db": [10, 30]}},
+              {"augment": {"mixup_alpha": 0.2}}, {"augment": {"label_smoothing": 0.1}},
+              {"augment": {"spec_time_masks": 1, "spec_time_width": 20}}]
     hashes = {config_hash(make_config({**base, **lever})) for lever in levers}
     assert h0 not in hashes and len(hashes) == len(levers)
     # a width alone (no mask) is still a different configuration on paper, hashed as set

@@ -155,3 +155,14 @@ def test_resume_with_every_loop_lever_on_is_exact(accelerator, tmp_path):
     for (n, p), (_, q) in zip(whole.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(p, q), n
     assert strip_times(tmp_path / "a" / "log.jsonl") == strip_times(tmp_path / "b" / "log.jsonl")
+
+
+def test_select_on_last_keeps_the_final_epoch_and_never_stops_early(accelerator, tmp_path):
+    torch.manual_seed(0)
+    model = StandIn()
+    settings = replace(BASE, select_on="last", patience=1)
+    result = fit(model, make_split(40, 0, separation=0.7), make_split(30, 1, separation=0.7), settings,
+                 accelerator, tmp_path, LABELS)
+    epochs = _epochs(tmp_path)
+    assert len(epochs) == settings.epochs and result.best_epoch == settings.epochs - 1
+    assert result.best_validation["uar"] == epochs[-1]["validation"]["uar"]

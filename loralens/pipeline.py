@@ -11,9 +11,9 @@ re-running after a crash or a config change redoes only what is needed.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -388,8 +388,6 @@ def seed_groups(variants: dict[str, TrainConfig]) -> dict[str, list[str]]:
     """Ensemble name -> the names of the variants that differ only in their seed (groups of two or more, in
     variant order). The name is the first member's without its `_s<seed>` part, plus `_seeds` (`lora_s0`,
     `lora_s1` -> `lora_seeds`; `lora_r8_s0`, `lora_r8_s1` -> `lora_r8_seeds`)."""
-    import re
-
     groups: dict[str, list[str]] = {}
     for name, tcfg in variants.items():
         groups.setdefault(json.dumps(seedless_settings(tcfg), sort_keys=True), []).append(name)
@@ -400,27 +398,24 @@ def seed_groups(variants: dict[str, TrainConfig]) -> dict[str, list[str]]:
     return out
 
 
-def write_seed_ensembles(variants: dict[str, TrainConfig], out: Path, log: StageLog | None,
-                         echo: Callable[[str], None]) -> dict[str, dict]:
+def write_seed_ensembles(variants: dict[str, TrainConfig], out: Path, log: StageLog,
+                         echo: Callable[[str], None]) -> None:
     """Score every group of `seed_groups(variants)` on the folds complete in all its members and write
-    `ensembles/<name>.json` (cheap: JSON only, so always recomputed). Returns name -> the written summary."""
+    `ensembles/<name>.json`, one stage `ensemble:<name>` each (cheap: JSON only, so always recomputed)."""
     from loralens.training.ensemble import seed_ensemble
 
     layout = RunLayout(out)
-    written = {}
     for name, members in seed_groups(variants).items():
-        with log.stage(f"ensemble:{name}") if log else contextlib.nullcontext():
+        with log.stage(f"ensemble:{name}"):
             summary = {"name": name, "variants": members, **seed_ensemble([variants[m].run_dir for m in members])}
             if not summary["folds"]:
                 echo(f"== {name}: no fold complete in every one of {', '.join(members)}; no seed ensemble yet")
                 continue
             atomic_write_json(layout.ensemble(name), summary)
-            written[name] = summary
             ms, gain = summary["mean_std"]["uar"], summary["gain"]
             echo(f"== seed ensemble {name} ({', '.join(members)}): test UAR {ms['mean']:.4f} over {ms['n']} folds, "
                  f"{gain['mean']:+.4f} over the mean single seed (better on {gain['better']}, worse on "
                  f"{gain['worse']})")
-    return written
 
 
 def _run_stages(cfg: RunConfig, variants: dict[str, TrainConfig], echo: Callable[[str], None]) -> Path:

@@ -222,10 +222,10 @@ def schedule_line(cfg: TrainConfig) -> str:
     stop = f", early stop after {cfg.patience} epochs without improvement" if cfg.patience else ""
     avg = f", mean of the last {cfg.average_last} epochs' weights" if cfg.average_last > 1 else ""
     if cfg.select_on == "last":
-        return (f"schedule: {lp}{cfg.epochs} epochs, {lr}, batch {cfg.batch_size}, the last epoch kept (no "
-                f"selection){avg}{_head_reads(cfg)}")
-    return (f"schedule: {lp}{cfg.epochs} epochs at most, {lr}, batch {cfg.batch_size}, selection on validation "
-            f"{cfg.select_on}{stop}{avg}{_head_reads(cfg)}")
+        epochs, select = f"{cfg.epochs} epochs", "the last epoch kept (no selection)"
+    else:
+        epochs, select = f"{cfg.epochs} epochs at most", f"selection on validation {cfg.select_on}{stop}"
+    return f"schedule: {lp}{epochs}, {lr}, batch {cfg.batch_size}, {select}{avg}{_head_reads(cfg)}"
 
 
 def _head_reads(cfg: TrainConfig) -> str:

@@ -460,7 +460,8 @@ def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict
         _fold_figures(folder, metrics)
         atomic_write_json(folder.metrics, metrics)  # last: marks the fold complete
         shutil.rmtree(folder.checkpoints, ignore_errors=True)
-        echo(f"fold {k} ({fold.name}): selected epoch {result.best_epoch + 1}, validation UAR "
+        kept = "last epoch" if fold_cfg.select_on == "last" else "selected epoch"
+        echo(f"fold {k} ({fold.name}): {kept} {result.best_epoch + 1}, validation UAR "
              f"{result.best_validation.get('uar', float('nan')):.4f}, test UAR {test.uar:.4f}, WAR {test.war:.4f}, "
              f"macro-F1 {test.macro_f1:.4f} ({wall:.1f} s)")
     accelerator.wait_for_everyone()

@@ -120,7 +120,8 @@ def test_trim_is_the_default_window_and_named_windows_keep_their_hash(tmp_path):
 def test_recipe_levers_are_hashed_only_when_set():
     # the hashes of configurations written before the levers existed are unchanged (pinned by the tests above);
     # each lever, set, changes the hash, and set back to its default restores it
-    base = {"epochs": 3, "method": "lora", "lr_encoder": 1e-4, "lp_ft_epochs": 0}  # lora without LP-FT
+    base = {"epochs": 3, "method": "lora", "lr_encoder": 1e-4, "lp_ft_epochs": 0,  # lora without LP-FT,
+            "select_on": "uar"}  # selecting on validation UAR, as before the recipe
     h0 = config_hash(make_config(base))
     assert config_hash(make_config({**base, "validation_speakers": None, "select_on": "uar", "lp_ft_epochs": 0,
                                     "average_last": 1, "augment": {"speed": [], "mixup_alpha": 0.0}})) == h0
@@ -140,14 +141,15 @@ def test_lora_takes_the_recipe_defaults_and_other_methods_keep_theirs(tmp_path):
     from loralens.training.run_folder import read_run_config
 
     for cfg in (TrainConfig(), make_config({}), make_config({"method": "lora", "epochs": None})):
-        assert (cfg.method, cfg.epochs, cfg.lr_encoder, cfg.lp_ft_epochs) == ("lora", 3, 3e-4, 20)
+        assert (cfg.method, cfg.epochs, cfg.lr_encoder, cfg.lp_ft_epochs, cfg.select_on) == \
+            ("lora", 3, 3e-4, 20, "last")
     for method in ("frozen", "full"):
         cfg = make_config({"method": method})
-        assert (cfg.epochs, cfg.lr_encoder, cfg.lp_ft_epochs) == (10, 1e-4, 0)
+        assert (cfg.epochs, cfg.lr_encoder, cfg.lp_ft_epochs, cfg.select_on) == (10, 1e-4, 0, "uar")
         assert all(method_default(k, method) != v for k, v in LORA_RECIPE.items())
     given = make_config({"epochs": 10, "lr_encoder": 1e-4, "lp_ft_epochs": 0,  # what a user names is kept
-                         "head": {"weighted_layer_sum": False}})
-    assert (given.epochs, given.lr_encoder, given.lp_ft_epochs) == (10, 1e-4, 0)
+                         "select_on": "uar", "head": {"weighted_layer_sum": False}})
+    assert (given.epochs, given.lr_encoder, given.lp_ft_epochs, given.select_on) == (10, 1e-4, 0, "uar")
     # the lora configuration of before the recipe, named in full, keeps the hash the code of then gave `{}`
     assert config_hash(given) == "6ad450c92f504eb8"
     # a run folder written before LP-FT existed (its snapshot has no lp_ft_epochs) reads as it was trained

@@ -119,8 +119,8 @@ def test_schedule_line_of_the_default_recipe_and_of_frozen():
     from loralens.training.crossval import schedule_line
 
     assert schedule_line(make_config({})) == (
-        "schedule: head alone 20 epochs on the frozen encoder (LP-FT), then 3 epochs at most, lr 3e-04 adapters / "
-        "1e-03 head, batch 8, selection on validation uar, early stop after 3 epochs without improvement; head on "
+        "schedule: head alone 20 epochs on the frozen encoder (LP-FT), then 3 epochs, lr 3e-04 adapters / "
+        "1e-03 head, batch 8, the last epoch kept (no selection); head on "
         "the weighted sum of all hidden states (each normalised), z-scored input")
     frozen = schedule_line(make_config({"method": "frozen", "average_last": 2, "select_on": "loss",
                                         "head": {"weighted_layer_sum": False}}))

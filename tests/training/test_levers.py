@@ -21,7 +21,7 @@ from tests.training.conftest import strip_times
 from tests.training.test_loop import LABELS, StandIn, accelerator, make_split  # noqa: F401 - fixture
 
 BASE = LoopSettings(epochs=5, batch_size=8, lr_head=2e-2, lr_encoder=2e-2, log_every=1, checkpoint_every=3,
-                    patience=None, seed=0)
+                    patience=None, seed=0, select_on="uar")
 
 
 def _epochs(path):

@@ -83,7 +83,7 @@ def test_fit_learns_and_keeps_best_epoch(accelerator, tmp_path):
     model = StandIn()
     train, val = make_split(60, 0), make_split(30, 1)
     settings = LoopSettings(epochs=6, batch_size=8, lr_head=2e-2, lr_encoder=2e-2, warmup_ratio=0.1, log_every=3,
-                            checkpoint_every=4, patience=None, seed=0)
+                            checkpoint_every=4, patience=None, seed=0, select_on="uar")
     result = fit(model, train, val, settings, accelerator, tmp_path, LABELS)
     assert result.best_validation["uar"] >= 0.9
     # the model holds the selected epoch's weights: re-evaluating gives its validation metrics
@@ -101,7 +101,8 @@ def test_fit_learns_and_keeps_best_epoch(accelerator, tmp_path):
 
 def test_resume_after_interruption_is_exact(accelerator, tmp_path):
     train, val = make_split(30, 0), make_split(12, 1)
-    settings = LoopSettings(epochs=3, batch_size=4, grad_accum=2, log_every=1, checkpoint_every=3, patience=None)
+    settings = LoopSettings(epochs=3, batch_size=4, grad_accum=2, log_every=1, checkpoint_every=3, patience=None,
+                            select_on="uar")
 
     def fresh():
         torch.manual_seed(5)
@@ -128,7 +129,7 @@ def test_resume_after_interruption_is_exact(accelerator, tmp_path):
 
 def test_early_stopping(accelerator, tmp_path):
     torch.manual_seed(0)
-    settings = LoopSettings(epochs=20, batch_size=8, lr_head=1e-9, lr_encoder=1e-9, patience=2)
+    settings = LoopSettings(epochs=20, batch_size=8, lr_head=1e-9, lr_encoder=1e-9, patience=2, select_on="uar")
     r = fit(StandIn(), make_split(24, 0), make_split(12, 1), settings, accelerator, tmp_path, LABELS)
     assert r.stopped_early and r.epochs_trained == 3 and r.best_epoch == 0  # no better UAR after epoch 0
 

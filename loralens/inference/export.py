@@ -300,7 +300,9 @@ def model_card(models: RunModels, fold: FoldModel, export: dict) -> str:
               + (", learned weighted sum of all hidden states" if cfg.head.weighted_layer_sum else ""),
               f"- window `{cfg.window}`, padding mask {'on' if models.mask_padding else 'off'}; batch "
               f"{cfg.batch_size}, "
-              f"{cfg.epochs} epochs max (selected epoch {m.get('selected_epoch', 0) + 1}), lr head {cfg.lr_head:g}, "
+              + (f"{cfg.epochs} epochs (the last kept)" if cfg.select_on == "last" else
+                 f"{cfg.epochs} epochs max (selected epoch {m.get('selected_epoch', 0) + 1} on validation "
+                 f"{cfg.select_on})") + f", lr head {cfg.lr_head:g}, "
               f"lr {'adapters' if cfg.method == 'lora' else 'encoder'} {cfg.lr_encoder:g}, {cfg.schedule} schedule, "
               f"seed {cfg.seed}; config hash `{m.get('config_hash')}`"]
     if cfg.method == "lora":

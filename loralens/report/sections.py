@@ -435,7 +435,8 @@ def _fold_table(rows: list[list[Cell]]) -> Table:
     return Table(["variant", "fold", "UAR (%)", "WAR (%)", "macro-F1 (%)", "val. UAR (%)",
                   "epoch", "test clips", "time"], rows, digits=2,
                  caption="Test metrics per fold",
-                 notes="val. UAR: validation UAR of the selected epoch (the epoch column, counted from 1); "
+                 notes="val. UAR: validation UAR of the epoch kept (the epoch column, counted from 1: selected on "
+                       "validation, or the last with select_on: last); "
                        "time: the fold's training wall time.")
 
 

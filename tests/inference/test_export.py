@@ -97,6 +97,8 @@ def test_plain_export_loads_in_transformers(trim_run, synthetic_root, tmp_path):
     assert f"| same label as `loralens predict` | {100 * ag['agreement']:.1f} % |" in card
     assert "CC BY-NC-SA" not in card and "the licence of your data" in card and "peft_adapter/" in card
     assert "Prefer the exact export" in card  # a trim run: transformers' 30-s pooling is not what it learned
+    selected = json.loads((trim_run / "fold_0" / "metrics.json").read_text())["selected_epoch"] + 1
+    assert f"1 epochs max (selected epoch {selected} on validation uar)" in card  # base_settings: select_on uar
 
 
 @pytest.mark.parametrize("run", ["trim_run", "full_run"])
@@ -141,7 +143,7 @@ def test_frozen_run_predicts_and_exports_without_adapter(tiny_model_dir, synthet
 
     # the default head: weighted layer sum of every hidden state, each z-scored and normalised
     s = base_settings(tiny_model_dir, synthetic_root, feature_cache, tmp_path / "frozen", method="frozen", epochs=2,
-                      fold=0, head={"projector_dim": 16})
+                      fold=0, head={"projector_dim": 16}, select_on="last")
     s.pop("lora")
     train_in_process(s)
     files = _files(synthetic_root, 4)
@@ -155,7 +157,8 @@ def test_frozen_run_predicts_and_exports_without_adapter(tiny_model_dir, synthet
     assert info["method"] == "frozen" and not (tmp_path / "m" / "peft_adapter").exists()
     assert info["merge_check_max_abs_logit_diff"] < 1e-5 and info["agreement"]["agreement"] == 1.0
     assert info["agreement"]["max_abs_prob_diff"] < 1e-5
-    assert "encoder frozen (head only)" in (tmp_path / "m" / "README.md").read_text()
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "encoder frozen (head only)" in card and "2 epochs (the last kept)" in card
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["loralens_normalize_layers"] is True and cfg["loralens_standardize"] is True
     got = _plain(tmp_path / "m", files, trust=True, tmp_path=tmp_path)  # transformers alone, remote code

@@ -430,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="train on a capped copy of the corpus (smoke tests)")
     ap.add_argument("--batch-size", type=int, default=None, help="override the adapted recipes' batch size")
     ap.add_argument("--feature-cache", type=Path, default=None, help="default <out>/feature_cache")
+    ap.add_argument("--folds-file", type=Path, default=None,
+                    help="folds JSON (e.g. another run's folds.json): the same folds whatever --seed; seed ensembles "
+                         "on speaker-kfold corpora need it, since the seed also draws that scheme's folds")
     ap.add_argument("--json", type=Path, default=None, help="default bench/results/recipes-<grid>-<model>.json")
     ap.add_argument("--markdown", type=Path, default=None, help="default the JSON path with .md")
     ap.add_argument("--list", action="store_true", help="print the recipes and grids and exit")
@@ -473,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
         common["label_set"] = args.label_set
     if args.folds_k is not None:
         common["folds_k"] = args.folds_k
+    if args.folds_file is not None:
+        common["folds_file"] = str(args.folds_file)
     if args.clips_per_class_per_speaker:
         if args.corpus != "ravdess":
             ap.error("--clips-per-class-per-speaker caps RAVDESS only")

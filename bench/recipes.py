@@ -142,7 +142,11 @@ RECIPES["lpft-wls-ln-z-ls"] = _with(RECIPES["lpft-wls-ln-z"], augment={"label_sm
 # model selection on top of the default: 4 validation speakers (2 by default on ravdess6), selection on loss
 RECIPES["lpft-wls-ln-z-val4"] = _with(RECIPES["lpft-wls-ln-z"], validation_speakers=4)
 RECIPES["lpft-wls-ln-z-sel-loss"] = _with(RECIPES["lpft-wls-ln-z"], select_on="loss")
-RECIPES["lpft-wls-ln-z-last"] = _with(RECIPES["lpft-wls-ln-z"], select_on="last")  # the package's default now
+RECIPES["lpft-wls-ln-z-last"] = _with(RECIPES["lpft-wls-ln-z"], select_on="last")  # the package's default of 0.5
+# per-speaker normalisation of the head's input (docs/results.md 6f)
+RECIPES["frozen-wls-ln-z-spk"] = _with(RECIPES["frozen-wls-ln-z"], head={"speaker_norm": True})
+RECIPES["lpft-wls-ln-z-spk-last"] = _with(RECIPES["lpft-wls-ln-z-last"], head={"speaker_norm": True})
+RECIPES["probe-spk"] = {"probe": True, "speaker_norm": True}
 GRIDS: dict[str, list[str]] = {
     "smoke": ["frozen-last", "probe", "lora"],
     "baselines": ["frozen-last", "frozen-wls-ln", "probe"],
@@ -227,10 +231,12 @@ def worker(config_path: Path) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ probe
-def probe_fold(frozen_run: Path, fold: int, labels: list[str]) -> dict:
+def probe_fold(frozen_run: Path, fold: int, labels: list[str], speaker_norm: bool = False) -> dict:
     """Standardised logistic regression on each hidden state of the frozen encoder's cached pooled outputs (from the
     run folder of a frozen recipe), fitted on the fold's training clips; the hidden state with the best validation
-    UAR is scored on test. Returns the fold's row."""
+    UAR is scored on test. `speaker_norm`: each clip's pooled vectors are first z-scored with its speaker's mean and
+    std over all the speaker's clips of the fold (labels unused), as `head.speaker_norm` does. Returns the fold's
+    row."""
     from safetensors import safe_open
     from safetensors.torch import load_file
     from sklearn.linear_model import LogisticRegression
@@ -255,6 +261,19 @@ def probe_fold(frozen_run: Path, fold: int, labels: list[str]) -> dict:
     corpus = load_corpus(cfg["corpus"], cfg["corpus_root"], cfg.get("label_set"))
     by_id = {c.id: labels.index(c.label) for c in corpus.clips}
     idx = {s: [row[c] for c in spec[s]] for s in ("train", "validation", "test")}
+    if speaker_norm:
+        import torch
+
+        from loralens.models.speaker_stats import SpeakerStatistics
+
+        speaker_of = {c.id: c.speaker for c in corpus.clips}
+        fold_ids = [c for s in idx for c in spec[s]]
+        stats = SpeakerStatistics.from_pooled({c: torch.from_numpy(pooled[row[c]]) for c in fold_ids},
+                                              {c: speaker_of[c] for c in fold_ids})
+        mean, std = stats.for_ids(fold_ids)
+        pooled = pooled.copy()
+        pooled[[row[c] for c in fold_ids]] = ((torch.from_numpy(pooled[[row[c] for c in fold_ids]]) - mean)
+                                             / std).numpy()
     y = {s: np.array([by_id[c] for c in spec[s]]) for s in idx}
     best = None
     val_uars = []
@@ -324,7 +343,8 @@ def summarise(name: str, recipe: dict, rows: list[dict]) -> dict:
     return out
 
 
-STRONG_CANDIDATES = ("frozen-last", "frozen-wls-ln", "probe")
+# the issue's three; with per-speaker normalisation in the grid, its frozen read-outs join them (a fair baseline)
+STRONG_CANDIDATES = ("frozen-last", "frozen-wls-ln", "probe", "probe-spk", "frozen-wls-ln-z-spk")
 
 
 def strong_baseline(baselines: dict[str, list[dict]]) -> dict[int, dict]:
@@ -355,12 +375,14 @@ def _head_words(head: dict) -> str:
         words = f"hidden state {head['hidden_state']}"
     else:
         words = "last layer"
-    return words + (", z-scored" if head.get("standardize") else "")
+    return words + (", z-scored per speaker" if head.get("speaker_norm") else
+                    ", z-scored" if head.get("standardize") else "")
 
 
 def describe(recipe: dict) -> str:
     if recipe.get("probe"):
-        return "logistic regression, hidden state chosen on validation"
+        return ("logistic regression, hidden state chosen on validation"
+                + (", z-scored per speaker" if recipe.get("speaker_norm") else ""))
     head = recipe.get("head") or {}
     if recipe.get("method") == "frozen":
         return f"frozen, {_head_words(head)}, {recipe.get('epochs')} ep"
@@ -500,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
             if recipe.get("probe"):
                 if frozen_run is None:
                     ap.error("recipe 'probe' needs a frozen recipe (e.g. frozen-last) in the same grid")
-                rows[name].append(probe_fold(frozen_run, k, labels))
+                rows[name].append(probe_fold(frozen_run, k, labels, bool(recipe.get("speaker_norm"))))
                 print(f"[{name}] fold {k}: test UAR {rows[name][-1]['uar']:.3f} "
                       f"(hidden state {rows[name][-1]['hidden_state']})", flush=True)
                 continue

@@ -61,6 +61,7 @@ def erasure_logits(clf: EmotionClassifier, split: SplitData, device: torch.devic
     base, single, prefix, labels = [], [], [], []
     for batch in batches_with_progress(split, split.n_clips, desc):
         feats, mel = batch.features.to(device), batch.mel_lengths.to(device)
+        clf.select_clips(batch.ids)
         out = clf.run(feats, mel, capture=names if cached else ())
         s, p = [], []
         for l in range(n_layers):

@@ -196,6 +196,7 @@ def _collect(ctx: AnalysisContext, batches: list[Batch], prefixes: list[str], ra
     total_loss = 0.0
     for batch in batches_with_progress(batches, sum(len(b.ids) for b in batches), "lora_internals: gradients"):
         b = batch.to(ctx.device)
+        ctx.adapted.select_clips(b.ids)
         out = ctx.adapted.run(b.features, b.mel_lengths, grad_capture=names)
         loss = F.cross_entropy(out.logits.float(), b.labels, reduction="sum")
         caps = [out.encoder.captured[n] for n in names]

@@ -83,6 +83,7 @@ def run_pass(clf: Any, batches: Iterable[Batch], observers: Mapping[str, Observe
                     raise ConfigError(f"observers of one pass both edit {point!r} ({name} and another)",
                                       "give each observer its own hook points, or run them in separate passes")
                 edits[point] = fn
+        clf.select_clips(b.ids)
         out = clf.run(b.features, b.mel_lengths, edits=edits)
         for obs in observers.values():
             obs.update(b, out)

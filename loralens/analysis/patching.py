@@ -136,6 +136,8 @@ def patching_logits_directions(models: dict[str, EmotionClassifier], directions:
     collected = {key: _Collected() for key in directions}
     for batch in batches_with_progress(split, split.n_clips, desc):
         feats, mel = batch.features.to(device), batch.mel_lengths.to(device)
+        for k in used:
+            models[k].select_clips(batch.ids)
         runs = {k: models[k].run(feats, mel, capture=names) for k in used}
         for key, (src_key, dst_key) in directions.items():
             collected[key].add(models[src_key], models[dst_key], runs[src_key], runs[dst_key].encoder, mel,

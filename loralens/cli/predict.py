@@ -32,15 +32,19 @@ from loralens.cli.options import Command
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
 @click.option("--max-seconds", type=float, default=600.0, show_default=True,
               help="Longer files are bad files (clips over 30 s are classified over consecutive 30-s windows).")
+@click.option("--speaker", default=None,
+              help="The speaker of clips whose manifest names none (a run trained with head.speaker_norm needs each "
+                   "clip's speaker, and several clips of each).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def predict(run_dir: Path, inputs: tuple[Path, ...], fold: int | None, ensemble: bool, join: tuple[Path, ...],
             out: Path | None, as_json: bool, on_bad_audio: str, batch_size: int, device: str, max_seconds: float,
-            no_progress: bool) -> None:
+            speaker: str | None, no_progress: bool) -> None:
     """Classify audio files, folders (searched recursively) or manifests (CSV/JSONL with a path column) with the
     run RUN_DIR. Writes per clip the label, every class probability, the duration and the number of 30-s windows.
 
     Clips longer than 30 s are classified over consecutive 30-s windows whose probabilities are averaged weighted
-    by window length; --ensemble averages the folds' probabilities.
+    by window length; --ensemble averages the folds' probabilities. A run that normalises per speaker
+    (head.speaker_norm) reads every clip first, then each speaker's statistics, then classifies.
     """
     import json
 
@@ -59,7 +63,8 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], fold: int | None, ensemble:
         click.echo(f"bad audio, skipped: {bad.path}: {bad.reason}", err=True)
 
     result = run_predict(run_dir, list(inputs), fold=fold, on_bad_audio=on_bad_audio, batch_size=batch_size,
-                         device=device, max_seconds=max_seconds, progress=progress, on_bad=report_bad, join=join)
+                         device=device, max_seconds=max_seconds, progress=progress, on_bad=report_bad, join=join,
+                         speaker=speaker)
     if out is not None:
         result.write(out, as_json=as_json)
     else:

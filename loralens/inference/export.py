@@ -92,6 +92,13 @@ def build_hf_model(models: RunModels, fold: FoldModel, *, exact: bool = False) -
     from loralens.models.loading import load_config
 
     cfg = models.config
+    if cfg.head.speaker_norm:
+        raise ConfigError(
+            f"{models.run_dir}: the head z-scores each clip with its speaker's statistics (head.speaker_norm), "
+            "which a model that sees one clip at a time cannot do",
+            "classify with loralens predict, which takes each clip's speaker (a manifest `speaker` column or "
+            "--speaker); or train with head.speaker_norm: false for a Hugging Face export",
+        )
     if needs_exact(cfg) and not exact:
         raise ConfigError(
             f"{models.run_dir}: the head normalises or z-scores each hidden state before the weighted sum "

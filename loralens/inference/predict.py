@@ -15,6 +15,7 @@ The label is the class of highest combined probability.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -43,11 +44,13 @@ COMBINE = ("fold probabilities averaged (ensemble); window probabilities average
 
 @dataclass(frozen=True)
 class InputClip:
-    """One clip to classify: a display id, the audio file, and its true label when a manifest gives one."""
+    """One clip to classify: a display id, the audio file, and its true label and speaker when a manifest gives
+    them (the speaker matters to a head that normalises per speaker, `head.speaker_norm`)."""
 
     id: str
     path: Path
     true_label: str | None = None
+    speaker: str | None = None
 
 
 @dataclass
@@ -119,7 +122,8 @@ class Predictions:
 
 # ------------------------------------------------------------------------------------------------ inputs
 def _read_manifest(path: Path) -> list[InputClip]:
-    """Rows of a CSV/JSONL manifest: `path` (relative to the manifest's folder), optional `id`, `label`."""
+    """Rows of a CSV/JSONL manifest: `path` (relative to the manifest's folder), optional `id`, `label`,
+    `speaker`."""
     rows: list[tuple[int, dict]] = []
     if path.suffix.lower() == ".csv":
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -150,7 +154,7 @@ def _read_manifest(path: Path) -> list[InputClip]:
         audio = Path(row["path"]).expanduser()
         audio = audio if audio.is_absolute() else path.parent / audio
         clip_id = row.get("id") or Path(os.path.relpath(audio, path.parent)).with_suffix("").as_posix()
-        out.append(InputClip(clip_id, audio, row.get("label") or None))
+        out.append(InputClip(clip_id, audio, row.get("label") or None, row.get("speaker") or None))
     return out
 
 
@@ -175,6 +179,51 @@ def collect_inputs(inputs: Iterable[str | os.PathLike[str]]) -> list[InputClip]:
     if not clips:
         raise ConfigError("nothing to predict on", "pass audio files, folders or a manifest")
     return clips
+
+
+# ------------------------------------------------------------------------------------------------ speakers
+def speaker_norm_models(models: RunModels) -> bool:
+    """Whether the run's heads z-score each clip with its speaker's statistics (`head.speaker_norm`)."""
+    return any(getattr(fm.classifier.head, "speaker_norm", False) for fm in models.folds)
+
+
+def _speakers_of(clips: Sequence[InputClip], default: str | None) -> dict[str, str]:
+    """clip id -> speaker (the clip's own, else `default`); names the clips that have neither."""
+    missing = [c.id for c in clips if c.speaker is None and default is None]
+    if missing:
+        raise ConfigError(
+            f"this run's head normalises each clip with its speaker's statistics (head.speaker_norm), and "
+            f"{len(missing)} clip(s) have no speaker, e.g. {missing[0]!r}",
+            "give a manifest with a `speaker` column, or --speaker NAME when every input is one speaker's "
+            "(a speaker needs several clips: docs/results.md 6f)")
+    return {c.id: c.speaker if c.speaker is not None else default for c in clips}
+
+
+@torch.inference_mode()
+def set_speaker_statistics(models: RunModels, items: Sequence[FeatureItem], speaker_of: dict[str, str],
+                           batch_size: int, device: torch.device) -> None:
+    """Give every fold model of `models` the statistics of the speakers of `items` (window ids -> speaker in
+    `speaker_of`): the per-layer pooled outputs of the frozen encoder (the adapter switched off), as training
+    computed them, averaged per speaker over their windows."""
+    from loralens.models.speaker_stats import SpeakerStatistics
+    from loralens.training.frozen_cache import pool_layers
+
+    for fm in models.folds:
+        clf = fm.classifier
+        if clf.method == "full":
+            raise ConfigError(f"{models.run_dir}: speaker statistics of a fully fine-tuned run need the base "
+                              "encoder, which predict does not load", "use a lora or frozen run")
+        pooled: dict[str, torch.Tensor] = {}
+        order = sorted(range(len(items)), key=lambda i: items[i].features.n_frames)
+        off = clf.peft_model.disable_adapter() if clf.peft_model is not None else contextlib.nullcontext()
+        step = 1 if models.window == "trim" and not models.mask_padding else batch_size  # as window_probabilities
+        with off:
+            for s in range(0, len(order), step):
+                idx = order[s : s + step]
+                batch = collate([items[i] for i in idx], window=models.window).to(device)
+                for i, v in zip(idx, pool_layers(clf, batch.features, batch.mel_lengths).float().cpu()):
+                    pooled[items[i].id] = v
+        clf.speaker_statistics = SpeakerStatistics.from_pooled(pooled, speaker_of)
 
 
 # ------------------------------------------------------------------------------------------------ windows
@@ -219,6 +268,7 @@ def window_probabilities(models: RunModels, items: Sequence[FeatureItem], batch_
         batch = batch.to(device)
         total = None
         for fm in models.folds:
+            fm.classifier.select_clips(batch.ids)
             p = torch.softmax(fm.classifier(batch.features, batch.mel_lengths).double(), dim=-1)
             total = p if total is None else total + p
         out[idx] = (total / len(models.folds)).cpu().numpy()
@@ -237,6 +287,7 @@ def predict(
     progress: Callable[[Iterable], Iterable] | None = None,
     on_bad: Callable[[BadFile], None] | None = None,
     join: Sequence[str | os.PathLike[str]] = (),
+    speaker: str | None = None,
 ) -> Predictions:
     """Classify the clips of `inputs` (files, folders, manifests; see `collect_inputs`) with run `run_dir`.
 
@@ -246,6 +297,9 @@ def predict(
     on_bad_audio: "stop" raises the first `AudioError` (naming the file); "skip" leaves the file out, records it in
     `Predictions.bad_files` (and calls `on_bad`) and goes on. max_seconds: longer files are bad files.
     progress: optionally wraps the iteration over clips (e.g. tqdm). device: None / "auto" = CUDA when available.
+    speaker: the speaker of clips whose input names none. A run whose head normalises per speaker
+    (`head.speaker_norm`) needs every clip's speaker and several clips of each: all clips are read first, each
+    speaker's statistics are computed over their clips (the frozen encoder's, as in training), then classified.
     """
     from loralens.analysis.loading import resolve_device
     from loralens.models.loading import load_feature_extractor
@@ -268,9 +322,14 @@ def predict(
     min_samples = int(round(MIN_SECONDS * settings.sampling_rate))
 
     pending: list[tuple[InputClip, float, list[FeatureItem], list[int]]] = []
+    per_speaker = speaker_norm_models(models)
+    speaker_of = _speakers_of(clips, speaker) if per_speaker else {}
 
     def flush() -> None:
         items = [it for _, _, its, _ in pending for it in its]
+        if items and per_speaker:
+            set_speaker_statistics(models, items, {it.id: speaker_of[c.id] for c, _, its, _ in pending for it in its},
+                                   batch_size, dev)
         if items:
             probs = window_probabilities(models, items, batch_size, dev)
             start = 0
@@ -299,8 +358,8 @@ def predict(
         items = [FeatureItem(f"{clip.id}#{i}", compute_features(w, settings, extractor, where=str(clip.path)))
                  for i, w in enumerate(windows)]
         pending.append((clip, mono.shape[0] / sr, items, [len(w) for w in windows]))
-        if sum(len(p[2]) for p in pending) >= 4 * batch_size:
-            flush()
+        if not per_speaker and sum(len(p[2]) for p in pending) >= 4 * batch_size:
+            flush()  # a speaker-normalising run needs every clip of a speaker first: one flush at the end
     flush()
     return result
 

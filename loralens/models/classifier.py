@@ -8,6 +8,7 @@ once adapted) and `head.*` (`WhisperForAudioClassification`'s `projector`, `clas
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +30,7 @@ from loralens.models.lora import (
     save_adapter,
 )
 from loralens.models.runner import EncoderRunner, RunnerOutput
+from loralens.models.speaker_stats import SpeakerStatistics, select_clips
 
 Method = Literal["lora", "frozen", "full"]
 METHODS: tuple[str, ...] = ("lora", "frozen", "full")
@@ -91,6 +93,8 @@ class EmotionClassifier(nn.Module):
     hidden_state: read the encoder's hidden state k instead of the last one: `encoder` is cut after layer k-1 (in
         place, `cut_encoder`), so the classifier has k layers and no final LayerNorm.
     standardize: the head z-scores its input (`ClassificationHead.set_standardization`).
+    speaker_norm: the head z-scores with each clip's speaker's statistics (`speaker_statistics`, a
+        `SpeakerStatistics`; `select_clips(ids)` before each batch).
     """
 
     def __init__(
@@ -104,6 +108,7 @@ class EmotionClassifier(nn.Module):
         mask_padding: bool = True,
         hidden_state: int | None = None,
         standardize: bool = False,
+        speaker_norm: bool = False,
     ) -> None:
         super().__init__()
         self.encoder = whisper_encoder(encoder)
@@ -122,7 +127,9 @@ class EmotionClassifier(nn.Module):
             n_hidden_states=self.runner.n_layers + 1,
             normalize_layers=normalize_layers,
             standardize=standardize,
+            speaker_norm=speaker_norm,
         )
+        self.speaker_statistics: SpeakerStatistics | None = None
         self.gradient_checkpointing = False
         self.method: str | None = None
         self.lora_settings: LoraSettings | None = None
@@ -225,6 +232,11 @@ class EmotionClassifier(nn.Module):
         self.method = "lora"
 
     # ----------------------------------------------------------------- forward
+    def select_clips(self, ids: Sequence[str]) -> None:
+        """Before running a batch of clips `ids`: give a speaker-normalising head (`speaker_norm`) their speakers'
+        statistics; nothing for other heads."""
+        select_clips(self.head, self.speaker_statistics, ids)
+
     def run(self, features: Tensor | None, mel_lengths: Tensor | None = None, **runner_kwargs: Any) -> ClassifierOutput:
         """Logits, pooled representation and the runner's output. runner_kwargs: `EncoderRunner.__call__`'s
         (capture, grad_capture, edits, skip_layers, stop_after, start_at, mask_padding, ...)."""

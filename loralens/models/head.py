@@ -34,6 +34,9 @@ class ClassificationHead(nn.Module):
     training clips (`set_standardization`; buffers `input_mean`, `input_std`, saved with the head). A hidden state
     below the last is not normalised by the encoder, and a few of its dimensions dwarf the rest; z-scored, the
     same head reads it as well as a standardised linear probe does.
+    speaker_norm: z-score with each clip's speaker's statistics instead (`loralens.models.speaker_stats`), given per
+    batch by `set_clip_statistics` before each forward (`EmotionClassifier.select_clips` does it from clip ids); the
+    buffers of `standardize` are then unused.
     """
 
     def __init__(
@@ -46,6 +49,7 @@ class ClassificationHead(nn.Module):
         n_hidden_states: int | None = None,
         normalize_layers: bool = False,
         standardize: bool = False,
+        speaker_norm: bool = False,
     ) -> None:
         super().__init__()
         if n_classes < 2:
@@ -62,8 +66,10 @@ class ClassificationHead(nn.Module):
             if not n_hidden_states or n_hidden_states < 1:
                 raise ConfigError("use_weighted_layer_sum needs n_hidden_states (encoder layers + 1)")
             self.layer_weights = nn.Parameter(torch.ones(n_hidden_states) / n_hidden_states)
-        self.standardize = standardize
-        if standardize:
+        self.standardize = standardize or speaker_norm
+        self.speaker_norm = speaker_norm
+        self._clip_statistics: tuple[Tensor, Tensor] | None = None
+        if self.standardize:
             shape = (n_hidden_states, d_model) if use_weighted_layer_sum else (d_model,)
             self.register_buffer("input_mean", torch.zeros(shape))
             self.register_buffer("input_std", torch.ones(shape))
@@ -105,7 +111,33 @@ class ClassificationHead(nn.Module):
         """`pooled` z-scored with the head's fixed statistics when `standardize`, else as it is."""
         if not self.standardize:
             return pooled
-        return (pooled - self.input_mean.to(pooled.dtype)) / self.input_std.to(pooled.dtype)
+        if self.speaker_norm:
+            mean, std = self._batch_statistics(pooled)
+        else:
+            mean, std = self.input_mean, self.input_std
+        return (pooled - mean.to(pooled.dtype)) / std.to(pooled.dtype)
+
+    def _batch_statistics(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
+        """The clip statistics set for this batch, shaped like `pooled` (`[batch, n_hidden_states, d_model]` with
+        the weighted sum, `[batch, d_model]` (the last hidden state's) without)."""
+        if self._clip_statistics is None:
+            raise ConfigError("this head z-scores with each clip's speaker's statistics (speaker_norm), and none "
+                              "were set for this batch",
+                              hint="call EmotionClassifier.select_clips(batch.ids) before running a batch")
+        mean, std = self._clip_statistics
+        if mean.shape[0] != pooled.shape[0]:
+            raise ConfigError(f"speaker statistics were set for {mean.shape[0]} clips, the batch has "
+                              f"{pooled.shape[0]}", hint="call select_clips(batch.ids) for every batch")
+        if pooled.dim() == 2:
+            mean, std = mean[:, -1], std[:, -1]
+        return mean.to(pooled.device), std.to(pooled.device)
+
+    def set_clip_statistics(self, mean: Tensor | None, std: Tensor | None = None) -> None:
+        """With `speaker_norm`: the statistics `[batch, n_hidden_states, d_model]` (mean, std) of the clips of the
+        next batches (each clip's speaker's); None clears them."""
+        if not self.speaker_norm:
+            raise ConfigError("set_clip_statistics on a head built without speaker_norm=True")
+        self._clip_statistics = None if mean is None else (mean, std)
 
     def layer_vectors(self, pooled: Tensor) -> Tensor:
         """With the weighted layer sum: each hidden state's pooled vector as the weighting sees it, `[batch,

@@ -46,6 +46,9 @@ class HeadConfig(_Strict):
         "above are cut and the final LayerNorm is not applied); auto: chosen per fold by speaker-grouped "
         "cross-validation of a linear probe on the training clips' frozen outputs; last (or unset) = the last, "
         "final-normed")
+    speaker_norm: bool = Field(False, description="z-score the head's input with each clip's speaker's statistics "
+                               "under the frozen encoder (over all of that speaker's clips, labels unused) instead "
+                               "of the training clips'; a speaker needs several clips (docs/results.md 6f)")
     standardize: bool = Field(True, description="z-score the head's input with the training clips' statistics "
                               "under the frozen encoder (needs the frozen encoder's outputs: computed once per run); "
                               "default on unless the head reads the last hidden state alone")
@@ -72,6 +75,9 @@ class HeadConfig(_Strict):
         if self.layer_norm and not self.weighted_layer_sum:
             raise ValueError("head.layer_norm applies to the weighted layer sum only: set head.weighted_layer_sum "
                              "too, or drop head.layer_norm")
+        if self.speaker_norm and not self.standardize:
+            raise ValueError("head.speaker_norm z-scores the head's input per speaker: it needs head.standardize "
+                             "(drop head.standardize: false)")
         if self.hidden_state is not None and self.weighted_layer_sum:
             raise ValueError("head.hidden_state reads one hidden state, head.weighted_layer_sum all of them: set "
                              "one of the two")
@@ -284,6 +290,7 @@ _HASHED_WHEN_SET: dict[tuple[str, ...], Any] = {
     ("head", "layer_norm"): False,
     ("head", "hidden_state"): None,
     ("head", "standardize"): False,
+    ("head", "speaker_norm"): False,
     ("label_map",): {},
     ("on_unknown_label",): "error",
     ("validation_speakers",): None,

@@ -173,7 +173,7 @@ def build_classifier(cfg: TrainConfig, encoder: torch.nn.Module, n_classes: int)
     clf = EmotionClassifier(copy.deepcopy(encoder), n_classes, proj_size=cfg.head.projector_dim,
                             use_weighted_layer_sum=cfg.head.weighted_layer_sum, normalize_layers=cfg.head.layer_norm,
                             mask_padding=mask_padding_for(cfg), hidden_state=hidden_state,
-                            standardize=cfg.head.standardize)
+                            standardize=cfg.head.standardize, speaker_norm=cfg.head.speaker_norm)
     lora = cfg.lora if cfg.method == "lora" else None
     clf.prepare_for(cfg.method, lora, gradient_checkpointing=cfg.gradient_checkpointing)
     return clf
@@ -236,7 +236,9 @@ def _head_reads(cfg: TrainConfig) -> str:
                                                                  "cut there)")
     if h.weighted_layer_sum:
         where = "; head on the weighted sum of all hidden states" + (" (each normalised)" if h.layer_norm else "")
-    if h.standardize:
+    if h.speaker_norm:
+        where = (where or "; head") + ", input z-scored per speaker"
+    elif h.standardize:
         where = (where or "; head") + ", z-scored input"
     return where
 
@@ -289,7 +291,8 @@ def _linear_probe_head(cfg: TrainConfig, clf, prep: Prepared, fold, k: int, acce
     if accelerator.device.type == "cpu":
         torch.set_num_threads(1)  # the head alone is too small for intra-op threads (see run_fold)
     try:
-        result = fit(PooledHead(clf.head), splits["train"], splits["validation"], settings, accelerator, lp_dir,
+        result = fit(PooledHead(clf.head, clf.speaker_statistics), splits["train"], splits["validation"], settings,
+                     accelerator, lp_dir,
                      prep.labels, desc=f"fold {k} linear probe")
     finally:
         torch.set_num_threads(threads)
@@ -311,10 +314,20 @@ def _no_frozen_outputs(needed_by: str) -> ConfigError:
                        "call train(cfg), which computes them, rather than run_fold alone")
 
 
-def _standardize_head(clf, fold, frozen_pooled: dict | None) -> None:
-    """Fix the head's z-scoring statistics from the frozen encoder's pooled outputs of the fold's training clips."""
+def _standardize_head(clf, fold, frozen_pooled: dict | None, speaker_of: dict[str, str], folder: FoldFolder,
+                      write: bool) -> None:
+    """Fix the head's z-scoring statistics from the frozen encoder's pooled outputs: those of the fold's training
+    clips, or with `speaker_norm` each speaker's over all their clips of the fold (stored in the fold folder)."""
     if frozen_pooled is None:
         raise _no_frozen_outputs("head.standardize")
+    if clf.head.speaker_norm:
+        from loralens.models.speaker_stats import SpeakerStatistics
+
+        ids = [*fold.split("train"), *fold.split("validation"), *fold.split("test")]
+        clf.speaker_statistics = SpeakerStatistics.from_pooled(frozen_pooled, {i: speaker_of[i] for i in ids})
+        if write:
+            clf.speaker_statistics.save(folder.speaker_statistics)
+        return
     clf.head.set_standardization(torch.stack([frozen_pooled[i] for i in fold.split("train")]))
 
 
@@ -384,8 +397,9 @@ def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict
             splits[name] = _feature_split(clips, prep, cfg.window, cfg.augment if name == "train" else None,
                                           seed=cfg.seed)
     if cfg.head.standardize:
-        _standardize_head(clf, fold, pooled if pooled is not None else lp_pooled)
-    model = PooledHead(clf.head) if pooled is not None else clf
+        _standardize_head(clf, fold, pooled if pooled is not None else lp_pooled,
+                          {i: c.speaker for i, c in by_id.items()}, folder, accelerator.is_main_process)
+    model = PooledHead(clf.head, clf.speaker_statistics) if pooled is not None else clf
     settings = loop_settings(cfg)
     lp_info = None
     lp_earlier_s = 0.0  # the probe stage's training time when it ran in an earlier session

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from loralens.data.batching import Batch
 from loralens.errors import RunFolderError
 from loralens.models.head import ClassificationHead
+from loralens.models.speaker_stats import SpeakerStatistics, select_clips
 from loralens.numerics.masking import masked_mean
 from loralens.training.checkpoint import save_safetensors
 from loralens.training.loop import Split
@@ -30,9 +31,14 @@ class PooledHead(nn.Module):
     """A `ClassificationHead` fed with per-layer pooled encoder outputs: forward(pooled `[batch, n_hidden_states,
     d_model]`, ignored) -> logits `[batch, n_classes]`. Parameter names are `head.*`, as in `EmotionClassifier`."""
 
-    def __init__(self, head: ClassificationHead) -> None:
+    def __init__(self, head: ClassificationHead, speaker_statistics: SpeakerStatistics | None = None) -> None:
         super().__init__()
         self.head = head
+        self.speaker_statistics = speaker_statistics
+
+    def select_clips(self, ids: Sequence[str]) -> None:
+        """As `EmotionClassifier.select_clips`."""
+        select_clips(self.head, self.speaker_statistics, ids)
 
     def forward(self, pooled: Tensor, _lengths: Tensor | None = None) -> Tensor:
         return self.head.classify(self.head.combine_layers(pooled))

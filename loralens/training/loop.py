@@ -194,6 +194,14 @@ class _IndexedCollate:
         return torch.tensor([i for i, _ in items], dtype=torch.long), self.collate([it for _, it in items])
 
 
+def select_batch(model: torch.nn.Module, batch, accelerator) -> None:
+    """Tell `model` (possibly wrapped by accelerate) which clips the next batch holds, for a head that normalises
+    per speaker (`select_clips`); models without it are left alone."""
+    select = getattr(accelerator.unwrap_model(model), "select_clips", None)
+    if select is not None:
+        select(batch.ids)
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, split: Split, accelerator, batch_size: int, num_workers: int = 0,
             desc: str = "eval") -> tuple[np.ndarray, np.ndarray]:
@@ -210,6 +218,7 @@ def predict(model: torch.nn.Module, split: Split, accelerator, batch_size: int, 
     logits_all, idx_all = [], []
     for idx, batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
         batch = batch.to(accelerator.device)
+        select_batch(model, batch, accelerator)
         logits = model(batch.features, batch.mel_lengths).float()
         logits, idx = accelerator.gather_for_metrics((logits, idx.to(accelerator.device)))
         logits_all.append(logits.cpu())
@@ -498,6 +507,7 @@ class _Fit:
         """Per-clip training losses `[batch]` (float32) of micro-batch `index` of `epoch`: cross-entropy with label
         smoothing, of the mixed-up batch with `mixup_alpha > 0`."""
         s = self.settings
+        select_batch(self.model, batch, self.accelerator)
         if s.mixup_alpha > 0:
             from loralens.data.augment import clip_rng, mixup_batch
 

@@ -125,6 +125,11 @@ class FoldFolder:
         return self.root / "head.safetensors"
 
     @property
+    def speaker_statistics(self) -> Path:
+        """Per-speaker statistics of a speaker-normalising head (`head.speaker_norm`)."""
+        return self.root / "speaker_statistics.safetensors"
+
+    @property
     def encoder(self) -> Path:
         return self.root / "encoder.safetensors"
 

@@ -33,6 +33,7 @@ def fold_classifier(run_dir: str | Path, fold: int, cfg: TrainConfig, encoder: t
         mask_padding=mask_padding_for(cfg),
         hidden_state=cfg.head.hidden_state,
         standardize=cfg.head.standardize,
+        speaker_norm=cfg.head.speaker_norm,
     )
     if cfg.method == "lora":
         clf.load_adapter(folder.adapter)
@@ -41,5 +42,9 @@ def fold_classifier(run_dir: str | Path, fold: int, cfg: TrainConfig, encoder: t
         clf.encoder.load_state_dict(load_file(str(folder.encoder)))
     clf.method = cfg.method
     clf.head.load_state_dict(load_file(str(folder.head)))
+    if cfg.head.speaker_norm:
+        from loralens.models.speaker_stats import SpeakerStatistics
+
+        clf.speaker_statistics = SpeakerStatistics.load(folder.speaker_statistics)
     clf.requires_grad_(False)
     return clf.eval()

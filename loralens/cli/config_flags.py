@@ -245,6 +245,7 @@ TRAIN_FLAGS: tuple[ConfigFlag, ...] = (
     ConfigFlag("--hidden-state", "head.hidden_state", show_default="all (the weighted layer sum)"),
     ConfigFlag("--standardize/--no-standardize", "head.standardize",
                show_default="on, except for the last-layer head"),
+    ConfigFlag("--speaker-norm/--no-speaker-norm", "head.speaker_norm"),
     ConfigFlag("--window", "window"),
     ConfigFlag("--mask-padding/--no-mask-padding", "mask_padding", show_default="on for trim, off for full"),
     ConfigFlag("--batch-size", "batch_size"),

@@ -284,5 +284,10 @@ def test_train_head_flags_reach_the_plan_and_bad_values_name_the_field(tmp_path,
     code, out, err = run(capsys, *common, "--hidden-state", "auto", "--standardize")
     assert code == 0, err
     assert "head on the hidden state each fold chooses" in out and "z-scored input" in out
+    code, out, err = run(capsys, *common, "--speaker-norm")
+    assert code == 0, err
+    assert "head on the weighted sum of all hidden states (each normalised), input z-scored per speaker" in out
+    code, out, err = run(capsys, *common, "--speaker-norm", "--no-standardize")
+    assert code == 2 and "head.speaker_norm" in err and "needs head.standardize" in err
     code, out, err = run(capsys, *common, "--hidden-state", "0")
     assert code == 2 and "head.hidden_state" in err and "index >= 1" in err

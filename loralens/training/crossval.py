@@ -314,8 +314,11 @@ def _no_frozen_outputs(needed_by: str) -> ConfigError:
                        "call train(cfg), which computes them, rather than run_fold alone")
 
 
+FEW_CLIPS = 10  # below this many clips a speaker's statistics cost accuracy (docs/results.md 6f)
+
+
 def _standardize_head(clf, fold, frozen_pooled: dict | None, speaker_of: dict[str, str], folder: FoldFolder,
-                      write: bool) -> None:
+                      write: bool, echo: Callable[[str], None] = print) -> None:
     """Fix the head's z-scoring statistics from the frozen encoder's pooled outputs: those of the fold's training
     clips, or with `speaker_norm` each speaker's over all their clips of the fold (stored in the fold folder)."""
     if frozen_pooled is None:
@@ -327,6 +330,12 @@ def _standardize_head(clf, fold, frozen_pooled: dict | None, speaker_of: dict[st
         clf.speaker_statistics = SpeakerStatistics.from_pooled(frozen_pooled, {i: speaker_of[i] for i in ids})
         if write:
             clf.speaker_statistics.save(folder.speaker_statistics)
+            few = sorted((n, s) for s, n in clf.speaker_statistics.n_clips.items() if n < FEW_CLIPS)
+            if few:
+                listed = ", ".join(f"{s}: {n}" for n, s in few)
+                echo(f"warning: speaker normalisation with few clips per speaker ({listed}); statistics from "
+                     f"under {FEW_CLIPS} clips cost accuracy (docs/results.md 6f); "
+                     "consider --no-speaker-norm")
         return
     clf.head.set_standardization(torch.stack([frozen_pooled[i] for i in fold.split("train")]))
 
@@ -398,7 +407,7 @@ def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict
                                           seed=cfg.seed)
     if cfg.head.standardize:
         _standardize_head(clf, fold, pooled if pooled is not None else lp_pooled,
-                          {i: c.speaker for i, c in by_id.items()}, folder, accelerator.is_main_process)
+                          {i: c.speaker for i, c in by_id.items()}, folder, accelerator.is_main_process, echo)
     model = PooledHead(clf.head, clf.speaker_statistics) if pooled is not None else clf
     settings = loop_settings(cfg)
     lp_info = None

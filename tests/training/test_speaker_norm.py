@@ -114,3 +114,23 @@ def test_hugging_face_export_is_refused_with_the_reason(spk_runs, tmp_path):
 
     with pytest.raises(ConfigError, match="speaker_norm.*one clip at a time"):
         export_fold(spk_runs / "lora", 0, tmp_path / "hf")
+
+
+def test_few_clips_per_speaker_warn_and_the_statistics_are_stored(tmp_path):
+    from types import SimpleNamespace
+
+    from loralens.data.folds import Fold
+    from loralens.models.speaker_stats import SpeakerStatistics
+    from loralens.training.crossval import _standardize_head
+    from loralens.training.run_folder import FoldFolder
+
+    ids = [f"c{i}" for i in range(14)]
+    speaker_of = {i: ("a" if n < 11 else "b") for n, i in enumerate(ids)}  # a: 11 clips, b: 3
+    pooled = {i: torch.randn(3, 4) for i in ids}
+    clf = SimpleNamespace(head=SimpleNamespace(speaker_norm=True), speaker_statistics=None)
+    said = []
+    _standardize_head(clf, Fold("f", ids[:6], ids[6:8], ids[8:]), pooled, speaker_of, FoldFolder(tmp_path), True,
+                      said.append)
+    assert clf.speaker_statistics.n_clips == {"a": 11, "b": 3}
+    assert len(said) == 1 and "few clips per speaker (b: 3)" in said[0] and "--no-speaker-norm" in said[0]
+    assert SpeakerStatistics.load(tmp_path / "speaker_statistics.safetensors").n_clips == {"a": 11, "b": 3}

@@ -52,7 +52,9 @@ from loralens.training.run_folder import RunFolder  # noqa: E402
 QKVO = ["q_proj", "k_proj", "v_proj", "out_proj"]
 # every recipe names its head: the last-layer head of the paper (transformers' WhisperForAudioClassification) unless it
 # says otherwise, so that a recipe keeps its meaning (and its config hash) when the package's default head changes
-LAST_LAYER_HEAD = {"weighted_layer_sum": False, "layer_norm": False, "standardize": False}
+# every recipe names `speaker_norm: false` unless it is about it (the package's default since 0.6), so that its
+# figures and hash keep their meaning
+LAST_LAYER_HEAD = {"weighted_layer_sum": False, "layer_norm": False, "standardize": False, "speaker_norm": False}
 FROZEN = {"method": "frozen", "epochs": 30, "patience": 10, "batch_size": 32, "lr_head": 1e-3,
           "head": LAST_LAYER_HEAD}
 # the LoRA recipe of docs/results.md (lora-trim): r=32 on v_proj of every layer, 3 epochs, adapter lr 3e-4, no LP-FT
@@ -142,10 +144,10 @@ RECIPES["lpft-wls-ln-z-ls"] = _with(RECIPES["lpft-wls-ln-z"], augment={"label_sm
 # model selection on top of the default: 4 validation speakers (2 by default on ravdess6), selection on loss
 RECIPES["lpft-wls-ln-z-val4"] = _with(RECIPES["lpft-wls-ln-z"], validation_speakers=4)
 RECIPES["lpft-wls-ln-z-sel-loss"] = _with(RECIPES["lpft-wls-ln-z"], select_on="loss")
-RECIPES["lpft-wls-ln-z-last"] = _with(RECIPES["lpft-wls-ln-z"], select_on="last")  # the package's default of 0.5
+RECIPES["lpft-wls-ln-z-last"] = _with(RECIPES["lpft-wls-ln-z"], select_on="last")  # the default of loralens 0.5
 # per-speaker normalisation of the head's input (docs/results.md 6f)
 RECIPES["frozen-wls-ln-z-spk"] = _with(RECIPES["frozen-wls-ln-z"], head={"speaker_norm": True})
-RECIPES["lpft-wls-ln-z-spk-last"] = _with(RECIPES["lpft-wls-ln-z-last"], head={"speaker_norm": True})
+RECIPES["lpft-wls-ln-z-spk-last"] = _with(RECIPES["lpft-wls-ln-z-last"], head={"speaker_norm": True})  # the 0.6 default
 RECIPES["probe-spk"] = {"probe": True, "speaker_norm": True}
 GRIDS: dict[str, list[str]] = {
     "smoke": ["frozen-last", "probe", "lora"],

@@ -108,7 +108,9 @@ def _head_words(v: Variant) -> str:
         words = f", head on hidden state {where}"
     if head.get("weighted_layer_sum"):
         words = ", head on the weighted layer sum" + (" (per-layer LN)" if head.get("layer_norm") else "")
-    if head.get("standardize"):
+    if head.get("speaker_norm"):
+        words += ", input z-scored per speaker"
+    elif head.get("standardize"):
         words += ", z-scored input"
     return words
 

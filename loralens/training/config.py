@@ -32,9 +32,10 @@ class HeadConfig(_Strict):
     model (and LoRA, and every analysis) has that many layers. `auto`: each fold chooses its hidden state before
     training (`fold_k/hidden_state.json`).
 
-    Defaults (`head_defaults`, the recipe search of docs/results.md section 6c): the weighted sum of every hidden
-    state, each normalised and z-scored; a head on one hidden state (`hidden_state`, or `weighted_layer_sum: false`)
-    drops the per-layer normalisation, and is z-scored unless it reads the last, final-normed state."""
+    Defaults (`head_defaults`, the recipe search of docs/results.md sections 6c and 6f): the weighted sum of every
+    hidden state, each z-scored with its clip's speaker's statistics (`speaker_norm`) and normalised; a head on one
+    hidden state (`hidden_state`, or `weighted_layer_sum: false`) drops the per-layer normalisation, and is z-scored
+    (per speaker) unless it reads the last, final-normed state."""
 
     projector_dim: int = Field(256, ge=1, description="projector width of the head")
     weighted_layer_sum: bool = Field(True, description="learned weighted sum of all hidden states (else one: the "
@@ -46,9 +47,10 @@ class HeadConfig(_Strict):
         "above are cut and the final LayerNorm is not applied); auto: chosen per fold by speaker-grouped "
         "cross-validation of a linear probe on the training clips' frozen outputs; last (or unset) = the last, "
         "final-normed")
-    speaker_norm: bool = Field(False, description="z-score the head's input with each clip's speaker's statistics "
+    speaker_norm: bool = Field(True, description="z-score the head's input with each clip's speaker's statistics "
                                "under the frozen encoder (over all of that speaker's clips, labels unused) instead "
-                               "of the training clips'; a speaker needs several clips (docs/results.md 6f)")
+                               "of the training clips'; a speaker needs several clips of mixed emotions, also to "
+                               "predict (docs/results.md 6f); default on whenever the head z-scores")
     standardize: bool = Field(True, description="z-score the head's input with the training clips' statistics "
                               "under the frozen encoder (needs the frozen encoder's outputs: computed once per run); "
                               "default on unless the head reads the last hidden state alone")
@@ -96,6 +98,8 @@ def head_defaults(head: Mapping[str, Any]) -> dict[str, Any]:
         out["layer_norm"] = bool(out["weighted_layer_sum"])
     if out.get("standardize") is None:
         out["standardize"] = bool(out["weighted_layer_sum"]) or state not in (None, "last")
+    if out.get("speaker_norm") is None:
+        out["speaker_norm"] = bool(out["standardize"])
     return out
 
 

@@ -283,7 +283,7 @@ def test_train_head_flags_reach_the_plan_and_bad_values_name_the_field(tmp_path,
               "--run-dir", str(tmp_path / "run"), "--dry-run"]
     code, out, err = run(capsys, *common, "--hidden-state", "auto", "--standardize")
     assert code == 0, err
-    assert "head on the hidden state each fold chooses" in out and "z-scored input" in out
+    assert "head on the hidden state each fold chooses" in out and "input z-scored per speaker" in out
     code, out, err = run(capsys, *common, "--speaker-norm")
     assert code == 0, err
     assert "head on the weighted sum of all hidden states (each normalised), input z-scored per speaker" in out

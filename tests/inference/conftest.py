@@ -28,4 +28,4 @@ def trim_run(tmp_path_factory, tiny_model_dir, synthetic_root, feature_cache) ->
 def full_run(tmp_path_factory, tiny_model_dir, synthetic_root, feature_cache) -> Path:
     """LoRA r=4 with a learned weighted layer sum, 30-s windows, no padding mask; fold 0 only."""
     return _train(tmp_path_factory, "full_run", tiny_model_dir, synthetic_root, feature_cache, window="full",
-                  fold=0, head={"projector_dim": 16, "weighted_layer_sum": True})
+                  fold=0, head={"projector_dim": 16, "weighted_layer_sum": True, "speaker_norm": False})

@@ -141,9 +141,10 @@ def test_cli_export(full_run, tmp_path, capsys):
 def test_frozen_run_predicts_and_exports_without_adapter(tiny_model_dir, synthetic_root, feature_cache, tmp_path):
     from tests.training.conftest import base_settings, train_in_process
 
-    # the default head: weighted layer sum of every hidden state, each z-scored and normalised
+    # the default head but for the speaker normalisation (not exportable): weighted layer sum of every hidden state,
+    # each z-scored with the training clips' statistics and normalised
     s = base_settings(tiny_model_dir, synthetic_root, feature_cache, tmp_path / "frozen", method="frozen", epochs=2,
-                      fold=0, head={"projector_dim": 16}, select_on="last")
+                      fold=0, head={"projector_dim": 16, "speaker_norm": False}, select_on="last")
     s.pop("lora")
     train_in_process(s)
     files = _files(synthetic_root, 4)
@@ -182,7 +183,8 @@ def test_hidden_state_head_exports_exactly_as_a_one_hot_layer_sum(tiny_model_dir
     # LoRA (with its LP-FT stage on the cut encoder's cached outputs) and the head on hidden state 1 of 2, z-scored
     # (statistics folded into the exported projector)
     s = base_settings(tiny_model_dir, synthetic_root, feature_cache, tmp_path / "cut", epochs=2, fold=0,
-                      lp_ft_epochs=2, head={"projector_dim": 16, "hidden_state": 1, "standardize": True})
+                      lp_ft_epochs=2, head={"projector_dim": 16, "hidden_state": 1, "standardize": True,
+                                            "speaker_norm": False})
     train_in_process(s)
     files = _files(synthetic_root, 4)
     res = predict(tmp_path / "cut", files, fold=0)

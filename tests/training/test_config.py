@@ -193,18 +193,22 @@ def test_frozen_section_drops_what_frozen_cannot_take():
 def test_default_head_and_the_rule_for_fields_not_given():
     from loralens.training.config import HeadConfig, head_defaults
 
-    assert (TrainConfig().head.weighted_layer_sum, TrainConfig().head.layer_norm, TrainConfig().head.standardize) \
-        == (True, True, True)
+    h = TrainConfig().head
+    assert (h.weighted_layer_sum, h.layer_norm, h.standardize, h.speaker_norm) == (True, True, True, True)
     last = make_config({"head": {"weighted_layer_sum": False}})  # --last-layer: the paper's head, raw
-    assert (last.head.layer_norm, last.head.standardize) == (False, False)
-    one = make_config({"head": {"hidden_state": 3}})  # one hidden state below the last: z-scored, no sum
-    assert (one.head.weighted_layer_sum, one.head.layer_norm, one.head.standardize) == (False, False, True)
+    assert (last.head.layer_norm, last.head.standardize, last.head.speaker_norm) == (False, False, False)
+    one = make_config({"head": {"hidden_state": 3}})  # one hidden state below the last: z-scored per speaker, no sum
+    assert (one.head.weighted_layer_sum, one.head.layer_norm, one.head.standardize, one.head.speaker_norm) \
+        == (False, False, True, True)
+    global_z = make_config({"head": {"speaker_norm": False}})  # z-scored with the training clips' statistics
+    assert (global_z.head.standardize, global_z.head.speaker_norm) == (True, False)
     named_last = make_config({"head": {"hidden_state": "last"}})
     assert (named_last.head.weighted_layer_sum, named_last.head.standardize) == (False, False)
     raw_sum = make_config({"head": {"standardize": False}})
-    assert (raw_sum.head.weighted_layer_sum, raw_sum.head.layer_norm, raw_sum.head.standardize) == (True, True, False)
+    assert (raw_sum.head.weighted_layer_sum, raw_sum.head.layer_norm, raw_sum.head.standardize,
+            raw_sum.head.speaker_norm) == (True, True, False, False)
     assert head_defaults({"layer_norm": False}) == {"layer_norm": False, "weighted_layer_sum": True,
-                                                    "standardize": True}
+                                                    "standardize": True, "speaker_norm": True}
     assert HeadConfig.model_validate(HeadConfig().model_dump()) == HeadConfig()  # a snapshot round-trips
     # the default head enters the hash (it differs from the head of the runs made before it)
     assert config_hash(make_config({})) != config_hash(make_config({"head": {"weighted_layer_sum": False}}))

@@ -63,6 +63,7 @@ def test_saved_adapter_and_head_reproduce_test_metrics(reference_run, tiny_model
     from loralens.data.features import FeatureCache, FeatureSettings
     from loralens.models.classifier import EmotionClassifier, whisper_encoder
     from loralens.models.loading import load_whisper
+    from loralens.models.speaker_stats import SpeakerStatistics
     from loralens.training.metrics import classification_metrics
 
     settings, run = reference_run
@@ -72,14 +73,16 @@ def test_saved_adapter_and_head_reproduce_test_metrics(reference_run, tiny_model
     peft_model = PeftModel.from_pretrained(encoder, str(run / "fold_0" / "adapter"))
     assert sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n) == 2 * 4 * 64 * 2
     clf = EmotionClassifier(encoder, 4, proj_size=16, mask_padding=True, use_weighted_layer_sum=True,
-                            normalize_layers=True, standardize=True)  # the default head
+                            normalize_layers=True, standardize=True, speaker_norm=True)  # the default head
     clf.head.load_state_dict(load_file(str(run / "fold_0" / "head.safetensors")))
+    clf.speaker_statistics = SpeakerStatistics.load(run / "fold_0" / "speaker_statistics.safetensors")
     clf.eval()
     corpus = load_corpus("manifest", settings["corpus_root"])
     by_id = corpus.by_id()
     clips = [by_id[i] for i in pred_file["ids"]]
     ds = FeatureDataset(clips, FeatureCache(settings["feature_cache"], FeatureSettings()), corpus.labels)
     batch = Collator("trim")([ds[i] for i in range(len(ds))])
+    clf.select_clips(batch.ids)
     with torch.no_grad():
         pred = clf(batch.features, batch.mel_lengths).argmax(-1).tolist()
     assert pred == pred_file["pred"]
@@ -112,7 +115,7 @@ def test_dry_run_prints_plan_and_writes_nothing(tiny_model_dir, synthetic_root, 
     assert "fold1" in out and "trainable" in out and "to run" in out
     # base_settings: 4 epochs, lr 2e-3 / 5e-3, no LP-FT, no patience; the default head
     assert ("schedule: 4 epochs at most, lr 2e-03 adapters / 5e-03 head, batch 4, selection on validation uar; head on "
-            "the weighted sum of all hidden states (each normalised), z-scored input\n" in out)
+            "the weighted sum of all hidden states (each normalised), input z-scored per speaker\n" in out)
 
 
 def test_schedule_line_of_the_default_recipe_and_of_frozen():
@@ -121,13 +124,15 @@ def test_schedule_line_of_the_default_recipe_and_of_frozen():
     assert schedule_line(make_config({})) == (
         "schedule: head alone 20 epochs on the frozen encoder (LP-FT), then 3 epochs, lr 3e-04 adapters / "
         "1e-03 head, batch 8, the last epoch kept (no selection); head on "
-        "the weighted sum of all hidden states (each normalised), z-scored input")
+        "the weighted sum of all hidden states (each normalised), input z-scored per speaker")
     frozen = schedule_line(make_config({"method": "frozen", "average_last": 2, "select_on": "loss",
                                         "head": {"weighted_layer_sum": False}}))
     assert frozen == ("schedule: 10 epochs at most, lr 1e-03 head, batch 8, selection on validation loss, early stop "
                       "after 3 epochs without improvement, mean of the last 2 epochs' weights")
     cut = schedule_line(make_config({"head": {"hidden_state": 2, "standardize": True}}))
-    assert cut.endswith("; head on hidden state 2 (encoder cut there), z-scored input")
+    assert cut.endswith("; head on hidden state 2 (encoder cut there), input z-scored per speaker")
+    plain_z = schedule_line(make_config({"head": {"hidden_state": 2, "speaker_norm": False}}))
+    assert plain_z.endswith("; head on hidden state 2 (encoder cut there), z-scored input")
     assert "the hidden state each fold chooses" in schedule_line(make_config({"head": {"hidden_state": "auto"}}))
 
 

@@ -61,7 +61,7 @@ def test_a_run_with_auto_chooses_per_fold_and_its_models_follow(method, tiny_mod
     from loralens.inference.predict import predict
 
     s = base_settings(tiny_model_dir, synthetic_root, feature_cache, tmp_path / "run", method=method, epochs=2,
-                      head={"projector_dim": 16, "hidden_state": "auto", "standardize": True},
+                      head={"projector_dim": 16, "hidden_state": "auto", "standardize": True, "speaker_norm": False},
                       lp_ft_epochs=2 if method == "lora" else 0)
     if method == "frozen":
         s.pop("lora")

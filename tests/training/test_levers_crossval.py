@@ -39,6 +39,7 @@ def test_lp_ft_starts_from_the_probe_head(tiny_model_dir, synthetic_root, featur
     from loralens.data.features import FeatureCache, FeatureSettings
     from loralens.models.classifier import whisper_encoder
     from loralens.models.loading import load_whisper
+    from loralens.models.speaker_stats import SpeakerStatistics
     from loralens.training.crossval import build_classifier
     from loralens.training.metrics import classification_metrics
 
@@ -62,6 +63,8 @@ def test_lp_ft_starts_from_the_probe_head(tiny_model_dir, synthetic_root, featur
     val_ids = read_json(tmp_path / "run" / "folds.json")["folds"][0]["validation"]
     ds = FeatureDataset([by_id[i] for i in val_ids], FeatureCache(feature_cache, FeatureSettings()), corpus.labels)
     batch = Collator("trim")([ds[i] for i in range(len(ds))])
+    clf.speaker_statistics = SpeakerStatistics.load(fold / "speaker_statistics.safetensors")  # the default head's
+    clf.select_clips(batch.ids)
     with torch.no_grad():
         pred = clf(batch.features, batch.mel_lengths).argmax(-1).tolist()
     assert classification_metrics(batch.labels.tolist(), pred,

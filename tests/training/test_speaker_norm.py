@@ -16,13 +16,19 @@ from tests.training.conftest import base_settings, train_in_process
 SPK_HEAD = {"projector_dim": 16, "speaker_norm": True}
 
 
-def test_config_speaker_norm_needs_standardize_and_is_not_hashed_when_off():
-    from loralens.training.config import config_hash
+def test_config_speaker_norm_needs_standardize_and_old_snapshots_read_it_off():
+    from loralens.training.config import config_from_snapshot, config_hash
 
     with pytest.raises(ConfigError, match="speaker_norm.*needs head.standardize"):
         make_config({"head": {"speaker_norm": True, "standardize": False}})
-    assert config_hash(make_config({})) == config_hash(make_config({"head": {"speaker_norm": False}}))
-    assert config_hash(make_config({})) != config_hash(make_config({"head": {"speaker_norm": True}}))
+    assert make_config({}).head.speaker_norm  # the default since loralens 0.6
+    # a run folder's snapshot written before the field existed: off, and hashed as it was (off is not hashed)
+    old = make_config({"head": {"speaker_norm": False}}).model_dump(mode="json")
+    del old["head"]["speaker_norm"]
+    snap = config_from_snapshot(old)
+    assert snap.head.speaker_norm is False
+    assert config_hash(snap) == config_hash(make_config({"head": {"speaker_norm": False}}))
+    assert config_hash(make_config({})) != config_hash(snap)
 
 
 @pytest.fixture(scope="module")

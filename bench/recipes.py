@@ -149,6 +149,8 @@ RECIPES["lpft-wls-ln-z-last"] = _with(RECIPES["lpft-wls-ln-z"], select_on="last"
 RECIPES["frozen-wls-ln-z-spk"] = _with(RECIPES["frozen-wls-ln-z"], head={"speaker_norm": True})
 RECIPES["lpft-wls-ln-z-spk-last"] = _with(RECIPES["lpft-wls-ln-z-last"], head={"speaker_norm": True})  # the 0.6 default
 RECIPES["probe-spk"] = {"probe": True, "speaker_norm": True}
+RECIPES["frozen-auto-z-spk"] = _with(RECIPES["frozen-auto-z"], head={"speaker_norm": True})
+RECIPES["lpft-auto-z-spk-last"] = _with(RECIPES["lpft-auto-z"], select_on="last", head={"speaker_norm": True})
 GRIDS: dict[str, list[str]] = {
     "smoke": ["frozen-last", "probe", "lora"],
     "baselines": ["frozen-last", "frozen-wls-ln", "probe"],

@@ -20,7 +20,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -184,7 +184,7 @@ def collect_inputs(inputs: Iterable[str | os.PathLike[str]]) -> list[InputClip]:
 # ------------------------------------------------------------------------------------------------ speakers
 def speaker_norm_models(models: RunModels) -> bool:
     """Whether the run's heads z-score each clip with its speaker's statistics (`head.speaker_norm`)."""
-    return any(getattr(fm.classifier.head, "speaker_norm", False) for fm in models.folds)
+    return any(fm.classifier.head.speaker_norm for fm in models.folds)
 
 
 def _speakers_of(clips: Sequence[InputClip], default: str | None) -> dict[str, str]:
@@ -204,26 +204,28 @@ def set_speaker_statistics(models: RunModels, items: Sequence[FeatureItem], spea
                            batch_size: int, device: torch.device) -> None:
     """Give every fold model of `models` the statistics of the speakers of `items` (window ids -> speaker in
     `speaker_of`): the per-layer pooled outputs of the frozen encoder (the adapter switched off), as training
-    computed them, averaged per speaker over their windows."""
+    computed them, averaged per speaker over their windows. Fold models of one base model and depth share the frozen
+    outputs, so each depth is run once."""
     from loralens.models.speaker_stats import SpeakerStatistics
     from loralens.training.frozen_cache import pool_layers
 
+    by_depth: dict[int, SpeakerStatistics] = {}
     for fm in models.folds:
         clf = fm.classifier
         if clf.method == "full":
             raise ConfigError(f"{models.run_dir}: speaker statistics of a fully fine-tuned run need the base "
                               "encoder, which predict does not load", "use a lora or frozen run")
-        pooled: dict[str, torch.Tensor] = {}
-        order = sorted(range(len(items)), key=lambda i: items[i].features.n_frames)
-        off = clf.peft_model.disable_adapter() if clf.peft_model is not None else contextlib.nullcontext()
-        step = 1 if models.window == "trim" and not models.mask_padding else batch_size  # as window_probabilities
-        with off:
-            for s in range(0, len(order), step):
-                idx = order[s : s + step]
-                batch = collate([items[i] for i in idx], window=models.window).to(device)
-                for i, v in zip(idx, pool_layers(clf, batch.features, batch.mel_lengths).float().cpu()):
-                    pooled[items[i].id] = v
-        clf.speaker_statistics = SpeakerStatistics.from_pooled(pooled, speaker_of)
+        depth = clf.runner.n_layers
+        if depth not in by_depth:
+            pooled: dict[str, torch.Tensor] = {}
+            off = clf.peft_model.disable_adapter() if clf.peft_model is not None else contextlib.nullcontext()
+            with off:
+                for idx in _length_batches(models, items, batch_size):
+                    batch = collate([items[i] for i in idx], window=models.window).to(device)
+                    for i, v in zip(idx, pool_layers(clf, batch.features, batch.mel_lengths).float().cpu()):
+                        pooled[items[i].id] = v
+            by_depth[depth] = SpeakerStatistics.from_pooled(pooled, speaker_of)
+        clf.speaker_statistics = by_depth[depth]
 
 
 # ------------------------------------------------------------------------------------------------ windows
@@ -243,6 +245,16 @@ def combine_windows(probs: np.ndarray, weights: Sequence[float]) -> np.ndarray:
     return (np.asarray(probs, dtype=np.float64) * w[:, None]).sum(axis=0) / w.sum()
 
 
+def _length_batches(models: RunModels, items: Sequence[FeatureItem], batch_size: int) -> Iterator[list[int]]:
+    """Indices of `items` in batches of windows sorted by length; one window a batch for a `trim` run without a
+    padding mask (see `window_probabilities`)."""
+    if models.window == "trim" and not models.mask_padding:
+        batch_size = 1
+    order = sorted(range(len(items)), key=lambda i: items[i].features.n_frames)
+    for s in range(0, len(order), batch_size):
+        yield order[s : s + batch_size]
+
+
 @torch.inference_mode()
 def window_probabilities(models: RunModels, items: Sequence[FeatureItem], batch_size: int,
                          device: torch.device) -> np.ndarray:
@@ -254,12 +266,8 @@ def window_probabilities(models: RunModels, items: Sequence[FeatureItem], batch_
     frames past its audio are zeroed (as the runner does for all but the longest clip of a batch) and a window's
     probabilities do not depend on the batch it is in.
     """
-    if models.window == "trim" and not models.mask_padding:
-        batch_size = 1
-    order = sorted(range(len(items)), key=lambda i: items[i].features.n_frames)
     out = np.zeros((len(items), len(models.labels)), dtype=np.float64)
-    for s in range(0, len(order), batch_size):
-        idx = order[s : s + batch_size]
+    for idx in _length_batches(models, items, batch_size):
         batch = collate([items[i] for i in idx], window=models.window)
         if models.window == "trim" and models.mask_padding and batch.features.shape[-1] + 2 <= FULL_FRAMES:
             # two masked frames more, so that every clip, the longest too, is a clip shorter than its batch: its

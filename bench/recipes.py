@@ -151,6 +151,13 @@ RECIPES["lpft-wls-ln-z-spk-last"] = _with(RECIPES["lpft-wls-ln-z-last"], head={"
 RECIPES["probe-spk"] = {"probe": True, "speaker_norm": True}
 RECIPES["frozen-auto-z-spk"] = _with(RECIPES["frozen-auto-z"], head={"speaker_norm": True})
 RECIPES["lpft-auto-z-spk-last"] = _with(RECIPES["lpft-auto-z"], select_on="last", head={"speaker_norm": True})
+# the head's input chosen among the hidden states AND the weighted sum (auto-all), and LP-FT's head stage as a real
+# logistic regression (lp_fit: logistic; docs/results.md 6g)
+RECIPES["probe-spk-cv-all"] = {"probe": True, "speaker_norm": True, "choose": "cv-all"}
+RECIPES["frozen-autoall-z-spk"] = _with(RECIPES["frozen-auto-z-spk"], head={"hidden_state": "auto-all"})
+RECIPES["lpft-autoall-z-spk-last"] = _with(RECIPES["lpft-auto-z-spk-last"], head={"hidden_state": "auto-all"})
+RECIPES["lplr-autoall-z-spk-last"] = _with(RECIPES["lpft-autoall-z-spk-last"], lp_fit="logistic", lp_ft_epochs=0)
+RECIPES["lplr-wls-ln-z-spk-last"] = _with(RECIPES["lpft-wls-ln-z-spk-last"], lp_fit="logistic", lp_ft_epochs=0)
 GRIDS: dict[str, list[str]] = {
     "smoke": ["frozen-last", "probe", "lora"],
     "baselines": ["frozen-last", "frozen-wls-ln", "probe"],
@@ -206,7 +213,7 @@ def run_recipe_fold(name: str, cfg, out: Path, log_dir: Path) -> dict:
     timing = log_dir / f"{name}.fold{cfg.fold}.json"  # the process's wall time, kept for later invocations
     if folder.completed(config_hash(cfg)) is not None:
         return {"skipped": True, "process_wall_s": read_json(timing).get("process_wall_s") if timing.exists() else None}
-    needs_cache = cfg.method == "frozen" or cfg.lp_ft_epochs > 0 or cfg.head.standardize
+    needs_cache = cfg.method == "frozen" or cfg.lp_ft or cfg.head.standardize
     if needs_cache:
         share_encoder_cache([out / "encoder_cache"], RunFolder(cfg.run_dir).encoder_cache)
     cfg_path = log_dir / f"{name}.fold{cfg.fold}.yaml"
@@ -235,12 +242,16 @@ def worker(config_path: Path) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ probe
-def probe_fold(frozen_run: Path, fold: int, labels: list[str], speaker_norm: bool = False) -> dict:
+def probe_fold(frozen_run: Path, fold: int, labels: list[str], speaker_norm: bool = False,
+               choose: str = "validation") -> dict:
     """Standardised logistic regression on each hidden state of the frozen encoder's cached pooled outputs (from the
     run folder of a frozen recipe), fitted on the fold's training clips; the hidden state with the best validation
     UAR is scored on test. `speaker_norm`: each clip's pooled vectors are first z-scored with its speaker's mean and
-    std over all the speaker's clips of the fold (labels unused), as `head.speaker_norm` does. Returns the fold's
-    row."""
+    std over all the speaker's clips of the fold (labels unused), as `head.speaker_norm` does. `choose: cv-all`:
+    the input is chosen as `head.hidden_state: auto-all` chooses it (speaker-grouped cross-validation over the
+    training and validation clips, the weighted sum's uniform start among the candidates) and the probe is
+    `lp_fit: logistic`'s, i.e. exactly the head an `auto-all` + `lp_fit: logistic` recipe starts its fine-tuning
+    from. Returns the fold's row."""
     from safetensors import safe_open
     from safetensors.torch import load_file
     from sklearn.linear_model import LogisticRegression
@@ -279,6 +290,8 @@ def probe_fold(frozen_run: Path, fold: int, labels: list[str], speaker_norm: boo
         pooled[[row[c] for c in fold_ids]] = ((torch.from_numpy(pooled[[row[c] for c in fold_ids]]) - mean)
                                              / std).numpy()
     y = {s: np.array([by_id[c] for c in spec[s]]) for s in idx}
+    if choose == "cv-all":
+        return _probe_cv_all(pooled, idx, y, spec, corpus, labels, fold, t0)
     best = None
     val_uars = []
     for h in range(pooled.shape[1]):
@@ -293,6 +306,31 @@ def probe_fold(frozen_run: Path, fold: int, labels: list[str], speaker_norm: boo
     test = classification_metrics(y["test"].tolist(), probe.predict(pooled[idx["test"], h]).tolist(), labels)
     return {"fold": fold, "uar": test.uar, "war": test.war, "macro_f1": test.macro_f1, "validation_uar": val.uar,
             "hidden_state": h, "validation_uar_by_hidden_state": val_uars,
+            "wall_time_s": round(time.perf_counter() - t0, 2),
+            "process_wall_s": None, "peak_rss_mib": None, "peak_cuda_mib": None, "trainable_params": None,
+            "selected_epoch": None}
+
+
+def _probe_cv_all(pooled: np.ndarray, idx: dict, y: dict, spec: dict, corpus, labels: list[str], fold: int,
+                  t0: float) -> dict:
+    """`probe_fold`'s `choose: cv-all` (pooled already z-scored per speaker when asked)."""
+    import torch
+
+    from loralens.training.head_choice import candidate_features, choose_hidden_state
+    from loralens.training.logistic_head import fit_logistic
+    from loralens.training.metrics import classification_metrics
+
+    speaker_of = {c.id: c.speaker for c in corpus.clips}
+    tv = idx["train"] + idx["validation"]
+    choice = choose_hidden_state(torch.from_numpy(pooled[tv]), np.concatenate([y["train"], y["validation"]]),
+                                 [speaker_of[c] for c in spec["train"] + spec["validation"]], with_sum=True)
+    h = choice["hidden_state"]
+    feats = {s: candidate_features(pooled[idx[s]], True)[h] for s in idx}
+    w, b = fit_logistic(feats["train"], y["train"], len(labels))
+    m = {s: classification_metrics(y[s].tolist(), (feats[s] @ w.T + b).argmax(1).tolist(), labels)
+         for s in ("validation", "test")}
+    return {"fold": fold, "uar": m["test"].uar, "war": m["test"].war, "macro_f1": m["test"].macro_f1,
+            "validation_uar": m["validation"].uar, "hidden_state": h, "cv_uar": choice["cv_uar"],
             "wall_time_s": round(time.perf_counter() - t0, 2),
             "process_wall_s": None, "peak_rss_mib": None, "peak_cuda_mib": None, "trainable_params": None,
             "selected_epoch": None}
@@ -348,7 +386,7 @@ def summarise(name: str, recipe: dict, rows: list[dict]) -> dict:
 
 
 # the issue's three; with per-speaker normalisation in the grid, its frozen read-outs join them (a fair baseline)
-STRONG_CANDIDATES = ("frozen-last", "frozen-wls-ln", "probe", "probe-spk", "frozen-wls-ln-z-spk")
+STRONG_CANDIDATES = ("frozen-last", "frozen-wls-ln", "probe", "probe-spk", "frozen-wls-ln-z-spk", "probe-spk-cv-all")
 
 
 def strong_baseline(baselines: dict[str, list[dict]]) -> dict[int, dict]:
@@ -385,8 +423,9 @@ def _head_words(head: dict) -> str:
 
 def describe(recipe: dict) -> str:
     if recipe.get("probe"):
-        return ("logistic regression, hidden state chosen on validation"
-                + (", z-scored per speaker" if recipe.get("speaker_norm") else ""))
+        chosen = ("input chosen by speaker-grouped CV among hidden states and their mean (auto-all)"
+                  if recipe.get("choose") == "cv-all" else "hidden state chosen on validation")
+        return f"logistic regression, {chosen}" + (", z-scored per speaker" if recipe.get("speaker_norm") else "")
     head = recipe.get("head") or {}
     if recipe.get("method") == "frozen":
         return f"frozen, {_head_words(head)}, {recipe.get('epochs')} ep"
@@ -400,6 +439,7 @@ def describe(recipe: dict) -> str:
     if "lr_head" in recipe and recipe["lr_head"] != LORA["lr_head"]:
         parts.append(f"head lr {recipe['lr_head']:g}")
     for key, label in (("validation_speakers", "val spk"), ("select_on", "select"), ("lp_ft_epochs", "LP ep"),
+                       ("lp_fit", "LP fit"),
                        ("average_last", "avg")):
         if key in recipe:
             parts.append(f"{label} {recipe[key]}")
@@ -526,7 +566,8 @@ def main(argv: list[str] | None = None) -> int:
             if recipe.get("probe"):
                 if frozen_run is None:
                     ap.error("recipe 'probe' needs a frozen recipe (e.g. frozen-last) in the same grid")
-                rows[name].append(probe_fold(frozen_run, k, labels, bool(recipe.get("speaker_norm"))))
+                rows[name].append(probe_fold(frozen_run, k, labels, bool(recipe.get("speaker_norm")),
+                                             recipe.get("choose", "validation")))
                 print(f"[{name}] fold {k}: test UAR {rows[name][-1]['uar']:.3f} "
                       f"(hidden state {rows[name][-1]['hidden_state']})", flush=True)
                 continue

@@ -262,6 +262,8 @@ TRAIN_FLAGS: tuple[ConfigFlag, ...] = (
                help="early stopping patience in epochs on the validation score; 0 = off"),
     ConfigFlag("--lp-ft-epochs", "lp_ft_epochs", help="LP-FT: epochs of the head alone on the frozen encoder's "
                "cached outputs before the adapters train (lora, full); 0 = off"),
+    ConfigFlag("--lp-fit", "lp_fit", help="LP-FT's head stage: gradient (--lp-ft-epochs epochs of the loop) or "
+               "logistic (the head set to a logistic regression on the frozen outputs)"),
     ConfigFlag("--select-on", "select_on"),
     ConfigFlag("--validation-speakers", "validation_speakers", show_default="the scheme's"),
     ConfigFlag("--average-last", "average_last"),

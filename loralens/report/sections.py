@@ -100,7 +100,7 @@ def _head_words(v: Variant) -> str:
     head = head if isinstance(head, Mapping) else {}
     where = head.get("hidden_state")
     words = ""
-    if where == "auto":
+    if where in ("auto", "auto-all"):
         chosen = [(f.metrics or {}).get("hidden_state") for f in v.complete_folds]
         chosen = [str(c) for c in chosen if c is not None]
         words = ", head on the hidden state each fold chose" + (f" ({', '.join(chosen)})" if chosen else "")

@@ -42,10 +42,11 @@ class HeadConfig(_Strict):
                                      "last, or hidden_state); default on unless hidden_state is set")
     layer_norm: bool = Field(True, description="with the weighted layer sum: normalise each layer's pooled vector "
                              "before weighting; default on with the weighted sum")
-    hidden_state: int | Literal["auto"] | None = Field(
+    hidden_state: int | Literal["auto", "auto-all"] | None = Field(
         None, description="read hidden state k (transformers' index: k = the output of encoder layer k-1; the layers "
         "above are cut and the final LayerNorm is not applied); auto: chosen per fold by speaker-grouped "
-        "cross-validation of a linear probe on the training clips' frozen outputs; last (or unset) = the last, "
+        "cross-validation of a linear probe on the training clips' frozen outputs; auto-all: the same choice with the "
+        "weighted sum of all hidden states (each normalised) as one more candidate; last (or unset) = the last, "
         "final-normed")
     speaker_norm: bool = Field(True, description="z-score the head's input with each clip's speaker's statistics "
                                "under the frozen encoder (over all of that speaker's clips, labels unused) instead "
@@ -67,10 +68,10 @@ class HeadConfig(_Strict):
             v = int(v)
         if v == "last":
             return None
-        if v is None or v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+        if v is None or v in ("auto", "auto-all") or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
             return v
         raise ValueError(f"{v!r} is not a hidden state: give an index >= 1 (1 = the output of the first layer), "
-                         "auto, or last")
+                         "auto, auto-all, or last")
 
     @model_validator(mode="after")
     def _layer_norm_needs_sum(self) -> HeadConfig:
@@ -227,7 +228,12 @@ class TrainConfig(_Strict):
         "selects on validation UAR)")
     lp_ft_epochs: int = Field(
         0, ge=0, description="LP-FT: first fit the head alone on the frozen encoder's cached outputs for this many "
-        "epochs (with selection), then train adapters / encoder + head from that head; 0 = off")
+        "epochs (with selection), then train adapters / encoder + head from that head; 0 = off (unless lp_fit is "
+        "logistic)")
+    lp_fit: Literal["gradient", "logistic"] = Field(
+        "gradient", description="how LP-FT fits the head on the frozen outputs: gradient = lp_ft_epochs epochs of "
+        "the training loop; logistic = the head set to an L2 logistic regression on its own inputs (a convex fit, "
+        "no epochs, no selection; LP-FT on whatever lp_ft_epochs says)")
     average_last: int = Field(
         1, ge=1, description="final weights = mean of the trainable weights at the end of the k epochs ending with "
         "the selected one (1 = the selected epoch's weights)")
@@ -256,9 +262,15 @@ class TrainConfig(_Strict):
         if self.method == "frozen" and self.augment.on_audio:
             raise ValueError("augment: speed, noise and spectrogram masks need the encoder to run on every clip; "
                              "method 'frozen' trains on cached encoder outputs (mixup and label smoothing work)")
-        if self.method == "frozen" and self.lp_ft_epochs:
-            raise ValueError("lp_ft_epochs applies to methods lora and full (frozen is the linear-probe stage itself)")
+        if self.method == "frozen" and self.lp_ft:
+            raise ValueError("lp_ft_epochs and lp_fit: logistic apply to methods lora and full (frozen is the "
+                             "linear-probe stage itself)")
         return self
+
+    @property
+    def lp_ft(self) -> bool:
+        """Whether the head is fitted on the frozen encoder before the adapters / encoder train (LP-FT)."""
+        return bool(self.lp_ft_epochs) or self.lp_fit == "logistic"
 
 
 def field_default(path: str, model: type[BaseModel] | None = None) -> Any:
@@ -300,6 +312,7 @@ _HASHED_WHEN_SET: dict[tuple[str, ...], Any] = {
     ("validation_speakers",): None,
     ("select_on",): "uar",
     ("lp_ft_epochs",): 0,
+    ("lp_fit",): "gradient",
     ("average_last",): 1,
     **{("augment", name): AugmentConfig().model_dump(mode="json")[name] for name in AugmentConfig.model_fields},
 }
@@ -362,6 +375,7 @@ def frozen_section(train: Mapping[str, Any]) -> dict:
     averaging and validation speakers stay. For the frozen baseline trained beside adapted variants."""
     out = json.loads(json.dumps(dict(train), default=str))
     out.pop("lp_ft_epochs", None)
+    out.pop("lp_fit", None)
     augment = out.get("augment")
     if isinstance(augment, dict):
         for key in _NOT_FOR_FROZEN["augment"]:

@@ -28,6 +28,7 @@ from loralens.io import atomic_write_json, atomic_write_text, read_json
 from loralens.training.checkpoint import save_safetensors
 from loralens.training.config import TrainConfig, config_hash
 from loralens.training.corpus_prep import load_configured_corpus, run_folds, screen_corpus
+from loralens.training.head_choice import ALL, AUTO
 from loralens.training.loop import Split, epoch_batches, evaluate, fit, kept_batches, loop_settings, step_groups
 from loralens.training.metrics import aggregate_folds
 from loralens.training.precision import PrecisionChoice, resolve_precision
@@ -216,8 +217,10 @@ def schedule_line(cfg: TrainConfig) -> str:
     3 epochs at most, lr 3e-04 adapters / 1e-03 head, batch 8, selection on validation uar, early stop after 3 epochs
     without improvement"."""
     trains = {"lora": "adapters", "full": "encoder", "frozen": None}[cfg.method]
-    lp = (f"head alone {cfg.lp_ft_epochs} epochs on the frozen encoder (LP-FT), then "
-          if cfg.lp_ft_epochs and trains else "")
+    lp = ""
+    if cfg.lp_ft and trains:
+        lp = ("head fitted as a logistic regression on the frozen encoder (LP-FT), then " if cfg.lp_fit == "logistic"
+              else f"head alone {cfg.lp_ft_epochs} epochs on the frozen encoder (LP-FT), then ")
     lr = f"lr {cfg.lr_encoder:.0e} {trains} / {cfg.lr_head:.0e} head" if trains else f"lr {cfg.lr_head:.0e} head"
     stop = f", early stop after {cfg.patience} epochs without improvement" if cfg.patience else ""
     avg = f", mean of the last {cfg.average_last} epochs' weights" if cfg.average_last > 1 else ""
@@ -232,8 +235,10 @@ def _head_reads(cfg: TrainConfig) -> str:
     """"; head on hidden state 2 (encoder cut there), z-scored input" and the like; "" for the last-layer head."""
     h = cfg.head
     where = {None: "", "auto": "; head on the hidden state each fold chooses (speaker-grouped probe on the frozen "
-             "outputs; encoder cut there)"}.get(h.hidden_state, f"; head on hidden state {h.hidden_state} (encoder "
-                                                                 "cut there)")
+             "outputs; encoder cut there)",
+             "auto-all": "; head on the hidden state or the weighted sum of all hidden states, whichever each fold "
+             "chooses (speaker-grouped probe on the frozen outputs)"}.get(
+        h.hidden_state, f"; head on hidden state {h.hidden_state} (encoder cut there)")
     if h.weighted_layer_sum:
         where = "; head on the weighted sum of all hidden states" + (" (each normalised)" if h.layer_norm else "")
     if h.speaker_norm:
@@ -266,14 +271,13 @@ def format_plan(p: dict) -> str:
 # ------------------------------------------------------------------------------------------------ folds
 def _linear_probe_head(cfg: TrainConfig, clf, prep: Prepared, fold, k: int, accelerator, lp_pooled: dict,
                       folder: FoldFolder, echo: Callable[[str], None]) -> dict:
-    """LP-FT's first stage: fit `clf.head` alone on the frozen encoder's cached pooled outputs of fold `k` for
-    `cfg.lp_ft_epochs` epochs (validation selection as configured, no augmentation), leaving the selected head in
-    `clf.head`. The head is stored in `fold_k/lp/head.safetensors` (+ `result.json`) and reused on a rerun."""
-    from dataclasses import replace
-
+    """LP-FT's first stage: fit `clf.head` alone on the frozen encoder's cached pooled outputs of fold `k`, as a
+    logistic regression (`lp_fit: logistic`) or for `cfg.lp_ft_epochs` epochs of the loop (validation selection as
+    configured, no augmentation), leaving the head in `clf.head`. The head is stored in `fold_k/lp/head.safetensors`
+    (+ `result.json`) and reused on a rerun."""
     from safetensors.torch import load_file
 
-    from loralens.training.frozen_cache import PooledHead, pooled_split
+    from loralens.training.frozen_cache import pooled_split
 
     lp_dir = folder.root / "lp"
     head_file, result_file = lp_dir / "head.safetensors", lp_dir / "result.json"
@@ -285,6 +289,46 @@ def _linear_probe_head(cfg: TrainConfig, clf, prep: Prepared, fold, k: int, acce
     for name in ("train", "validation"):
         clips = [by_id[i] for i in fold.split(name)]
         splits[name] = pooled_split(lp_pooled, [c.id for c in clips], [prep.labels.index(c.label) for c in clips])
+    if cfg.lp_fit == "logistic":
+        info = _logistic_head(cfg, clf, prep, k, accelerator, splits)
+    else:
+        info = _gradient_head(cfg, clf, prep, k, accelerator, splits, lp_dir)
+    if accelerator.is_main_process:
+        save_safetensors(head_file, clf.head.state_dict())
+        atomic_write_json(result_file, info)
+        shutil.rmtree(lp_dir / "checkpoints", ignore_errors=True)
+        how = ("fitted as a logistic regression" if cfg.lp_fit == "logistic"
+               else f"selected at epoch {info['selected_epoch'] + 1}")
+        echo(f"fold {k}: linear-probe head {how}, validation UAR {info['validation'].get('uar', float('nan')):.4f}")
+    accelerator.wait_for_everyone()
+    return info
+
+
+def _logistic_head(cfg: TrainConfig, clf, prep: Prepared, k: int, accelerator, splits: dict) -> dict:
+    """`lp_fit: logistic`: `clf.head` set to the logistic regression of the training clips' labels on the head's
+    own inputs (`logistic_head`); returns the stage's record (validation metrics, fit time)."""
+    from loralens.training.frozen_cache import PooledHead
+    from loralens.training.logistic_head import PROBE_C, fit_logistic_head
+
+    t0 = time.perf_counter()
+    model = PooledHead(clf.head, clf.speaker_statistics)
+    train = splits["train"]
+    pooled = torch.stack([train.dataset[i][0] for i in range(len(train))])
+    fit_logistic_head(model, pooled, list(train.ids), list(train.labels), seed=cfg.seed)
+    val, _ = evaluate(model, splits["validation"], accelerator, prep.labels, cfg.eval_batch_size or cfg.batch_size,
+                      desc=f"fold {k} linear probe")
+    return {"fit": "logistic", "c": PROBE_C, "epochs": 0, "selected_epoch": None,
+            "validation": {"uar": val.uar, "war": val.war, "macro_f1": val.macro_f1},
+            "train_time_s": round(time.perf_counter() - t0, 2)}
+
+
+def _gradient_head(cfg: TrainConfig, clf, prep: Prepared, k: int, accelerator, splits: dict, lp_dir: Path) -> dict:
+    """`lp_fit: gradient`: `clf.head` trained alone for `cfg.lp_ft_epochs` epochs on the pooled splits, the epoch
+    of best validation UAR (or as configured) kept; returns the stage's record."""
+    from dataclasses import replace
+
+    from loralens.training.frozen_cache import PooledHead
+
     settings = replace(loop_settings(cfg), epochs=cfg.lp_ft_epochs, average_last=1, mixup_alpha=0.0,
                        label_smoothing=0.0, select_on="uar" if cfg.select_on == "last" else cfg.select_on)
     threads = torch.get_num_threads()
@@ -296,16 +340,8 @@ def _linear_probe_head(cfg: TrainConfig, clf, prep: Prepared, fold, k: int, acce
                      prep.labels, desc=f"fold {k} linear probe")
     finally:
         torch.set_num_threads(threads)
-    info = {"epochs": cfg.lp_ft_epochs, "selected_epoch": result.best_epoch, "validation": result.best_validation,
+    return {"epochs": cfg.lp_ft_epochs, "selected_epoch": result.best_epoch, "validation": result.best_validation,
             "train_time_s": round(result.train_time_s, 2)}
-    if accelerator.is_main_process:
-        save_safetensors(head_file, clf.head.state_dict())
-        atomic_write_json(result_file, info)
-        shutil.rmtree(lp_dir / "checkpoints", ignore_errors=True)
-        echo(f"fold {k}: linear-probe head selected at epoch {result.best_epoch + 1}, validation UAR "
-             f"{result.best_validation.get('uar', float('nan')):.4f}")
-    accelerator.wait_for_everyone()
-    return info
 
 
 def _no_frozen_outputs(needed_by: str) -> ConfigError:
@@ -355,6 +391,8 @@ def _resolve_hidden_state(cfg: TrainConfig, prep: Prepared, fold, folder: FoldFo
     fold_cfg = resolve_fold_head(cfg, folder.root, frozen, ids, [prep.labels.index(by_id[i].label) for i in ids],
                                  [by_id[i].speaker for i in ids], write=accelerator.is_main_process, echo=echo)
     k = fold_cfg.head.hidden_state
+    if k is None:  # the weighted sum of all hidden states (auto-all): nothing to cut
+        return fold_cfg, pooled, lp_pooled
 
     def cut(d: dict | None) -> dict | None:
         return None if d is None else {i: v[: k + 1] for i, v in d.items()}
@@ -392,7 +430,7 @@ def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict
 
     by_id = prep.corpus.by_id()
     fold_cfg = cfg
-    if cfg.head.hidden_state == "auto":
+    if cfg.head.hidden_state in AUTO:
         fold_cfg, pooled, lp_pooled = _resolve_hidden_state(cfg, prep, fold, folder, pooled, lp_pooled, accelerator,
                                                             echo)
     clf = build_classifier(fold_cfg, prep.whisper_encoder, len(prep.labels))
@@ -412,9 +450,9 @@ def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict
     settings = loop_settings(cfg)
     lp_info = None
     lp_earlier_s = 0.0  # the probe stage's training time when it ran in an earlier session
-    if cfg.lp_ft_epochs and pooled is None:
+    if cfg.lp_ft and pooled is None:
         if lp_pooled is None:
-            raise _no_frozen_outputs(f"lp_ft_epochs={cfg.lp_ft_epochs}")
+            raise _no_frozen_outputs(f"lp_ft_epochs={cfg.lp_ft_epochs}, lp_fit={cfg.lp_fit}")
         lp_result = folder.root / "lp" / "result.json"
         if (folder.checkpoints / "latest.json").exists():
             lp_info = read_json(lp_result)  # the adapted fit's checkpoint holds the head
@@ -467,7 +505,7 @@ def run_fold(cfg: TrainConfig, prep: Prepared, k: int, accelerator, pooled: dict
     if lp_info is not None:
         metrics["linear_probe"] = lp_info
     if cfg.head.hidden_state is not None:
-        metrics["hidden_state"] = fold_cfg.head.hidden_state
+        metrics["hidden_state"] = fold_cfg.head.hidden_state if fold_cfg.head.hidden_state is not None else ALL
     if accelerator.is_main_process:
         if cfg.method == "lora":
             clf.save_adapter(folder.adapter)
@@ -609,7 +647,7 @@ def _train(cfg: TrainConfig, choice: PrecisionChoice, *, dry_run: bool, echo: Ca
     pooled = lp_pooled = None
     if cfg.method == "frozen" and pending:
         pooled = _frozen_outputs(cfg, prep, accelerator, clips)
-    needs_frozen = cfg.lp_ft_epochs or cfg.head.standardize or cfg.head.hidden_state == "auto"
+    needs_frozen = cfg.lp_ft or cfg.head.standardize or cfg.head.hidden_state in AUTO
     if needs_frozen and pooled is None and pending:
         lp_pooled = _frozen_outputs(cfg.model_copy(update={"method": "frozen", "gradient_checkpointing": False,
                                                            "lp_ft_epochs": 0}), prep, accelerator, clips)

@@ -77,3 +77,50 @@ def test_a_run_with_auto_chooses_per_fold_and_its_models_follow(method, tiny_mod
     assert train_in_process(s)["folds"] == summary["folds"]
     res = predict(tmp_path / "run", sorted(synthetic_root.rglob("*.wav"))[:2], fold=0)
     assert len(res.clips) == 2
+
+
+def test_auto_all_chooses_the_layer_sum_when_every_state_carries_a_little():
+    g = torch.Generator().manual_seed(1)
+    n_speakers, per, states, d = 6, 20, 4, 8
+    n = n_speakers * per
+    labels = torch.arange(n) % 3
+    x = torch.randn(n, states, d, generator=g) * 2.0
+    x[:, 1:, :3] += 1.2 * torch.nn.functional.one_hot(labels, 3).float()[:, None]  # weak, in every state
+    speakers = [f"s{i // per}" for i in range(n)]
+    c = choose_hidden_state(x, labels.tolist(), speakers, with_sum=True)
+    assert c["candidates"] == [1, 2, 3, "all"] and c["hidden_state"] == "all"
+    assert c["cv_uar"][-1] > max(c["cv_uar"][:-1])
+    # one informative state still wins over the sum that dilutes it
+    x1, y1, spk1 = _pooled(2)
+    assert choose_hidden_state(x1, y1, spk1, with_sum=True)["hidden_state"] == 2
+
+
+def test_the_choice_all_is_the_weighted_layer_sum_head(tmp_path):
+    cfg = make_config({"head": {"hidden_state": "auto-all"}})
+    assert (cfg.head.weighted_layer_sum, cfg.head.standardize, cfg.head.speaker_norm) == (False, True, True)
+    (tmp_path / "hidden_state.json").write_text(json.dumps({"hidden_state": "all"}))
+    head = fold_config(cfg, tmp_path).head
+    assert (head.hidden_state, head.weighted_layer_sum, head.layer_norm, head.speaker_norm) == (None, True, True, True)
+    (tmp_path / "hidden_state.json").write_text(json.dumps({"hidden_state": 3}))
+    assert fold_config(cfg, tmp_path).head.hidden_state == 3
+    with pytest.raises(ConfigError, match="auto-all"):
+        make_config({"head": {"hidden_state": "every"}})
+
+
+def test_an_auto_all_run_with_a_logistic_head_stage(tiny_model_dir, synthetic_root, feature_cache, tmp_path):
+    """LoRA with `hidden_state: auto-all` and `lp_fit: logistic`: the probe stage is the logistic regression on the
+    chosen input (its validation UAR is the head's, before the adapters train), and the folds' models rebuild."""
+    from loralens.inference.fold_model import load_run_models
+
+    s = base_settings(tiny_model_dir, synthetic_root, feature_cache, tmp_path / "run", method="lora", epochs=1,
+                      head={"projector_dim": 16, "hidden_state": "auto-all"}, lp_fit="logistic")
+    train_in_process(s)
+    for k in (0, 1):
+        fold = tmp_path / "run" / f"fold_{k}"
+        choice = json.loads((fold / "hidden_state.json").read_text())
+        assert choice["candidates"] == [1, 2, "all"]
+        metrics = json.loads((fold / "metrics.json").read_text())
+        assert metrics["hidden_state"] == choice["hidden_state"]
+        assert metrics["linear_probe"]["fit"] == "logistic" and metrics["linear_probe"]["epochs"] == 0
+        clf = load_run_models(tmp_path / "run", fold=k).folds[0].classifier
+        assert clf.head.use_weighted_layer_sum == (choice["hidden_state"] == "all")

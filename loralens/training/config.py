@@ -32,10 +32,12 @@ class HeadConfig(_Strict):
     model (and LoRA, and every analysis) has that many layers. `auto`: each fold chooses its hidden state before
     training (`fold_k/hidden_state.json`).
 
-    Defaults (`head_defaults`, the recipe search of docs/results.md sections 6c and 6f): the weighted sum of every
-    hidden state, each z-scored with its clip's speaker's statistics (`speaker_norm`) and normalised; a head on one
-    hidden state (`hidden_state`, or `weighted_layer_sum: false`) drops the per-layer normalisation, and is z-scored
-    (per speaker) unless it reads the last, final-normed state."""
+    Defaults (`head_defaults`, the recipe search of docs/results.md sections 6c, 6f and 6g): `hidden_state: auto-all`
+    when neither it nor `weighted_layer_sum` is given: each fold reads the weighted sum of every hidden state (each
+    normalised) or one hidden state, whichever a speaker-grouped probe prefers; the input z-scored with each clip's
+    speaker's statistics (`speaker_norm`). A head on one hidden state drops the per-layer normalisation, and is
+    z-scored (per speaker) unless it reads the last, final-normed state; `weighted_layer_sum: true` (or
+    `hidden_state: null`) asks for the weighted sum on every fold, `hidden_state: last` for the last-layer head."""
 
     projector_dim: int = Field(256, ge=1, description="projector width of the head")
     weighted_layer_sum: bool = Field(True, description="learned weighted sum of all hidden states (else one: the "
@@ -92,6 +94,9 @@ def head_defaults(head: Mapping[str, Any]) -> dict[str, Any]:
     weighted layer sum unless one hidden state is asked for, per-layer normalisation with it, and z-scoring unless
     the head reads the last (final-normed) hidden state alone."""
     out = dict(head)
+    if "hidden_state" not in out and out.get("weighted_layer_sum") is None and out.get("layer_norm") is None:
+        # where the head reads is not said (a snapshot says it, hidden_state null included): each fold chooses
+        out["hidden_state"] = "auto-all"
     state = out.get("hidden_state")
     if out.get("weighted_layer_sum") is None:
         out["weighted_layer_sum"] = state is None  # hidden_state "last" asks for the last-layer head
@@ -150,12 +155,14 @@ class AugmentConfig(_Strict):
 
 
 #: The default recipe of `method: lora` (the default method), from the recipe search of issue 11 (docs/results.md,
-#: sections 6 and 6c): LP-FT (the head fitted on the frozen encoder's cached outputs first, 20 epochs, selected on
-#: validation UAR), then 3 epochs of LoRA and head at adapter learning rate 3e-4, the last epoch kept (validation from
-#: two speakers anti-correlates with test across folds, so selecting on it picks noise). A field that a configuration
-#: does not give takes this value when the method is lora; with frozen and full, and wherever a configuration gives
-#: the field, the field's own default or the given value holds. Keys are top-level field names.
-LORA_RECIPE: dict[str, Any] = {"epochs": 3, "lr_encoder": 3e-4, "lp_ft_epochs": 20, "select_on": "last"}
+#: sections 6, 6c and 6g): LP-FT (the head first set to a logistic regression on the frozen encoder's cached outputs,
+#: `lp_fit: logistic`; 20 epochs of the loop, selected on validation UAR, before loralens 0.7), then 3 epochs of LoRA
+#: and head at adapter learning rate 3e-4, the last epoch kept (validation from two speakers anti-correlates with test
+#: across folds, so selecting on it picks noise). A field that a configuration does not give takes this value when the
+#: method is lora; with frozen and full, and wherever a configuration gives the field, the field's own default or the
+#: given value holds (a configuration that gives `lp_ft_epochs` > 0 without `lp_fit` asks for the gradient-trained
+#: head stage). Keys are top-level field names.
+LORA_RECIPE: dict[str, Any] = {"epochs": 3, "lr_encoder": 3e-4, "lp_fit": "logistic", "select_on": "last"}
 
 
 def method_default(path: str, method: str) -> Any:
@@ -253,6 +260,9 @@ class TrainConfig(_Strict):
         """Fill the fields of `LORA_RECIPE` that `data` does not give (absent or None) when the method is lora."""
         if not isinstance(data, Mapping) or data.get("method", "lora") != "lora":
             return data
+        data = dict(data)
+        if data.get("lp_fit") is None and data.get("lp_ft_epochs"):
+            data["lp_fit"] = "gradient"  # epochs of the head stage asked for: the gradient-trained one
         return {**data, **{k: v for k, v in LORA_RECIPE.items() if data.get(k) is None}}
 
     @model_validator(mode="after")

@@ -165,6 +165,7 @@ def test_initial_adapter_is_what_training_started_from(run, tmp_path, monkeypatc
 
     from loralens.analysis.loading import initial_adapter
     from loralens.training import crossval
+    from loralens.training.head_choice import fold_config
     from loralens.training.loop import FitResult
 
     cfg = read_run_config(run / "train" / "lora_r4")
@@ -177,9 +178,10 @@ def test_initial_adapter_is_what_training_started_from(run, tmp_path, monkeypatc
     monkeypatch.setattr(crossval, "fit", save_then_stop)
     # run_fold alone cannot run the LP-FT stage nor z-score the head (train() computes the frozen outputs both read);
     # the adapter is built before either, so the fresh run skips them and `initial_adapter` gets the run's own config
-    assert cfg.lp_ft_epochs == 20 and cfg.head.standardize
-    fresh = cfg.model_copy(update={"run_dir": tmp_path / "fresh", "lp_ft_epochs": 0,
-                                   "head": cfg.head.model_copy(update={"standardize": False})})
+    assert cfg.lp_ft and cfg.head.standardize
+    fold_cfg = fold_config(cfg, run / "train" / "lora_r4" / "fold_0")  # the input fold 0 chose (auto-all)
+    fresh = fold_cfg.model_copy(update={"run_dir": tmp_path / "fresh", "lp_ft_epochs": 0, "lp_fit": "gradient",
+                                        "head": fold_cfg.head.model_copy(update={"standardize": False})})
     assert crossval.run_fold(fresh, prep, 0, crossval.make_accelerator("fp32"), echo=lambda s: None) is None
     at_start = _adapter_file_by_prefix(tmp_path / "adapter_at_start" / "adapter_model.safetensors")
 

@@ -286,6 +286,10 @@ def test_train_head_flags_reach_the_plan_and_bad_values_name_the_field(tmp_path,
     assert "head on the hidden state each fold chooses" in out and "input z-scored per speaker" in out
     code, out, err = run(capsys, *common, "--speaker-norm")
     assert code == 0, err
+    assert ("head on the hidden state or the weighted sum of all hidden states, whichever each fold chooses "
+            "(speaker-grouped probe on the frozen outputs), input z-scored per speaker") in out
+    code, out, err = run(capsys, *common, "--weighted-layer-sum")
+    assert code == 0, err
     assert "head on the weighted sum of all hidden states (each normalised), input z-scored per speaker" in out
     code, out, err = run(capsys, *common, "--speaker-norm", "--no-standardize")
     assert code == 2 and "head.speaker_norm" in err and "needs head.standardize" in err

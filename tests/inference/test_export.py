@@ -144,7 +144,8 @@ def test_frozen_run_predicts_and_exports_without_adapter(tiny_model_dir, synthet
     # the default head but for the speaker normalisation (not exportable): weighted layer sum of every hidden state,
     # each z-scored with the training clips' statistics and normalised
     s = base_settings(tiny_model_dir, synthetic_root, feature_cache, tmp_path / "frozen", method="frozen", epochs=2,
-                      fold=0, head={"projector_dim": 16, "speaker_norm": False}, select_on="last")
+                      fold=0, head={"projector_dim": 16, "weighted_layer_sum": True, "speaker_norm": False},
+                      select_on="last")
     s.pop("lora")
     train_in_process(s)
     files = _files(synthetic_root, 4)

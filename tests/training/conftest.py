@@ -46,14 +46,16 @@ def feature_cache(tmp_path_factory) -> Path:
 def base_settings(model_dir: Path, corpus_root: Path, cache: Path, run_dir: Path, **over) -> dict:
     """Settings of the small runs: speaker 2-fold (train 1 speaker, validation 1, test 2), LoRA r=4 without dropout
     (so that several processes draw no random numbers and can match one process), no LP-FT stage (tests that need it
-    set it), selection on validation UAR (the recipe keeps the last epoch; selection exercises the best-epoch
-    bookkeeping that resume must restore), trimmed windows, batch 4; fp32,
+    set it), the weighted-layer-sum head on every fold (tests of `auto-all`, the default, set it), selection on
+    validation UAR (the recipe keeps the last epoch; selection exercises the best-epoch bookkeeping that resume must
+    restore), trimmed windows, batch 4; fp32,
     so that two processes match one within float tolerance (bf16 sums taken in another order differ by ~1e-4)."""
     d = {
         "corpus": "manifest", "corpus_root": str(corpus_root), "folds": "speaker-kfold", "folds_k": 2,
         "model": str(model_dir), "method": "lora", "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
-        "head": {"projector_dim": 16}, "window": "trim", "batch_size": 4, "epochs": 4, "lr_head": 5e-3,
-        "lr_encoder": 2e-3, "lp_ft_epochs": 0, "select_on": "uar", "patience": None, "feature_cache": str(cache),
+        "head": {"projector_dim": 16, "weighted_layer_sum": True}, "window": "trim", "batch_size": 4, "epochs": 4,
+        "lr_head": 5e-3, "lr_encoder": 2e-3, "lp_ft_epochs": 0, "lp_fit": "gradient", "select_on": "uar",
+        "patience": None, "feature_cache": str(cache),
         "run_dir": str(run_dir),
         "checkpoint_every": 1, "log_every": 1, "seed": 3, "precision": "fp32",
     }
@@ -70,6 +72,9 @@ def cli_args(settings: dict) -> list[str]:
             continue
         if isinstance(v, dict):
             for kk, vv in v.items():
+                if kk == "weighted_layer_sum":
+                    args.append("--weighted-layer-sum" if vv else "--last-layer")
+                    continue
                 name = {"r": "lora-r", "alpha": "lora-alpha", "dropout": "lora-dropout",
                         "projector_dim": "projector-dim"}[kk]
                 args += [f"--{name}", str(vv)]

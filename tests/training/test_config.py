@@ -84,13 +84,20 @@ def test_head_layer_norm_hashing_and_validation():
 
 
 def test_head_hidden_state_hashing_and_validation():
-    plain = make_config({"epochs": 3, "method": "frozen"})
+    plain = make_config({"epochs": 3, "method": "frozen", "head": {"weighted_layer_sum": True}})  # then the default
     d = plain.model_dump(mode="json")
     del d["head"]["hidden_state"]  # a snapshot written before the field existed
     assert config_hash(config_from_snapshot(d)) == config_hash(plain)
     cut = make_config({"epochs": 3, "method": "frozen", "head": {"hidden_state": 4}})
     assert config_hash(cut) != config_hash(plain) and cut.head.hidden_state == 4
     assert make_config({"head": {"hidden_state": "last"}}).head.hidden_state is None  # the flag's way to say it
+    # the default since loralens 0.7: each fold chooses among the hidden states and their weighted sum; naming the
+    # weighted sum (or the last layer, or hidden_state null as every snapshot does) keeps it on every fold
+    assert make_config({}).head.hidden_state == "auto-all"
+    assert make_config({"head": {"weighted_layer_sum": True}}).head.hidden_state is None
+    assert make_config({"head": {"weighted_layer_sum": False}}).head.hidden_state is None
+    wls = make_config({"head": {"hidden_state": None}}).head
+    assert (wls.hidden_state, wls.weighted_layer_sum, wls.layer_norm, wls.speaker_norm) == (None, True, True, True)
     assert make_config({"head": {"hidden_state": "3"}}).head.hidden_state == 3
     with pytest.raises(ConfigError, match="weighted_layer_sum all of them"):
         make_config({"head": {"hidden_state": 2, "weighted_layer_sum": True}})
@@ -120,12 +127,14 @@ def test_trim_is_the_default_window_and_named_windows_keep_their_hash(tmp_path):
 def test_recipe_levers_are_hashed_only_when_set():
     # the hashes of configurations written before the levers existed are unchanged (pinned by the tests above);
     # each lever, set, changes the hash, and set back to its default restores it
-    base = {"epochs": 3, "method": "lora", "lr_encoder": 1e-4, "lp_ft_epochs": 0,  # lora without LP-FT,
+    base = {"epochs": 3, "method": "lora", "lr_encoder": 1e-4, "lp_ft_epochs": 0, "lp_fit": "gradient",  # no LP-FT,
             "select_on": "uar"}  # selecting on validation UAR, as before the recipe
     h0 = config_hash(make_config(base))
     assert config_hash(make_config({**base, "validation_speakers": None, "select_on": "uar", "lp_ft_epochs": 0,
-                                    "average_last": 1, "augment": {"speed": [], "mixup_alpha": 0.0}})) == h0
+                                    "lp_fit": "gradient", "average_last": 1,
+                                    "augment": {"speed": [], "mixup_alpha": 0.0}})) == h0
     levers = [{"validation_speakers": 4}, {"select_on": "loss"}, {"select_on": "last"}, {"lp_ft_epochs": 5},
+              {"lp_fit": "logistic"}, {"head": {"hidden_state": "auto"}},
               {"average_last": 3}, {"augment": {"spec_time_masks": 2}}, {"augment": {"spec_freq_masks": 2}},
               {"augment": {"speed": [0.9, 1.1]}}, {"augment": {"noise_snr_db": [10, 30]}},
               {"augment": {"mixup_alpha": 0.2}}, {"augment": {"label_smoothing": 0.1}},
@@ -141,13 +150,16 @@ def test_lora_takes_the_recipe_defaults_and_other_methods_keep_theirs(tmp_path):
     from loralens.training.run_folder import read_run_config
 
     for cfg in (TrainConfig(), make_config({}), make_config({"method": "lora", "epochs": None})):
-        assert (cfg.method, cfg.epochs, cfg.lr_encoder, cfg.lp_ft_epochs, cfg.select_on) == \
-            ("lora", 3, 3e-4, 20, "last")
+        assert (cfg.method, cfg.epochs, cfg.lr_encoder, cfg.lp_ft_epochs, cfg.lp_fit, cfg.select_on) == \
+            ("lora", 3, 3e-4, 0, "logistic", "last")
+    # epochs of the head stage asked for without lp_fit: the gradient-trained stage (the default before 0.7)
+    assert make_config({"lp_ft_epochs": 20}).lp_fit == "gradient"
+    assert make_config({"lp_ft_epochs": 20, "lp_fit": "logistic"}).lp_fit == "logistic"
     for method in ("frozen", "full"):
         cfg = make_config({"method": method})
         assert (cfg.epochs, cfg.lr_encoder, cfg.lp_ft_epochs, cfg.select_on) == (10, 1e-4, 0, "uar")
         assert all(method_default(k, method) != v for k, v in LORA_RECIPE.items())
-    given = make_config({"epochs": 10, "lr_encoder": 1e-4, "lp_ft_epochs": 0,  # what a user names is kept
+    given = make_config({"epochs": 10, "lr_encoder": 1e-4, "lp_ft_epochs": 0, "lp_fit": "gradient",  # as named
                          "select_on": "uar", "head": {"weighted_layer_sum": False}})
     assert (given.epochs, given.lr_encoder, given.lp_ft_epochs, given.select_on) == (10, 1e-4, 0, "uar")
     # the lora configuration of before the recipe, named in full, keeps the hash the code of then gave `{}`
@@ -168,6 +180,9 @@ def test_recipe_lever_validation():
         make_config({"method": "frozen", "augment": {"speed": [0.9, 1.1]}})
     with pytest.raises(ConfigError, match="lp_ft_epochs"):
         make_config({"method": "frozen", "lp_ft_epochs": 2})
+    with pytest.raises(ConfigError, match="lp_fit: logistic"):
+        make_config({"method": "frozen", "lp_fit": "logistic"})
+    assert make_config({"lp_fit": "logistic", "lp_ft_epochs": 0}).lp_ft  # LP-FT on without epochs
     make_config({"method": "frozen", "augment": {"mixup_alpha": 0.2, "label_smoothing": 0.1}, "select_on": "loss"})
     with pytest.raises(ConfigError, match="augment.speed"):
         make_config({"augment": {"speed": [3.0]}})
@@ -193,8 +208,12 @@ def test_frozen_section_drops_what_frozen_cannot_take():
 def test_default_head_and_the_rule_for_fields_not_given():
     from loralens.training.config import HeadConfig, head_defaults
 
-    h = TrainConfig().head
-    assert (h.weighted_layer_sum, h.layer_norm, h.standardize, h.speaker_norm) == (True, True, True, True)
+    h = TrainConfig().head  # each fold chooses (auto-all), z-scored per speaker
+    assert (h.hidden_state, h.weighted_layer_sum, h.layer_norm, h.standardize, h.speaker_norm) == \
+        ("auto-all", False, False, True, True)
+    h = make_config({"head": {"weighted_layer_sum": True}}).head  # the weighted sum on every fold (0.6's default)
+    assert (h.hidden_state, h.weighted_layer_sum, h.layer_norm, h.standardize, h.speaker_norm) == \
+        (None, True, True, True, True)
     last = make_config({"head": {"weighted_layer_sum": False}})  # --last-layer: the paper's head, raw
     assert (last.head.layer_norm, last.head.standardize, last.head.speaker_norm) == (False, False, False)
     one = make_config({"head": {"hidden_state": 3}})  # one hidden state below the last: z-scored per speaker, no sum
@@ -204,11 +223,16 @@ def test_default_head_and_the_rule_for_fields_not_given():
     assert (global_z.head.standardize, global_z.head.speaker_norm) == (True, False)
     named_last = make_config({"head": {"hidden_state": "last"}})
     assert (named_last.head.weighted_layer_sum, named_last.head.standardize) == (False, False)
-    raw_sum = make_config({"head": {"standardize": False}})
+    raw_sum = make_config({"head": {"weighted_layer_sum": True, "standardize": False}})
     assert (raw_sum.head.weighted_layer_sum, raw_sum.head.layer_norm, raw_sum.head.standardize,
             raw_sum.head.speaker_norm) == (True, True, False, False)
     assert head_defaults({"layer_norm": False}) == {"layer_norm": False, "weighted_layer_sum": True,
                                                     "standardize": True, "speaker_norm": True}
+    assert head_defaults({}) == {"hidden_state": "auto-all", "weighted_layer_sum": False, "layer_norm": False,
+                                 "standardize": True, "speaker_norm": True}
+    raw_auto = make_config({"head": {"standardize": False}})
+    assert (raw_auto.head.hidden_state, raw_auto.head.standardize, raw_auto.head.speaker_norm) == \
+        ("auto-all", False, False)
     assert HeadConfig.model_validate(HeadConfig().model_dump()) == HeadConfig()  # a snapshot round-trips
     # the default head enters the hash (it differs from the head of the runs made before it)
     assert config_hash(make_config({})) != config_hash(make_config({"head": {"weighted_layer_sum": False}}))

@@ -50,7 +50,7 @@ def test_fold_config_reads_the_folds_choice(tmp_path):
         fold_config(cfg, tmp_path)
     (tmp_path / "hidden_state.json").write_text(json.dumps({"hidden_state": 2}))
     assert fold_config(cfg, tmp_path).head.hidden_state == 2
-    plain = make_config({})
+    plain = make_config({"head": {"weighted_layer_sum": True}})
     assert fold_config(plain, tmp_path) is plain
 
 
@@ -110,8 +110,11 @@ def test_the_choice_all_is_the_weighted_layer_sum_head(tmp_path):
 def test_an_auto_all_run_with_a_logistic_head_stage(tiny_model_dir, synthetic_root, feature_cache, tmp_path):
     """LoRA with `hidden_state: auto-all` and `lp_fit: logistic`: the probe stage is the logistic regression on the
     chosen input (its validation UAR is the head's, before the adapters train), and the folds' models rebuild."""
+    from loralens.data.corpora import load_corpus
     from loralens.inference.fold_model import load_run_models
+    from loralens.inference.predict import InputClip, predict
 
+    by_id = load_corpus("manifest", synthetic_root).by_id()
     s = base_settings(tiny_model_dir, synthetic_root, feature_cache, tmp_path / "run", method="lora", epochs=1,
                       head={"projector_dim": 16, "hidden_state": "auto-all"}, lp_fit="logistic")
     train_in_process(s)
@@ -124,3 +127,9 @@ def test_an_auto_all_run_with_a_logistic_head_stage(tiny_model_dir, synthetic_ro
         assert metrics["linear_probe"]["fit"] == "logistic" and metrics["linear_probe"]["epochs"] == 0
         clf = load_run_models(tmp_path / "run", fold=k).folds[0].classifier
         assert clf.head.use_weighted_layer_sum == (choice["hidden_state"] == "all")
+        # predict rebuilds the fold's model (its own input) and reproduces its test predictions
+        pred = json.loads((fold / "predictions.json").read_text())
+        clips = [InputClip(i, by_id[i].path, by_id[i].label, by_id[i].speaker) for i in pred["ids"]]
+        got = predict(tmp_path / "run", clips, fold=k, device="cpu")
+        for c, want in zip(got.clips, pred["probabilities"]):
+            assert [c.probabilities[lab] for lab in pred["labels"]] == pytest.approx(want, abs=1e-4)

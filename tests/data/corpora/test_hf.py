@@ -155,7 +155,7 @@ def test_corpus_options_are_hashed_only_when_set():
     from loralens.training.config import _HASHED_WHEN_SET, _NOT_HASHED, _SECTIONS_ADDED, config_hash, make_config
 
     # every field added later at its "before" value (the head of then: the last layer)
-    plain = make_config({"corpus": "manifest", "lp_ft_epochs": 0, "select_on": "uar",
+    plain = make_config({"corpus": "manifest", "lp_ft_epochs": 0, "lp_fit": "gradient", "select_on": "uar",
                          "head": {"weighted_layer_sum": False}})
     before = plain.model_dump(mode="json", exclude=_NOT_HASHED | {"corpus_options"} | set(_SECTIONS_ADDED))
     for *sections, key in _HASHED_WHEN_SET:  # the other fields added after runs existed, at their defaults

@@ -155,14 +155,13 @@ class AugmentConfig(_Strict):
 
 
 #: The default recipe of `method: lora` (the default method), from the recipe search of issue 11 (docs/results.md,
-#: sections 6, 6c and 6g): LP-FT (the head first set to a logistic regression on the frozen encoder's cached outputs,
-#: `lp_fit: logistic`; 20 epochs of the loop, selected on validation UAR, before loralens 0.7), then 3 epochs of LoRA
-#: and head at adapter learning rate 3e-4, the last epoch kept (validation from two speakers anti-correlates with test
-#: across folds, so selecting on it picks noise). A field that a configuration does not give takes this value when the
-#: method is lora; with frozen and full, and wherever a configuration gives the field, the field's own default or the
-#: given value holds (a configuration that gives `lp_ft_epochs` > 0 without `lp_fit` asks for the gradient-trained
-#: head stage). Keys are top-level field names.
-LORA_RECIPE: dict[str, Any] = {"epochs": 3, "lr_encoder": 3e-4, "lp_fit": "logistic", "select_on": "last"}
+#: sections 6, 6c and 6g): LP-FT (the head fitted on the frozen encoder's cached outputs first, 20 epochs, selected on
+#: validation UAR; `lp_fit: logistic`, a logistic regression instead, measured level or worse, section 6g), then 3
+#: epochs of LoRA and head at adapter learning rate 3e-4, the last epoch kept (validation from two speakers
+#: anti-correlates with test across folds, so selecting on it picks noise). A field that a configuration does not give
+#: takes this value when the method is lora; with frozen and full, and wherever a configuration gives the field, the
+#: field's own default or the given value holds. Keys are top-level field names.
+LORA_RECIPE: dict[str, Any] = {"epochs": 3, "lr_encoder": 3e-4, "lp_ft_epochs": 20, "select_on": "last"}
 
 
 def method_default(path: str, method: str) -> Any:
@@ -240,7 +239,7 @@ class TrainConfig(_Strict):
     lp_fit: Literal["gradient", "logistic"] = Field(
         "gradient", description="how LP-FT fits the head on the frozen outputs: gradient = lp_ft_epochs epochs of "
         "the training loop; logistic = the head set to an L2 logistic regression on its own inputs (a convex fit, "
-        "no epochs, no selection; LP-FT on whatever lp_ft_epochs says)")
+        "no epochs, no selection; lp_ft_epochs then unused)")
     average_last: int = Field(
         1, ge=1, description="final weights = mean of the trainable weights at the end of the k epochs ending with "
         "the selected one (1 = the selected epoch's weights)")
@@ -260,9 +259,6 @@ class TrainConfig(_Strict):
         """Fill the fields of `LORA_RECIPE` that `data` does not give (absent or None) when the method is lora."""
         if not isinstance(data, Mapping) or data.get("method", "lora") != "lora":
             return data
-        data = dict(data)
-        if data.get("lp_fit") is None and data.get("lp_ft_epochs"):
-            data["lp_fit"] = "gradient"  # epochs of the head stage asked for: the gradient-trained one
         return {**data, **{k: v for k, v in LORA_RECIPE.items() if data.get(k) is None}}
 
     @model_validator(mode="after")

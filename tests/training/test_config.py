@@ -151,10 +151,8 @@ def test_lora_takes_the_recipe_defaults_and_other_methods_keep_theirs(tmp_path):
 
     for cfg in (TrainConfig(), make_config({}), make_config({"method": "lora", "epochs": None})):
         assert (cfg.method, cfg.epochs, cfg.lr_encoder, cfg.lp_ft_epochs, cfg.lp_fit, cfg.select_on) == \
-            ("lora", 3, 3e-4, 0, "logistic", "last")
-    # epochs of the head stage asked for without lp_fit: the gradient-trained stage (the default before 0.7)
-    assert make_config({"lp_ft_epochs": 20}).lp_fit == "gradient"
-    assert make_config({"lp_ft_epochs": 20, "lp_fit": "logistic"}).lp_fit == "logistic"
+            ("lora", 3, 3e-4, 20, "gradient", "last")
+    assert make_config({"lp_fit": "logistic", "lp_ft_epochs": 0}).lp_ft
     for method in ("frozen", "full"):
         cfg = make_config({"method": method})
         assert (cfg.epochs, cfg.lr_encoder, cfg.lp_ft_epochs, cfg.select_on) == (10, 1e-4, 0, "uar")

@@ -122,13 +122,12 @@ def test_schedule_line_of_the_default_recipe_and_of_frozen():
     from loralens.training.crossval import schedule_line
 
     assert schedule_line(make_config({})) == (
+        "schedule: head alone 20 epochs on the frozen encoder (LP-FT), then 3 epochs, lr 3e-04 adapters / 1e-03 "
+        "head, batch 8, the last epoch kept (no selection); head on the hidden state or the weighted sum of all hidden "
+        "states, whichever each fold chooses (speaker-grouped probe on the frozen outputs), input z-scored per speaker")
+    assert schedule_line(make_config({"lp_fit": "logistic", "head": {"weighted_layer_sum": True}})) == (
         "schedule: head fitted as a logistic regression on the frozen encoder (LP-FT), then 3 epochs, lr 3e-04 "
-        "adapters / 1e-03 head, batch 8, the last epoch kept (no selection); head on the hidden state or the weighted "
-        "sum of all hidden states, whichever each fold chooses (speaker-grouped probe on the frozen outputs), input "
-        "z-scored per speaker")
-    assert schedule_line(make_config({"lp_ft_epochs": 20, "head": {"weighted_layer_sum": True}})) == (
-        "schedule: head alone 20 epochs on the frozen encoder (LP-FT), then 3 epochs, lr 3e-04 adapters / "
-        "1e-03 head, batch 8, the last epoch kept (no selection); head on "
+        "adapters / 1e-03 head, batch 8, the last epoch kept (no selection); head on "
         "the weighted sum of all hidden states (each normalised), input z-scored per speaker")
     frozen = schedule_line(make_config({"method": "frozen", "average_last": 2, "select_on": "loss",
                                         "head": {"weighted_layer_sum": False}}))

@@ -1,3 +1,3 @@
 """loralens: fine-tune Whisper's encoder for speech emotion recognition with LoRA, then open it up."""
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"

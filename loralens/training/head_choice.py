@@ -10,10 +10,10 @@ also `"all"`, the weighted layer sum's input at its start (each hidden state's v
 equal weights). The features are those the head will read: z-scored per speaker with `head.speaker_norm`. The
 best-scoring candidate wins (the earlier one on a tie: fewer layers to run); with `auto-all`, a hidden state wins over
 the sum only by more than one standard error of its score (the standard deviation over the cross-validation splits
-over their square root; the one-standard-error rule, with the sum as the default: on RAVDESS `base` fold 2 hidden
-state 3 led the sum by 0.0008 and cost 0.05 test UAR). The choice and every score
-are written to `fold_k/hidden_state.json` before training; a rerun reads it back, and `fold_classifier` rebuilds the
-fold's model from it.
+over their square root; the one-standard-error rule, with the sum as the default: on RAVDESS a head on one hidden
+state trails the sum, and there `base` fold 2's best hidden state led it by 0.0008, docs/results.md 6g). The choice
+and every score are written to `fold_k/hidden_state.json` before training; a rerun reads it back, and
+`fold_classifier` rebuilds the fold's model from it.
 """
 
 from __future__ import annotations

@@ -307,9 +307,14 @@ def probe_fold(frozen_run: Path, fold: int, labels: list[str], speaker_norm: boo
             best = (h, val, probe)
     h, val, probe = best
     test = classification_metrics(y["test"].tolist(), probe.predict(pooled[idx["test"], h]).tolist(), labels)
+    return _probe_row(fold, test, val, h, t0, validation_uar_by_hidden_state=val_uars)
+
+
+def _probe_row(fold: int, test, val, hidden_state, t0: float, **extra) -> dict:
+    """A probe's row of the results (test and validation `ClassificationMetrics`, what it read, its own wall time;
+    the fields of trained recipes that a probe has not, None)."""
     return {"fold": fold, "uar": test.uar, "war": test.war, "macro_f1": test.macro_f1, "validation_uar": val.uar,
-            "hidden_state": h, "validation_uar_by_hidden_state": val_uars,
-            "wall_time_s": round(time.perf_counter() - t0, 2),
+            "hidden_state": hidden_state, **extra, "wall_time_s": round(time.perf_counter() - t0, 2),
             "process_wall_s": None, "peak_rss_mib": None, "peak_cuda_mib": None, "trainable_params": None,
             "selected_epoch": None}
 
@@ -332,11 +337,7 @@ def _probe_cv_all(pooled: np.ndarray, idx: dict, y: dict, spec: dict, corpus, la
     w, b = fit_logistic(feats["train"], y["train"], len(labels))
     m = {s: classification_metrics(y[s].tolist(), (feats[s] @ w.T + b).argmax(1).tolist(), labels)
          for s in ("validation", "test")}
-    return {"fold": fold, "uar": m["test"].uar, "war": m["test"].war, "macro_f1": m["test"].macro_f1,
-            "validation_uar": m["validation"].uar, "hidden_state": h, "cv_uar": choice["cv_uar"],
-            "wall_time_s": round(time.perf_counter() - t0, 2),
-            "process_wall_s": None, "peak_rss_mib": None, "peak_cuda_mib": None, "trainable_params": None,
-            "selected_epoch": None}
+    return _probe_row(fold, m["test"], m["validation"], h, t0, cv_uar=choice["cv_uar"])
 
 
 # ------------------------------------------------------------------------------------------------ results

@@ -27,6 +27,7 @@ from loralens.report.html import (
     reproducibility_table,
 )
 from loralens.report.run_output import ANALYSIS_ORDER, AnalysedFold, AnalysisResult, RunOutput, Variant, natural_key
+from loralens.training.config import AUTO_HIDDEN_STATES
 
 SYNTHETIC_BANNER = "Synthetic smoke test \u2014 not an emotion benchmark"
 RAVDESS_DOWNLOAD = "loralens data download ravdess --dest data/ravdess"
@@ -100,7 +101,7 @@ def _head_words(v: Variant) -> str:
     head = head if isinstance(head, Mapping) else {}
     where = head.get("hidden_state")
     words = ""
-    if where in ("auto", "auto-all"):
+    if where in AUTO_HIDDEN_STATES:
         chosen = [(f.metrics or {}).get("hidden_state") for f in v.complete_folds]
         chosen = [str(c) for c in chosen if c is not None]
         words = ", head on the hidden state each fold chose" + (f" ({', '.join(chosen)})" if chosen else "")

@@ -23,6 +23,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+#: the `head.hidden_state` values that let each fold choose (`training/head_choice.py`)
+AUTO_HIDDEN_STATES = ("auto", "auto-all")
+
+
 class HeadConfig(_Strict):
     """Classification head: masked mean pooling, optional learned weighted sum of the hidden states (embeddings and
     every layer), a projector of `projector_dim` units, a linear classifier. `layer_norm` (with the weighted sum
@@ -70,7 +74,7 @@ class HeadConfig(_Strict):
             v = int(v)
         if v == "last":
             return None
-        if v is None or v in ("auto", "auto-all") or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+        if v is None or v in AUTO_HIDDEN_STATES or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
             return v
         raise ValueError(f"{v!r} is not a hidden state: give an index >= 1 (1 = the output of the first layer), "
                          "auto, auto-all, or last")

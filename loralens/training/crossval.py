@@ -290,7 +290,7 @@ def _linear_probe_head(cfg: TrainConfig, clf, prep: Prepared, fold, k: int, acce
         clips = [by_id[i] for i in fold.split(name)]
         splits[name] = pooled_split(lp_pooled, [c.id for c in clips], [prep.labels.index(c.label) for c in clips])
     if cfg.lp_fit == "logistic":
-        info = _logistic_head(cfg, clf, prep, k, accelerator, splits)
+        info = _logistic_head(cfg, clf, prep, k, accelerator, splits, lp_pooled)
     else:
         info = _gradient_head(cfg, clf, prep, k, accelerator, splits, lp_dir)
     if accelerator.is_main_process:
@@ -304,16 +304,18 @@ def _linear_probe_head(cfg: TrainConfig, clf, prep: Prepared, fold, k: int, acce
     return info
 
 
-def _logistic_head(cfg: TrainConfig, clf, prep: Prepared, k: int, accelerator, splits: dict) -> dict:
+def _logistic_head(cfg: TrainConfig, clf, prep: Prepared, k: int, accelerator, splits: dict,
+                   lp_pooled: dict) -> dict:
     """`lp_fit: logistic`: `clf.head` set to the logistic regression of the training clips' labels on the head's
-    own inputs (`logistic_head`); returns the stage's record (validation metrics, fit time)."""
+    own inputs (`logistic_head`, from the pooled frozen outputs `lp_pooled`); returns the stage's record (validation
+    metrics, fit time)."""
     from loralens.training.frozen_cache import PooledHead
     from loralens.training.logistic_head import PROBE_C, fit_logistic_head
 
     t0 = time.perf_counter()
     model = PooledHead(clf.head, clf.speaker_statistics)
     train = splits["train"]
-    pooled = torch.stack([train.dataset[i][0] for i in range(len(train))])
+    pooled = torch.stack([lp_pooled[i] for i in train.ids])
     fit_logistic_head(model, pooled, list(train.ids), list(train.labels), seed=cfg.seed)
     val, _ = evaluate(model, splits["validation"], accelerator, prep.labels, cfg.eval_batch_size or cfg.batch_size,
                       desc=f"fold {k} linear probe")

@@ -26,10 +26,10 @@ import torch
 
 from loralens.errors import ConfigError, RunFolderError
 from loralens.io import atomic_write_json, read_json
-from loralens.training.config import TrainConfig
+from loralens.training.config import AUTO_HIDDEN_STATES, TrainConfig
 
 CHOICE_FILE = "hidden_state.json"
-AUTO = ("auto", "auto-all")
+AUTO = AUTO_HIDDEN_STATES
 ALL = "all"  # the choice "the weighted sum of all hidden states"
 
 
